@@ -1,0 +1,64 @@
+"""What every fr-mer model is: an ``nn.Module`` that names its cache inputs and its recipe.
+
+A model declares
+
+- ``inputs``: cache array columns it reads, and for the ``flow`` column the
+  channel order it wants (the data layer builds the tensors, so a model never
+  touches HDF5);
+- ``recipe``: its paper's training recipe (:class:`Recipe`), which the CLI may
+  override option by option;
+- ``forward(batch) -> dict`` with at least ``"logits"`` (B, n_classes);
+- ``loss(outputs, target) -> Tensor``: cross-entropy unless the method has its
+  own terms (FR's proposal loss, SMA-STN's deviation enhancement loss).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training recipe; defaults per model come from its paper or public code."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-4
+    optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    lr_step_epochs: int = 0  # multiply lr by lr_gamma every this many epochs (0: constant)
+    lr_gamma: float = 0.1
+    class_balanced: bool = False  # sample training batches with equal class frequency
+    augment: bool = False  # model-defined augmentation, training only
+
+    def replace(self, **changes: object) -> "Recipe":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class MERModel(nn.Module):
+    """Base class: subclasses set ``inputs`` and ``recipe`` and implement ``forward``."""
+
+    #: cache column -> flow channel order (tuple of names) or None for other arrays.
+    inputs: ClassVar[Mapping[str, tuple[str, ...] | None]] = {}
+    recipe: ClassVar[Recipe] = Recipe()
+    n_classes: int
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs["logits"], target)
+
+    def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Training-time augmentation on device tensors; identity unless overridden."""
+        return batch
+
+    def options(self) -> dict[str, object]:
+        """Constructor arguments, recorded in checkpoints to rebuild the model."""
+        return dict(getattr(self, "_options", {}))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

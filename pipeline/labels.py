@@ -1,0 +1,116 @@
+"""The label facts of the MEGC2019 composite protocol, in one place.
+
+Classes, the emotion-to-class mapping of each database, and the subject id
+formats. Everything that turns a spreadsheet cell or a folder name into a
+class or a subject id goes through here.
+"""
+from __future__ import annotations
+
+import re
+
+#: Composite classes, in the order of the official list's class index (0, 1, 2).
+CLASSES: tuple[str, ...] = ("negative", "positive", "surprise")
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+#: Databases of the composite, in the order the protocol reports them.
+DATABASES: tuple[str, ...] = ("casme2", "samm", "smic")
+
+# MEGC2019: negative = repression, anger, contempt, disgust, fear, sadness;
+# for CASME II only disgust and repression (its fear and sadness clips are
+# too few and were left out of the official list).
+EMOTION_TO_CLASS: dict[str, dict[str, str]] = {
+    "casme2": {
+        "disgust": "negative",
+        "repression": "negative",
+        "happiness": "positive",
+        "surprise": "surprise",
+    },
+    "samm": {
+        "anger": "negative",
+        "contempt": "negative",
+        "disgust": "negative",
+        "fear": "negative",
+        "sadness": "negative",
+        "happiness": "positive",
+        "surprise": "surprise",
+    },
+    "smic": {
+        "negative": "negative",
+        "positive": "positive",
+        "surprise": "surprise",
+    },
+}
+
+#: SMIC clip codes (``s1_ne_01``) to the emotion they name.
+SMIC_CODES: dict[str, str] = {"ne": "negative", "po": "positive", "sur": "surprise"}
+
+
+def composite_class(database: str, emotion: str) -> str | None:
+    """Composite class name of ``emotion`` in ``database``, or None when dropped."""
+    check_database(database)
+    return EMOTION_TO_CLASS[database].get(str(emotion).strip().lower())
+
+
+def check_database(database: str) -> str:
+    if database not in DATABASES:
+        raise ValueError(
+            f"unknown database {database!r}: expected one of {', '.join(DATABASES)}"
+        )
+    return database
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def canonical_subject(database: str, raw: object) -> str:
+    """The subject id used everywhere in fr-mer (and in the official list's style).
+
+    CASME II ``sub01`` (from ``'01'``, ``1``, ``'sub1'``); SAMM ``006`` (from ``6``,
+    ``'6'``, ``'006'``: padded to three digits as the folders and STSTNet's weights
+    are); SMIC ``s01`` (from ``'s1'``, ``1``).
+    """
+    check_database(database)
+    text = str(raw).strip()
+    if text.endswith(".0"):  # spreadsheet cells read as floats
+        text = text[:-2]
+    match = _DIGITS.search(text)
+    if match is None:
+        raise ValueError(f"{database}: cannot read a subject number from {raw!r}")
+    number = int(match.group(1))
+    if database == "casme2":
+        return f"sub{number:02d}"
+    if database == "samm":
+        return f"{number:03d}"
+    return f"s{number:02d}"
+
+
+def disk_subject(database: str, subject: str) -> str:
+    """Folder name of a canonical subject id in the release (SMIC is unpadded)."""
+    if database == "smic":
+        return f"s{int(subject[1:])}"
+    return subject
+
+
+def global_subject(database: str, subject: str) -> str:
+    """Subject id unique across databases (``casme2/sub01`` is not ``smic/s01``)."""
+    return f"{database}/{subject}"
+
+
+def sample_key(database: str, subject: str, clip: str) -> str:
+    """Unique key of one sample: ``database/subject/clip`` (canonical ids)."""
+    return f"{database}/{subject}/{clip}"
+
+
+def canonical_smic_clip(clip: str) -> str:
+    """``s1_ne_01`` -> ``s01_ne_01`` (the official list pads the subject)."""
+    head, _, rest = clip.partition("_")
+    return f"{canonical_subject('smic', head)}_{rest}" if rest else clip
+
+
+def smic_emotion_from_clip(clip: str) -> str | None:
+    """``s1_po_03`` -> ``positive``; None when the clip name holds no known code."""
+    parts = clip.lower().split("_")
+    for part in parts[1:]:
+        if part in SMIC_CODES:
+            return SMIC_CODES[part]
+    return None
