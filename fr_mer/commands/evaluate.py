@@ -1,8 +1,84 @@
-"""`fr-mer evaluate` (being written; the owner replaces this module)."""
+"""`fr-mer evaluate`: LOSO evaluation (composite or one database), over seeds, resumable."""
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
+
+from fr_mer.commands.common import model_options, resolve_training, user_errors
+from fr_mer.evaluation import EvalConfig, run_evaluation
+from fr_mer.protocols import PROTOCOLS
+from pipeline.labels import DATABASES
+
+
+class FoldProgress:
+    """A progress bar over seeds x folds, opened once the number of folds is known."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.counts = {"trained": 0, "resumed": 0}
+
+    def start(self, total: int) -> None:
+        self.bar = click.progressbar(length=total, label="folds", show_pos=True, show_eta=True,
+                                     item_show_func=lambda text: text)
+        self.bar.__enter__()
+
+    def update(self, result, resumed: bool) -> None:
+        self.counts["resumed" if resumed else "trained"] += 1
+        self.bar.update(1, f"seed {result.seed} {result.database}/{result.subject}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 @click.command("evaluate")
-def command() -> None:
-    """Not available yet."""
-    raise click.ClickException("fr-mer evaluate is not available in this build")
+@click.option("--cache", type=click.Path(path_type=Path), required=True,
+              help="Cache written by `fr-mer preprocess` or `fr-mer import-ststnet`.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="composite", show_default=True,
+              help="composite: MEGC2019 68-subject LOSO over the pooled databases; loso: one database.")
+@click.option("--database", type=click.Choice(DATABASES), default=None,
+              help="The database for --protocol loso.")
+@model_options
+@click.option("--seeds", type=int, default=3, show_default=True,
+              help="Number of seeds (0..N-1); results are means and standard deviations over them.")
+@click.option("--first-seed", type=int, default=0, show_default=True, help="First seed of the range.")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
+              help="Train nothing: load one state dict per held-out subject from this folder "
+                   "(sub01.pth, s01.pth, 006.pth, as STSTNet released them).")
+@click.option("--composite-list", type=click.Path(path_type=Path), default=None,
+              help="Composite sample list (official format); default: the official MEGC2019 list.")
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Hold out this fraction of the TRAINING subjects per fold and log their UF1 "
+                   "(never the test subject); 0 trains on all training subjects.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
+@click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
+@user_errors
+def command(cache, protocol, database, model_name, option_pairs, epochs, batch_size, lr, device, threads,
+            seeds, first_seed, weights_dir, composite_list, val_fraction, out, overwrite) -> None:
+    """Leave-one-subject-out evaluation with UF1/UAR over pooled predictions.
+
+    Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
+    plots. An interrupted run resumes at the first unfinished fold.
+    """
+    if seeds < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--seeds")
+    options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
+                                                     device, threads)
+    config = EvalConfig(
+        model=model_name, protocol=protocol, database=database, options=options, recipe=recipe,
+        seeds=tuple(range(first_seed, first_seed + seeds)),
+        weights_dir=str(weights_dir) if weights_dir else None,
+        composite_list=str(composite_list) if composite_list else None, val_fraction=val_fraction,
+    )
+    click.echo(f"{model_name} on {torch_device}, {protocol}{' (' + database + ')' if database else ''}, "
+               + ("released weights" if weights_dir else f"seeds {list(config.seeds)}"))
+    progress = FoldProgress()
+    try:
+        run_evaluation(cache, out, config, device=torch_device, overwrite=overwrite,
+                                 on_start=progress.start, on_fold=progress.update)
+    finally:
+        progress.close()
+    counts = progress.counts
+    click.echo(f"\n{counts['trained']} folds trained, {counts['resumed']} resumed from {out}")
+    click.echo((Path(out) / "summary.md").read_text())

@@ -1,0 +1,126 @@
+"""From the HDF5 cache to tensors on the training device, read once.
+
+A model names the cache columns it reads (``Model.inputs``); for ``flow`` it
+also names the channels and their order. :func:`load_dataset` reads exactly
+those columns, selects the samples of a protocol, and moves everything to the
+device in one copy: training then indexes batches on the device with no
+per-step host-to-device transfer and no DataLoader workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.cache import Cache, CacheError, read_cache
+from pipeline.composite import read_composite_list
+from pipeline.labels import CLASSES, DATABASES
+
+
+@dataclasses.dataclass
+class DeviceDataset:
+    """Samples of one protocol, on one device."""
+
+    inputs: dict[str, torch.Tensor]  # column -> (N, ...) float32
+    labels: torch.Tensor  # (N,) int64 class index
+    keys: list[str]
+    databases: np.ndarray  # (N,) str
+    subjects: np.ndarray  # (N,) str, canonical per database
+    cache: Cache
+    missing: list[str]  # protocol samples absent from the cache (failed or never made)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: tensor.index_select(0, index) for name, tensor in self.inputs.items()}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
+    return torch.device(name)
+
+
+def flow_channel_index(cache_path: Path, attrs: Mapping[str, object], wanted: Sequence[str]) -> list[int]:
+    stored = [c.strip() for c in str(attrs.get("channels", "u,v,strain")).split(",")]
+    missing = [c for c in wanted if c not in stored]
+    if missing:
+        raise CacheError(
+            f"{cache_path}: the flow column holds channels {stored}, the model needs {list(wanted)}"
+        )
+    return [stored.index(c) for c in wanted]
+
+
+def select_protocol(cache: Cache, protocol: str, database: str | None = None,
+                    composite_list: Path | None = None) -> tuple[np.ndarray, list[str]]:
+    """Row indices of the protocol's samples in ``cache``, and the protocol keys missing from it."""
+    labels = np.asarray(cache.meta["label"])
+    dbs = np.asarray(cache.meta["database"])
+    if protocol == "composite":
+        entries = read_composite_list(composite_list)
+        wanted = {e.key: e for e in entries}
+        row_of = {k: i for i, k in enumerate(cache.keys)}
+        rows, missing = [], []
+        for key, entry in wanted.items():
+            i = row_of.get(key)
+            if i is None:
+                missing.append(key)
+                continue
+            cached = CLASSES[labels[i]] if labels[i] >= 0 else "no class"
+            if cached != entry.label:
+                raise CacheError(
+                    f"{cache.path}: sample {key} is labelled {cached} in the cache but "
+                    f"{entry.label} in the composite list (row {entry.row}); rebuild the cache "
+                    "with the same --composite-list"
+                )
+            rows.append(i)
+        if not rows:
+            raise CacheError(
+                f"{cache.path}: none of the composite list's samples is in this cache; "
+                "check --composite-list (the demo's synthetic list differs from the official one)"
+            )
+        return np.asarray(sorted(rows), dtype=np.int64), missing
+    if protocol == "loso":
+        if database not in DATABASES:
+            raise ValueError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+        rows = np.flatnonzero((dbs == database) & (labels >= 0))
+        if rows.size == 0:
+            raise CacheError(f"{cache.path}: no labelled {database} samples in this cache")
+        return rows.astype(np.int64), []
+    raise ValueError(f"unknown protocol {protocol!r}; choose composite or loso")
+
+
+def load_dataset(cache_path: str | Path, model_inputs: Mapping[str, Sequence[str] | None],
+                 device: torch.device, *, protocol: str = "composite", database: str | None = None,
+                 composite_list: Path | None = None) -> DeviceDataset:
+    """Read the model's inputs for a protocol's samples and put them on ``device``."""
+    cache_path = Path(cache_path)
+    cache = read_cache(cache_path, arrays=list(model_inputs))
+    rows, missing = select_protocol(cache, protocol, database, composite_list)
+    inputs: dict[str, torch.Tensor] = {}
+    for name, channels in model_inputs.items():
+        array = cache.arrays[name]
+        if channels is not None:
+            array = array[:, flow_channel_index(cache_path, cache.array_attrs[name], channels)]
+        inputs[name] = torch.from_numpy(np.ascontiguousarray(array[rows], dtype=np.float32)).to(device)
+    labels = torch.as_tensor(np.asarray(cache.meta["label"])[rows], dtype=torch.int64, device=device)
+    return DeviceDataset(
+        inputs=inputs,
+        labels=labels,
+        keys=[cache.keys[i] for i in rows],
+        databases=np.asarray(cache.meta["database"])[rows],
+        subjects=np.asarray(cache.meta["subject"])[rows],
+        cache=cache,
+        missing=missing,
+    )

@@ -1,0 +1,138 @@
+"""Evaluation reports: metrics.json, predictions.csv, folds.csv, summary.md, confusion PNGs."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fr_mer.metrics import confusion_matrix
+from pipeline.labels import CLASSES, DATABASES
+
+SCOPES = ("full",) + DATABASES
+
+
+def _summary(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v == v]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_reports(out_dir: Path, config, data, folds, results, seeds, wall_seconds: float) -> dict:
+    from fr_mer.evaluation import pooled_metrics
+
+    scopes = ("full",) + tuple(db for db in DATABASES if db in set(data.databases))
+    metrics: dict[str, object] = {
+        "protocol": config.protocol,
+        "database": config.database,
+        "model": config.model,
+        "options": dict(config.options),
+        "recipe": config.as_dict()["recipe"],
+        "seeds": list(seeds),
+        "weights": config.weights_dir,
+        "n_samples": len(data),
+        "n_folds": len(folds),
+        "missing_samples": data.missing,
+        "wall_seconds_this_run": round(wall_seconds, 2),
+        "train_seconds_total": round(sum(r.seconds for r in results), 2),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for scope in SCOPES:
+        if scope not in scopes:
+            continue
+        database = None if scope == "full" else scope
+        if config.protocol == "loso" and scope != "full":
+            continue
+        per_seed = {}
+        for seed in seeds:
+            per_seed[str(seed)] = pooled_metrics([r for r in results if r.seed == seed], database)
+        uf1_mean, uf1_std = _summary([m["uf1"] for m in per_seed.values()])
+        uar_mean, uar_std = _summary([m["uar"] for m in per_seed.values()])
+        metrics[scope] = {
+            "uf1": round(uf1_mean, 4), "uar": round(uar_mean, 4),
+            "uf1_std": round(uf1_std, 4), "uar_std": round(uar_std, 4),
+            "n": next(iter(per_seed.values()))["n"],
+            "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
+        }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_predictions(out_dir / "predictions.csv", results)
+    _write_fold_log(out_dir / "folds.csv", results)
+    (out_dir / "summary.md").write_text(_markdown(metrics, scopes, config))
+    for scope in scopes:
+        database = None if scope == "full" else scope
+        _confusion_png(out_dir / f"confusion_{scope}.png", results, database, scope, config.model)
+    return metrics
+
+
+def _write_predictions(path: Path, results) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sample", "subject", "database", "true", "predicted", "seed",
+                         *[f"p_{c}" for c in CLASSES]])
+        for r in results:
+            for key, t, p, probs in zip(r.keys, r.true, r.pred, r.proba):
+                writer.writerow([key, r.subject, r.database, CLASSES[t], CLASSES[p], r.seed,
+                                 *[f"{x:.4f}" for x in probs]])
+
+
+def _write_fold_log(path: Path, results) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["seed", "database", "subject", "n_train", "n_test", "correct", "seconds",
+                         "train_loss", "samples_per_second", "val_uf1"])
+        for r in results:
+            correct = sum(int(t == p) for t, p in zip(r.true, r.pred))
+            writer.writerow([r.seed, r.database, r.subject, r.n_train, len(r.true), correct,
+                             f"{r.seconds:.2f}", f"{r.train_loss:.4f}", f"{r.samples_per_second:.0f}",
+                             "" if r.val_uf1 is None else f"{r.val_uf1:.4f}"])
+
+
+def _markdown(metrics: dict, scopes, config) -> str:
+    title = f"{config.model} — {config.protocol}" + (f" ({config.database})" if config.database else "")
+    lines = [f"# {title}", "",
+             f"{metrics['n_samples']} samples, {metrics['n_folds']} folds, seeds {metrics['seeds']}"
+             + (f", released weights from {metrics['weights']}" if metrics["weights"] else ""), "",
+             "| scope | n | UF1 (mean ± sd) | UAR (mean ± sd) | per-seed UF1 |", "|---|---|---|---|---|"]
+    for scope in scopes:
+        m = metrics.get(scope)
+        if not m:
+            continue
+        per_seed = ", ".join(f"{v['uf1']:.4f}" for v in m["per_seed"].values())
+        lines.append(f"| {scope} | {m['n']} | {m['uf1']:.4f} ± {m['uf1_std']:.4f} | "
+                     f"{m['uar']:.4f} ± {m['uar_std']:.4f} | {per_seed} |")
+    if metrics["missing_samples"]:
+        lines += ["", f"{len(metrics['missing_samples'])} protocol samples were missing from the cache: "
+                  + ", ".join(metrics["missing_samples"][:10])]
+    lines += ["", f"Training time (sum over folds and seeds): {metrics['train_seconds_total']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def _confusion_png(path: Path, results, database, scope: str, model: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true = [t for r in results if database in (None, r.database) for t in r.true]
+    pred = [p for r in results if database in (None, r.database) for p in r.pred]
+    matrix = confusion_matrix(true, pred, len(CLASSES))
+    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{model}: {scope} (all seeds pooled)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    np.savetxt(path.with_suffix(".csv"), matrix, fmt="%d", delimiter=",")
