@@ -1,8 +1,64 @@
-"""`fr-mer train` (being written; the owner replaces this module)."""
+"""`fr-mer train`: train one model on a cache (optionally without one subject) and save a checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
+import numpy as np
+import torch
+
+from fr_mer.checkpoint import save_checkpoint
+from fr_mer.commands.common import model_options, resolve_training, user_errors
+from fr_mer.data import load_dataset
+from fr_mer.models import create_model, model_class
+from fr_mer.protocols import PROTOCOLS
+from fr_mer.training import seed_everything, train_model
+from pipeline.labels import DATABASES
+
+
+def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | None) -> np.ndarray:
+    """Rows of ``subject`` (``sub01``, ``006``, ``s01`` or ``casme2/sub01``); error when absent."""
+    if not subject:
+        return np.zeros(len(subjects), dtype=bool)
+    database, _, name = subject.rpartition("/")
+    mask = subjects == name
+    if database:
+        mask &= databases == database
+    if not mask.any():
+        raise click.BadParameter(f"no sample of subject {subject!r} in the cache "
+                                 "(ids: sub01, 006, s01, or database/id)", param_hint="--exclude-subject")
+    return mask
 
 
 @click.command("train")
-def command() -> None:
-    """Not available yet."""
-    raise click.ClickException("fr-mer train is not available in this build")
+@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Cache to train on.")
+@model_options
+@click.option("--exclude-subject", default=None, metavar="ID",
+              help="Leave this subject out of training (sub01, 006, s01, or database/id).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="composite", show_default=True,
+              help="Which samples to train on: the composite list's, or one database's (loso).")
+@click.option("--database", type=click.Choice(DATABASES), default=None, help="The database for --protocol loso.")
+@click.option("--composite-list", type=click.Path(path_type=Path), default=None,
+              help="Composite sample list; default: the official MEGC2019 list.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation and batch order.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write (.pt).")
+@user_errors
+def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, threads, exclude_subject,
+            protocol, database, composite_list, seed, out) -> None:
+    """Train a model on every labelled sample of the protocol (but --exclude-subject)."""
+    options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
+                                                     device, threads)
+    data = load_dataset(cache, model_class(model_name).inputs, torch_device, protocol=protocol,
+                        database=database, composite_list=composite_list)
+    train_rows = np.flatnonzero(~excluded_rows(data.databases, data.subjects, exclude_subject))
+    seed_everything(seed)
+    model = create_model(model_name, **options)
+    click.echo(f"training {model_name} on {len(train_rows)} samples ({torch_device}), "
+               f"{recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr}")
+    with click.progressbar(length=recipe.epochs, label="epochs", show_eta=True) as bar:
+        log = train_model(model, data, torch.as_tensor(train_rows), recipe, seed=seed,
+                          on_epoch=lambda epoch, loss: bar.update(1))
+    save_checkpoint(out, model, fold=exclude_subject, seed=seed, recipe=recipe,
+                    preprocess_params=data.cache.params)
+    click.echo(f"{out}: final training loss {log.final_loss:.4f}, {log.seconds:.1f} s "
+               f"({log.samples_per_second:.0f} samples/s)")

@@ -1,0 +1,46 @@
+"""Small caches for model and evaluation tests (random but class-separable flows)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import ArraySpec, CacheWriter
+from pipeline.composite import read_composite_list
+from pipeline.labels import CLASSES, CLASS_INDEX
+
+
+def write_flow_cache(path: Path, rows: list[tuple[str, str, str, str]], *, seed: int = 0,
+                     separable: bool = True, size: int = 28) -> Path:
+    """rows: (database, subject, clip, class name). Each class gets its own flow pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.normal(size=(len(CLASSES), 3, size, size)).astype(np.float32)
+    spec = {"flow": ArraySpec((3, size, size), "f4", {"channels": "u,v,strain", "normalisation": "none"})}
+    with CacheWriter(path, params={"test": True}, arrays=spec) as writer:
+        for database, subject, clip, label in rows:
+            noise = rng.normal(scale=1.0, size=(3, size, size)).astype(np.float32)
+            flow = (patterns[CLASS_INDEX[label]] * (2.0 if separable else 0.0) + noise) * 40 + 128
+            writer.append({"key": f"{database}/{subject}/{clip}", "database": database, "subject": subject,
+                           "clip": clip, "emotion": label, "label": CLASS_INDEX[label],
+                           "onset_frame": 1, "apex_frame": 2, "offset_frame": 3}, {"flow": flow})
+    return path
+
+
+def small_composite(tmp_path: Path, subjects_per_db: int = 3, clips_per_class: int = 2) -> tuple[Path, Path]:
+    """A cache and a composite list over a few subjects per database; returns (cache, list)."""
+    ids = {"casme2": lambda i: f"sub{i + 1:02d}", "samm": lambda i: f"{i + 6:03d}", "smic": lambda i: f"s{i + 1:02d}"}
+    rows, lines = [], []
+    for database, make in ids.items():
+        for s in range(subjects_per_db):
+            subject = make(s)
+            for label in CLASSES:
+                for k in range(clips_per_class):
+                    clip = f"{subject}_{label[:2]}_{k}"
+                    rows.append((database, subject, clip, label))
+                    listed = str(int(subject)) if database == "samm" else subject
+                    lines.append(f"{database},{listed},{clip},{CLASS_INDEX[label]}")
+    cache = write_flow_cache(tmp_path / "small.h5", rows)
+    listing = tmp_path / "small_list.csv"
+    listing.write_text("\r\n".join(lines) + "\r\n")
+    assert len(read_composite_list(listing)) == len(rows)
+    return cache, listing
