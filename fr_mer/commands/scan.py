@@ -1,8 +1,141 @@
-"""`fr-mer scan` (being written; the owner replaces this module)."""
+"""``fr-mer scan``: resolve every annotated clip to its frame files, write the table, summarise.
+
+Also the dataset inputs shared with ``fr-mer preprocess``: :func:`dataset_options`
+declares them on a click command, :func:`clips_from_options` turns them into clips.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
 import click
+
+from pipeline.clips import Clip
+from pipeline.composite import CompositeListError
+from pipeline.readers import SMIC_APEX_RULES, DatasetError
+from pipeline.scan import (
+    SCAN_DATASETS,
+    ScanOptionsError,
+    ScanResult,
+    format_summary,
+    scan,
+    write_table,
+)
+
+F = TypeVar("F", bound=Callable)
+
+#: Keyword names that :func:`dataset_options` adds to a command.
+DATASET_OPTION_NAMES = (
+    "dataset", "root", "annotations",
+    "casme2_root", "casme2_annotations", "samm_root", "samm_annotations", "smic_root",
+    "composite_list", "smic_apex",
+)
+
+_FOLDER = click.Path(path_type=Path, file_okay=True, dir_okay=True)
+_FILE = click.Path(path_type=Path, dir_okay=False)
+
+
+def dataset_options(command: F) -> F:
+    """Add the dataset inputs (``--dataset``, ``--root``, ... ``--smic-apex``) to a click command.
+
+    The command receives them as keyword arguments named in DATASET_OPTION_NAMES;
+    pass them on to :func:`clips_from_options`.
+    """
+    options = [
+        click.option("--dataset", type=click.Choice(SCAN_DATASETS), required=True,
+                     help="Database to read, or 'composite' for the MEGC2019 composite list "
+                          "over all three."),
+        click.option("--root", type=_FOLDER, default=None,
+                     help="Folder of the release (its top folder or any folder above the subject "
+                          "folders; nested archives are fine). With --dataset composite: a folder "
+                          "holding all three databases, used for any --*-root not given."),
+        click.option("--annotations", type=_FILE, default=None,
+                     help="Coding spreadsheet (.xlsx, or a .csv export of its sheet) of CASME II "
+                          "or SAMM. Default: looked for beside the release. SMIC-HS has none."),
+        click.option("--casme2-root", type=_FOLDER, default=None,
+                     help="Composite: the CASME II release (CASME2_RAW_selected or Cropped, "
+                          "or above)."),
+        click.option("--casme2-annotations", type=_FILE, default=None,
+                     help="Composite: CASME2-coding-20140508.xlsx or -20190701.xlsx "
+                          "(default: looked for beside the release)."),
+        click.option("--samm-root", type=_FOLDER, default=None,
+                     help="Composite: the SAMM release (the folder holding 006, 007, ..., "
+                          "or above)."),
+        click.option("--samm-annotations", type=_FILE, default=None,
+                     help="Composite: SAMM_Micro_FACS_Codes_v2.xlsx (default: looked for beside "
+                          "the release)."),
+        click.option("--smic-root", type=_FOLDER, default=None,
+                     help="Composite: the SMIC release (SMIC_all_raw or SMIC_all_cropped, its HS "
+                          "folder, or above)."),
+        click.option("--composite-list", type=_FILE, default=None,
+                     help="Composite list (no header: dataset, subject, filename, class). "
+                          "Default: the official MEGC2019 list shipped with fr-mer."),
+        click.option("--smic-apex", type=click.Choice(SMIC_APEX_RULES), default="middle",
+                     show_default=True,
+                     help="SMIC-HS has no apex annotation: 'middle' takes the middle frame, "
+                          "'spot' leaves it to preprocessing to spot from the frames."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def scan_from_options(**kwargs: object) -> ScanResult:
+    """Run :func:`pipeline.scan.scan` on the values of :func:`dataset_options`.
+
+    Keywords other than DATASET_OPTION_NAMES are ignored, so a command may pass
+    all of its own. Bad combinations raise ``click.UsageError`` (exit 2); an input
+    that cannot be used raises ``click.ClickException`` (exit 1) whose message
+    names the file and what to do.
+    """
+    values = {name: kwargs.get(name) for name in DATASET_OPTION_NAMES}
+    values["smic_apex"] = values["smic_apex"] or "middle"
+    dataset = values.pop("dataset")
+    if dataset is None:
+        raise click.UsageError("--dataset is required")
+    try:
+        return scan(str(dataset), **values)
+    except ScanOptionsError as error:
+        raise click.UsageError(str(error)) from None
+    except (DatasetError, CompositeListError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def clips_from_options(**kwargs: object) -> list[Clip]:
+    """The clips named by the :func:`dataset_options` values (all of them, unusable ones included).
+
+    ``fr-mer preprocess`` calls it with its own keyword arguments; see
+    :func:`scan_from_options` for errors.
+    """
+    return scan_from_options(**kwargs).clips
 
 
 @click.command("scan")
-def command() -> None:
-    """Not available yet."""
-    raise click.ClickException("fr-mer scan is not available in this build")
+@dataset_options
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              default="-", show_default=True,
+              help="Table to write (CSV, one row per clip). '-' writes it to standard output "
+                   "and the summary to standard error.")
+def command(out: Path, **kwargs: object) -> None:
+    """Resolve every annotated clip to its frame files and report what was found.
+
+    Computes nothing from the images. Writes one row per clip (dataset, subject,
+    clip, emotion, label, onset/apex/offset frame and path, status, problem, ...)
+    and a summary: counts per database, class and status, and every problem.
+    Exit status 0 whenever the inputs could be read, whatever the rows' status.
+    """
+    result = scan_from_options(**kwargs)
+    to_stdout = str(out) == "-"
+    if to_stdout:
+        write_table(result.clips, sys.stdout)
+        click.echo(format_summary(result), err=True, nl=False)
+    else:
+        try:
+            write_table(result.clips, out)
+        except OSError as error:
+            raise click.ClickException(
+                f"{out}: cannot write the table ({error.strerror}); check --out"
+            ) from None
+        click.echo(format_summary(result, table=str(out)), nl=False)
