@@ -1,8 +1,181 @@
-"""`fr-mer preprocess` (being written; the owner replaces this module)."""
+"""``fr-mer preprocess``: turn the scanned clips into cache samples, in parallel and resumably."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
 import click
+
+from fr_mer.commands.scan import clips_from_options, dataset_options
+from pipeline.align import AlignParams
+from pipeline.cache import CacheError
+from pipeline.clips import REPAIRED, UNUSABLE
+from pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
+from pipeline.headmotion import DEFAULT_METHOD, METHODS
+from pipeline.preprocess import (
+    ClipOptions,
+    DynamicImageOptions,
+    PreprocessParams,
+    PreprocessRun,
+    default_jobs,
+)
+from pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT
+
+
+def _field_names(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
+    """``cls`` with ``NAME=VALUE`` items applied; values typed like the field's default."""
+    defaults = cls()
+    changes: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not hasattr(defaults, name) or name not in {f.name for f in dataclasses.fields(cls)}:
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=VALUE with NAME one of {_field_names(cls)}", param_hint=option
+            )
+        default = getattr(defaults, name)
+        try:
+            if isinstance(default, bool):
+                if text.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                value: object = text.strip().lower() in ("true", "1", "yes")
+            else:
+                value = type(default)(text)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r}: {name} takes a {type(default).__name__} value", param_hint=option
+            ) from None
+        changes[name] = value
+    try:
+        return dataclasses.replace(defaults, **changes)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 @click.command("preprocess")
-def command() -> None:
-    """Not available yet."""
-    raise click.ClickException("fr-mer preprocess is not available in this build")
+@dataset_options
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="HDF5 cache to create, or to complete when it exists with the same parameters "
+                   "(layout: docs/cache-format.md).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes, one core each [default: all cores].")
+@click.option("--overwrite", is_flag=True,
+              help="Delete the cache at --out first and recompute everything (needed when the "
+                   "parameters changed: samples made two ways are never mixed).")
+@click.option("--flow-size", type=click.IntRange(min=16), default=DEFAULT_FLOW_SIZE, show_default=True,
+              help="Side in pixels of the aligned face on which TV-L1 runs (docs/pipeline.md "
+                   "measures its effect on accuracy and time).")
+@click.option("--feature-size", type=click.IntRange(min=1), default=DEFAULT_FEATURE_SIZE, show_default=True,
+              help="Side of the 'flow' model input (u, v, strain).")
+@click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default="minmax255",
+              show_default=True,
+              help="Scaling of the 'flow' input: minmax255 = each channel of each sample to 0..255 "
+                   "(STSTNet's inputs); none = pixels and unitless strain.")
+@click.option("--face-size", type=click.IntRange(min=16), default=AlignParams().face_size, show_default=True,
+              help="Side of the stored aligned onset and apex faces (onset_face, apex_face).")
+@click.option("--head-motion", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
+              help="Head-motion compensation: rigid = register the apex to the onset on rigid "
+                   "landmarks; nose_flow = subtract the nose region's mean flow; none.")
+@click.option("--tvl1", "tvl1_items", multiple=True, metavar="NAME=VALUE",
+              help=f"A TV-L1 parameter (repeatable), e.g. --tvl1 lambda_=0.1. Names: {_field_names(TVL1Params)}.")
+@click.option("--align", "align_items", multiple=True, metavar="NAME=VALUE",
+              help=f"A face-alignment parameter (repeatable), e.g. --align upsample=2. Names: "
+                   f"{', '.join(f.name for f in dataclasses.fields(AlignParams) if f.name != 'face_size')}.")
+@click.option("--landmarks-model", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="dlib's shape_predictor_68_face_landmarks.dat [default: the one of "
+                   "face-recognition-models].")
+@click.option("--with-clip", is_flag=True,
+              help="Also store 'clip_frames': the aligned clip onset..offset resampled to "
+                   "--clip-length frames (MERANet).")
+@click.option("--clip-length", type=click.IntRange(min=2), default=ClipOptions().length, show_default=True,
+              help="Frames of 'clip_frames'.")
+@click.option("--clip-size", type=click.IntRange(min=16), default=ClipOptions().size, show_default=True,
+              help="Side in pixels of the 'clip_frames' crops.")
+@click.option("--with-dynamic-images", is_flag=True,
+              help="Also store 'dynamic_images': DSSI segment dynamic images and the global one (SMA-STN).")
+@click.option("--di-segments", type=click.IntRange(min=1), default=DynamicImageOptions().segments,
+              show_default=True, help="Segments of the DSSI (the global image comes on top).")
+@click.option("--di-size", type=click.IntRange(min=16), default=DynamicImageOptions().size, show_default=True,
+              help="Side in pixels of the dynamic images.")
+@click.option("--di-frames-per-segment", type=click.IntRange(min=0), default=DEFAULT_FRAMES_PER_SEGMENT,
+              show_default=True, help="Frames sampled per DSSI segment (0: all of them).")
+def command(
+    out: Path,
+    jobs: int | None,
+    overwrite: bool,
+    flow_size: int,
+    feature_size: int,
+    normalisation: str,
+    face_size: int,
+    head_motion: str,
+    tvl1_items: tuple[str, ...],
+    align_items: tuple[str, ...],
+    landmarks_model: Path | None,
+    with_clip: bool,
+    clip_length: int,
+    clip_size: int,
+    with_dynamic_images: bool,
+    di_segments: int,
+    di_size: int,
+    di_frames_per_segment: int,
+    **dataset: object,
+) -> None:
+    """Align faces, compute TV-L1 flow and strain, and write the HDF5 cache that models read.
+
+    Takes the same dataset inputs as `fr-mer scan`. Resumable: samples already in
+    --out (made with the same parameters) are skipped, so a run that was stopped,
+    even by kill -9, is completed by running the same command again. A sample that
+    cannot be made is recorded with its reason and the run goes on; the exit status
+    is 0 when the run finished, whatever the samples' fate.
+    """
+    align = _overrides(AlignParams, align_items, "--align")
+    try:
+        align = dataclasses.replace(align, face_size=face_size)
+        params = PreprocessParams(
+            flow_size=flow_size,
+            feature_size=feature_size,
+            normalisation=normalisation,
+            tvl1=_overrides(TVL1Params, tvl1_items, "--tvl1"),
+            align=align,
+            head_motion=head_motion,
+            smic_apex=str(dataset.get("smic_apex") or "middle"),
+            clip=ClipOptions(clip_length, clip_size) if with_clip else None,
+            dynamic_images=DynamicImageOptions(di_segments, di_size, di_frames_per_segment or None)
+            if with_dynamic_images else None,
+            predictor=str(landmarks_model) if landmarks_model else None,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+    clips = clips_from_options(**dataset)
+    if not clips:
+        raise click.ClickException(
+            "the inputs hold no annotated clip; run `fr-mer scan` with the same options to see what was found"
+        )
+    statuses = {s: sum(c.status == s for c in clips) for s in ("ok", REPAIRED, UNUSABLE)}
+    click.echo(
+        f"{len(clips)} clips: {statuses['ok']} ok, {statuses[REPAIRED]} repaired, "
+        f"{statuses[UNUSABLE]} unusable (recorded as failures)",
+        err=True,
+    )
+    try:
+        run = PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite)
+    except (CacheError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    with run:
+        click.echo(
+            f"{out}: {len(run)} to make, {run.summary.skipped} already cached; {run.jobs} job(s)", err=True
+        )
+        with click.progressbar(length=len(run), label="preprocess", file=sys.stderr,
+                               show_pos=True, item_show_func=lambda o: o.key if o else "") as bar:
+            for outcome in run:
+                bar.update(1, outcome)
+    for line in run.summary.lines():
+        click.echo(line)

@@ -1,8 +1,77 @@
-"""`fr-mer synth` (being written; the owner replaces this module)."""
+"""``fr-mer synth``: write a synthetic micro-expression database in the real layouts."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
 import click
+
+from pipeline.synth.faces import DEFAULT_FRAME_SIZE
+from pipeline.synth.generator import LAYOUTS, generate, generate_composite
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    match = _SIZE.match(value)
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 320x240")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 96 or height < 96:
+        raise click.BadParameter(f"{value} is too small for the face detector; use at least 96x96")
+    return width, height
 
 
 @click.command("synth")
-def command() -> None:
-    """Not available yet."""
-    raise click.ClickException("fr-mer synth is not available in this build")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to write (created; must be empty unless --overwrite).")
+@click.option("--layout", type=click.Choice((*LAYOUTS, "composite")), default="composite",
+              show_default=True,
+              help="Database layout to write; 'composite' writes all three under OUT/casme2, "
+                   "OUT/samm, OUT/smic and a composite list for them.")
+@click.option("--subjects", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Subjects per database (distinct derived identities).")
+@click.option("--clips-per-subject", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Clips per subject; the three classes are balanced within each subject.")
+@click.option("--faces", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Folder of face photos (upright, frontal, one face each) to derive subjects "
+                   "from. Default: scikit-image's bundled astronaut photo.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; the same seed and options write the same frame bytes.")
+@click.option("--size", "frame_size", default=f"{DEFAULT_FRAME_SIZE[0]}x{DEFAULT_FRAME_SIZE[1]}",
+              show_default=True, callback=_parse_size,
+              help="Frame size WIDTHxHEIGHT in pixels (the face spans about 60-70% of the height).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUT when it holds an earlier fr-mer synth output (other folders are "
+                   "never deleted).")
+def command(out: Path, layout: str, subjects: int, clips_per_subject: int, faces: Path | None,
+            seed: int, frame_size: tuple[int, int], overwrite: bool) -> None:
+    """Write synthetic micro-expression clips in the real CASME II / SAMM / SMIC-HS layouts.
+
+    Subjects are derived from face photos; each clip is a class-specific set of
+    facial action units (negative: brow lowerer, lip-corner depressor; positive:
+    lip-corner puller, cheek raiser; surprise: brow raisers, upper-lid raiser,
+    jaw drop) of at most 2 px on a 128 px face, onset -> apex -> offset, with
+    head motion, blinks, lighting change, sensor noise and JPEG compression.
+    The output reads like the real releases: `fr-mer scan` and `fr-mer preprocess`
+    take the paths printed at the end. See docs/synthetic-data.md.
+    """
+    n_layouts = len(LAYOUTS) if layout == "composite" else 1
+    total = n_layouts * subjects * clips_per_subject
+    options = dict(subjects=subjects, clips_per_subject=clips_per_subject, faces=faces, seed=seed,
+                   frame_size=frame_size, overwrite=overwrite)
+    try:
+        with click.progressbar(length=total, label="synth", file=sys.stderr,
+                               show_pos=True) as bar:
+            def progress(clip: object) -> None:
+                bar.update(1)
+
+            if layout == "composite":
+                summary = generate_composite(out, progress=progress, **options)
+            else:
+                summary = generate(out, layout=layout, progress=progress, **options)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    for line in summary.lines():
+        click.echo(line)

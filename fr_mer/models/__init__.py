@@ -57,6 +57,10 @@ def create_model(name: str, **options: object) -> MERModel:
 
 # Importing the modules registers the models.
 from fr_mer.models import ststnet  # noqa: E402,F401
+from fr_mer.models import micro_attention  # noqa: E402,F401
+from fr_mer.models import meranet  # noqa: E402,F401
+from fr_mer.models import smastn  # noqa: E402,F401
+from fr_mer.models import dual_inception, fr, off_apexnet  # noqa: E402,F401
 
 __all__ = [
     "MERModel", "Recipe", "count_parameters", "create_model", "list_models",

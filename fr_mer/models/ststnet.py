@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from fr_mer.models import register
 from fr_mer.models.base import MERModel, Recipe
+from fr_mer.ops import avg_pool_linear, conv_relu_bn_maxpool, dropout
 
 _STREAMS = (("conv1", "bn1", 3), ("conv2", "bn2", 5), ("conv3", "bn3", 8))
 
@@ -41,13 +42,22 @@ class STSTNet(MERModel):
         self._register_state_dict_hook(self._split_to_released_keys)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = F.relu(self.conv(batch["flow"]))
-        x = self.bn(x)
-        x = F.max_pool2d(x, kernel_size=3, stride=3, padding=1)
+        bn = self.bn
+        momentum = bn.momentum
+        if self.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+                momentum = 1.0 / float(bn.num_batches_tracked)
+        use_batch_stats = self.training or not bn.track_running_stats
+        x = conv_relu_bn_maxpool(
+            batch["flow"], self.conv.weight, self.conv.bias, bn.weight, bn.bias,
+            bn.running_mean if bn.track_running_stats else None,
+            bn.running_var if bn.track_running_stats else None,
+            training=use_batch_stats, momentum=momentum, eps=bn.eps,
+            conv_padding=2, pool_kernel=3, pool_stride=3, pool_padding=1)
         if self.training and self.dropout > 0:
-            x = _byte_mask_dropout(x, self.dropout)
-        x = F.avg_pool2d(x, kernel_size=2, stride=2)
-        return {"logits": self.fc(x.flatten(1))}
+            x = dropout(x, self.dropout)
+        return {"logits": avg_pool_linear(x, self.fc.weight, self.fc.bias, 2)}
 
     # -- released key names <-> merged layers ------------------------------
     @staticmethod
@@ -80,15 +90,3 @@ class STSTNet(MERModel):
                         state_dict[f"{prefix}{name}.{suffix}"] = value[start:start + width].clone()
                     start += width
 
-
-def _byte_mask_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout with a mask drawn as bytes rather than floats.
-
-    Same distribution as ``F.dropout`` (each element kept with probability 1 - p,
-    scaled by 1 / (1 - p)); drawing uint8 random numbers is several times cheaper
-    than the float32 Bernoulli draw on the CPU, and this mask was one of the
-    largest items in a profile of a training step.
-    """
-    threshold = int(round((1.0 - p) * 256))
-    keep = torch.randint(0, 256, x.shape, dtype=torch.uint8, device=x.device) < threshold
-    return x * keep * (256.0 / threshold)

@@ -1,0 +1,231 @@
+"""The ablations that chose FR's defaults, reproducible: ``python benchmarks/fr_ablation.py``.
+
+Two stages, on different folds *and* different seeds, so that the figures
+reported for the chosen defaults are not the ones that chose them:
+
+1. ``--protocol cv5`` (search): subject-grouped 5-fold cross-validation of the
+   442 composite samples (subjects dealt to folds at random, database by
+   database), seeds 100, 101, 102 by default; each seed also re-deals the
+   folds. Five trainings per seed instead of 68, so many variants fit in the
+   CPU budget. Defaults are chosen on the mean over seeds.
+2. ``--protocol composite`` (report): the MEGC2019 68-subject LOSO with the
+   same training code, fold seeds and metrics as ``fr-mer evaluate`` (seeds
+   0, 1, 2 by default), for the chosen default, Dual-Inception and the
+   variants the table names.
+
+Every row is a variant from :data:`VARIANTS` (model, options, recipe); each
+(variant, protocol, seed, fold) result is a JSON file under ``--out`` so an
+interrupted run resumes, and ``--table`` prints the Markdown table of what is
+there. Examples::
+
+    python benchmarks/fr_ablation.py --protocol cv5 --variants di fr_naive fr_spatial --threads 1
+    python benchmarks/fr_ablation.py --protocol composite --variants di fr --seeds 0 1 2
+    python benchmarks/fr_ablation.py --table
+
+The data is the cache made by ``fr-mer import-ststnet`` from the released
+composite inputs (``--cache``, default /tmp/megc2019.h5).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fr_mer.data import load_dataset, resolve_device
+from fr_mer.evaluation import EvalConfig, pooled_metrics, run_fold, FoldResult
+from fr_mer.models import create_model, model_class
+from fr_mer.protocols import Fold, subject_folds
+from pipeline.labels import DATABASES
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    model: str
+    options: dict
+    recipe: dict = dataclasses.field(default_factory=dict)  # overrides of the model's recipe
+    note: str = ""
+
+
+#: What was compared. ``fr`` is whatever the model's defaults are now.
+VARIANTS: dict[str, Variant] = {
+    "di": Variant("dual_inception", {}, note="FR's backbone with the plain head (no proposal module)"),
+    "di_strain": Variant("dual_inception", {"channels": ("u", "v", "strain")}, note="+ strain stream"),
+    "di_drop": Variant("dual_inception", {"dropout": 0.5}, note="plain head, dropout 0.5 before the classifier"),
+    "fr": Variant("fr", {}, note="fr with its current defaults"),
+    "fr_naive": Variant("fr", {"attention": "scalar", "branch_dim": 256, "fusion": "concat",
+                               "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0},
+                        note="the spec's naive head: sigmoid scalar gate per branch"),
+    "fr_spatial": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
+                                 "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
+    "fr_channel": Variant("fr", {"attention": "channel", "branch_dim": 256, "fusion": "concat",
+                                 "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
+    "fr_propgate": Variant("fr", {"attention": "proposal", "branch_dim": 256, "fusion": "concat",
+                                  "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0},
+                           note="branch features gated by their own proposal probability"),
+    "fr_noatt": Variant("fr", {"attention": "none", "branch_dim": 256, "fusion": "concat",
+                               "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
+    "fr_spatial_noprop": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
+                                        "proposal_loss": "none", "dropout": 0.0}),
+    "fr_spatial_bal": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
+                                     "proposal_loss": "balanced_bce", "proposal_weight": 1.0, "dropout": 0.0}),
+    "fr_spatial_sum": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "sum",
+                                     "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
+    "fr_spatial_drop": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
+                                      "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.5}),
+    "fr_spatial_strain": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
+                                        "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0,
+                                        "channels": ("u", "v", "strain")}),
+}
+
+SEARCH_SEEDS = (100, 101, 102)
+REPORT_SEEDS = (0, 1, 2)
+
+
+def grouped_folds(databases: np.ndarray, subjects: np.ndarray, k: int, seed: int) -> list[Fold]:
+    """Subject-grouped k folds: each database's subjects shuffled and dealt round-robin.
+
+    Dealing database by database keeps every fold's database mix close to the
+    composite's; no subject is on both sides of a fold.
+    """
+    rng = np.random.default_rng(seed)
+    fold_of: dict[tuple[str, str], int] = {}
+    offset = 0
+    for database in DATABASES:
+        ids = sorted({s for d, s in zip(databases, subjects) if d == database})
+        for j, subject in enumerate(rng.permutation(ids)):
+            fold_of[(database, str(subject))] = (offset + j) % k
+        offset += len(ids)
+    assignment = np.array([fold_of[(d, s)] for d, s in zip(databases, subjects)])
+    everything = np.arange(len(subjects))
+    return [Fold("mixed", f"cv{i}", everything[assignment == i], everything[assignment != i]) for i in range(k)]
+
+
+def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, out: Path,
+                device: torch.device, log) -> list[FoldResult]:
+    variant = VARIANTS[name]
+    model_name, options = variant.model, dict(variant.options)
+    recipe = model_class(model_name).recipe.replace(**variant.recipe)
+    config = EvalConfig(model=model_name, protocol="composite", options=options, recipe=recipe, seeds=seeds)
+    inputs = create_model(model_name, **options).inputs  # per instance: a strain option adds a channel
+    data = load_dataset(cache, inputs, device, protocol="composite")
+    results: list[FoldResult] = []
+    for seed in seeds:
+        if protocol == "composite":
+            folds = subject_folds(data.databases, data.subjects)
+        else:
+            folds = grouped_folds(data.databases, data.subjects, 5, seed)
+        for index, fold in enumerate(folds):
+            path = out / protocol / name / f"seed{seed}" / f"{fold.database}-{fold.name}.json"
+            if path.exists():
+                results.append(FoldResult(**json.loads(path.read_text())))
+                continue
+            result = run_fold(data, fold, index, config, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(dataclasses.asdict(result)))
+            os.replace(tmp, path)
+            results.append(result)
+            log(f"{name} {protocol} seed {seed} fold {index + 1}/{len(folds)} {fold.database}/{fold.name}: "
+                f"{result.seconds:.1f} s, loss {result.train_loss:.3f}, "
+                f"{sum(int(t == p) for t, p in zip(result.true, result.pred))}/{len(result.true)} right")
+        seed_results = [r for r in results if r.seed == seed]
+        m = pooled_metrics(seed_results)
+        log(f"== {name} {protocol} seed {seed}: UF1 {m['uf1']:.4f} UAR {m['uar']:.4f} "
+            f"({sum(r.seconds for r in seed_results):.0f} s of training)")
+    return results
+
+
+def summarise(out: Path) -> list[dict]:
+    """Mean, sd and per-seed figures of every finished (variant, protocol, seed) under ``out``."""
+    rows = []
+    for protocol_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        for variant_dir in sorted(p for p in protocol_dir.iterdir() if p.is_dir()):
+            per_seed, seconds = {}, {}
+            expected = 68 if protocol_dir.name == "composite" else 5
+            for seed_dir in sorted(variant_dir.glob("seed*")):
+                folds = [FoldResult(**json.loads(p.read_text())) for p in sorted(seed_dir.glob("*.json"))]
+                if len(folds) != expected:
+                    continue
+                seed = int(seed_dir.name[4:])
+                per_seed[seed] = {scope: pooled_metrics(folds, None if scope == "full" else scope)
+                                  for scope in ("full",) + DATABASES}
+                seconds[seed] = sum(r.seconds for r in folds)
+            if not per_seed:
+                continue
+            row = {"protocol": protocol_dir.name, "variant": variant_dir.name, "seeds": sorted(per_seed),
+                   "train_seconds_per_seed": statistics.fmean(seconds.values())}
+            for scope in ("full",) + DATABASES:
+                for metric in ("uf1", "uar"):
+                    values = [per_seed[s][scope][metric] for s in sorted(per_seed)]
+                    row[f"{scope}_{metric}"] = statistics.fmean(values)
+                    row[f"{scope}_{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+                    row[f"{scope}_{metric}_per_seed"] = values
+            rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = []
+    for protocol in ("cv5", "composite"):
+        chosen = [r for r in rows if r["protocol"] == protocol]
+        if not chosen:
+            continue
+        lines += [f"### {protocol}", "",
+                  "| variant | seeds | UF1 | UAR | CASME II UF1 | SAMM UF1 | SMIC UF1 | per-seed UF1 | train s/seed |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(chosen, key=lambda r: -r["full_uf1"]):
+            lines.append(
+                f"| {r['variant']} | {','.join(map(str, r['seeds']))} | "
+                f"{r['full_uf1']:.4f} ± {r['full_uf1_sd']:.4f} | {r['full_uar']:.4f} ± {r['full_uar_sd']:.4f} | "
+                f"{r['casme2_uf1']:.4f} | {r['samm_uf1']:.4f} | {r['smic_uf1']:.4f} | "
+                f"{', '.join(f'{v:.4f}' for v in r['full_uf1_per_seed'])} | {r['train_seconds_per_seed']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/megc2019.h5"), help="composite cache (import-ststnet)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/fr-ablation"), help="results folder (resumable)")
+    parser.add_argument("--protocol", choices=("cv5", "composite"), default="cv5",
+                        help="cv5: search protocol; composite: the 68-fold LOSO report protocol")
+    parser.add_argument("--variants", nargs="+", default=[], choices=sorted(VARIANTS), help="variants to run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help=f"seeds (default: {SEARCH_SEEDS} for cv5, {REPORT_SEEDS} for composite)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of finished results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.variants and not args.table:
+        parser.error("name --variants to run, or --table")
+    if args.variants and not args.cache.is_file():
+        parser.error(f"--cache {args.cache}: no such file; make it with `fr-mer import-ststnet` "
+                     "from ../shared/data/megc2019")
+    seeds = tuple(args.seeds) if args.seeds else (SEARCH_SEEDS if args.protocol == "cv5" else REPORT_SEEDS)
+    device = resolve_device(args.device)
+
+    def log(message: str) -> None:
+        print(time.strftime("%H:%M:%S"), message, flush=True)
+
+    for name in args.variants:
+        started = time.perf_counter()
+        run_variant(name, args.protocol, seeds, args.cache, args.out, device, log)
+        log(f"{name} {args.protocol} done in {time.perf_counter() - started:.0f} s wall")
+    if args.table and args.out.is_dir():
+        rows = summarise(args.out)
+        (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
+        print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

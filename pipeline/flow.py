@@ -1,0 +1,161 @@
+"""Optical flow (TV-L1), optical strain and the small flow image fed to the models.
+
+Coordinates: arrays are (H, W) images indexed [row, col] = [y, x]; a flow is
+(H, W, 2) float32 with channel 0 = u (horizontal, +x = right) and channel 1 =
+v (vertical, +y = down), in pixels of the image it was computed on, from
+``prev`` to ``nxt``: ``prev[y, x] ~ nxt[y + v, x + u]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+#: Side of the aligned face crop on which the flow is computed by default. The
+#: measurement behind it (accuracy and time at 64..256) is in docs/pipeline.md.
+DEFAULT_FLOW_SIZE = 128
+
+#: Side of the model input (u, v, strain) images, as STSTNet / Dual-Inception use.
+DEFAULT_FEATURE_SIZE = 28
+
+#: The normalisations of :func:`flow_features`, by name, as stored in the cache.
+NORMALISATIONS = {
+    "minmax255": (
+        "each channel (u, v, strain) of each sample min-max scaled to 0..255 after the "
+        "resize, as STSTNet's released 28x28 inputs are (so STSTNet's released weights "
+        "apply); a constant channel becomes 0; float32, not rounded"
+    ),
+    "none": (
+        "raw values after the resize: u and v in pixels of the flow-size crop, strain "
+        "dimensionless (pixel/pixel)"
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TVL1Params:
+    """Parameters of ``cv2.optflow.DualTVL1OpticalFlow`` (defaults are OpenCV's).
+
+    ``lambda_`` weights the data term (smaller: smoother flow); ``nscales``
+    pyramid levels with ``scale_step`` between them; ``warps`` warpings per
+    level; ``epsilon`` stopping tolerance; ``median_filtering`` the median
+    filter size applied to the flow between warps.
+    """
+
+    tau: float = 0.25
+    lambda_: float = 0.15
+    theta: float = 0.3
+    nscales: int = 5
+    warps: int = 5
+    epsilon: float = 0.01
+    inner_iterations: int = 30
+    outer_iterations: int = 10
+    scale_step: float = 0.8
+    gamma: float = 0.0
+    median_filtering: int = 5
+    use_initial_flow: bool = False
+
+    def as_dict(self) -> dict:
+        """Field name -> value (``TVL1Params(**p.as_dict()) == p``), for the cache attributes."""
+        return dataclasses.asdict(self)
+
+    def create(self):
+        """A new OpenCV solver with these parameters."""
+        return cv2.optflow.DualTVL1OpticalFlow_create(
+            tau=self.tau, lambda_=self.lambda_, theta=self.theta, nscales=self.nscales,
+            warps=self.warps, epsilon=self.epsilon, innnerIterations=self.inner_iterations,
+            outerIterations=self.outer_iterations, scaleStep=self.scale_step, gamma=self.gamma,
+            medianFiltering=self.median_filtering, useInitialFlow=self.use_initial_flow,
+        )
+
+
+def _gray(image: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim != 2:
+        raise ValueError(f"{name} must be a grayscale (H, W) image, got shape {image.shape}")
+    return image
+
+
+def tvl1_flow(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params()) -> np.ndarray:
+    """Dense TV-L1 optical flow from ``prev`` to ``nxt``.
+
+    Args:
+        prev, nxt: (H, W) grayscale images of the same shape, uint8 or float
+            on the 0..255 scale of 8-bit images (e.g. an interpolated uint8 frame).
+        params: solver parameters.
+
+    Returns:
+        (H, W, 2) float32 flow (u, v) in pixels, ``prev[y, x] ~ nxt[y + v, x + u]``.
+    """
+    a, b = _gray(prev, "prev"), _gray(nxt, "nxt")
+    if a.shape != b.shape:
+        raise ValueError(f"prev and nxt must have the same shape, got {a.shape} and {b.shape}")
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    else:
+        # OpenCV reads float images as 0..1 (it multiplies them by 255); ours are
+        # on the 0..255 scale of the frames, kept as float for sub-level detail.
+        a, b = (np.ascontiguousarray(x, dtype=np.float32) / np.float32(255.0) for x in (a, b))
+    flow = params.create().calc(a, b, None)
+    return np.asarray(flow, dtype=np.float32)
+
+
+def _backward_diff(f: np.ndarray, axis: int) -> np.ndarray:
+    """f[i] - f[i-1] along ``axis``; the first row/column repeats the second's value."""
+    d = np.diff(f, axis=axis)
+    first = np.take(d, [0], axis=axis) if f.shape[axis] > 1 else np.zeros_like(np.take(f, [0], axis=axis))
+    return np.concatenate([first, d], axis=axis)
+
+
+def optical_strain(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Optical strain magnitude of a flow field.
+
+    ``|e| = sqrt(e_xx^2 + e_yy^2 + 0.5 * (du/dy + dv/dx)^2)`` with
+    ``e_xx = du/dx``, ``e_yy = dv/dy`` (docs/pipeline.md, the form of STSTNet's
+    group). Derivatives are backward differences (``f[x] - f[x-1]``, one pixel
+    step), the first column (for d/dx) and first row (for d/dy), which have no
+    backward neighbour, replicate the next one's value.
+
+    Args:
+        u, v: (H, W) horizontal and vertical flow in pixels.
+
+    Returns:
+        (H, W) float32, dimensionless (pixel per pixel).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    if u.ndim != 2 or u.shape != v.shape:
+        raise ValueError(f"u and v must be (H, W) arrays of the same shape, got {u.shape} and {v.shape}")
+    u_x, u_y = _backward_diff(u, 1), _backward_diff(u, 0)
+    v_x, v_y = _backward_diff(v, 1), _backward_diff(v, 0)
+    return np.sqrt(u_x**2 + v_y**2 + 0.5 * (u_y + v_x) ** 2).astype(np.float32)
+
+
+def flow_features(u: np.ndarray, v: np.ndarray, strain: np.ndarray, size: int = DEFAULT_FEATURE_SIZE,
+                  normalisation: str = "minmax255") -> np.ndarray:
+    """The model input: u, v and strain resized to ``size`` x ``size``.
+
+    Each channel is resized with ``cv2.INTER_AREA`` (a box average: values keep
+    their unit, pixels of the flow-size crop) and then normalised as
+    :data:`NORMALISATIONS` describes.
+
+    Returns:
+        (3, size, size) float32 in channel order (u, v, strain).
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {sorted(NORMALISATIONS)}")
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    channels = [np.asarray(c, dtype=np.float32) for c in (u, v, strain)]
+    shape = channels[0].shape
+    if len(shape) != 2 or any(c.shape != shape for c in channels):
+        raise ValueError(f"u, v and strain must be (H, W) arrays of one shape, got {[c.shape for c in channels]}")
+    out = np.stack([cv2.resize(c, (int(size), int(size)), interpolation=cv2.INTER_AREA) for c in channels])
+    if normalisation == "minmax255":
+        lo = out.min(axis=(1, 2), keepdims=True)
+        span = out.max(axis=(1, 2), keepdims=True) - lo
+        out = np.where(span > 0, (out - lo) * (np.float32(255.0) / np.where(span > 0, span, 1)), 0)
+    return out.astype(np.float32)

@@ -1,0 +1,313 @@
+"""The synthetic micro-expression generator: read back as the real layouts, the motion
+model's amplitude and locality, classes that differ, and bytes that a seed fixes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from fr_mer.cli import main
+from pipeline.flow import tvl1_flow
+from pipeline.labels import CLASSES
+from pipeline.readers import read_database
+from pipeline.scan import read_scan_table
+from pipeline.synth import faces, generator, motion
+from pipeline.synth.generator import Nuisances
+
+SMALL = dict(subjects=1, clips_per_subject=3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return faces.load_photos()
+
+
+@pytest.fixture(scope="module")
+def identities(photos):
+    return faces.derive_identities(photos, ["sub01", "sub02"], seed=3)
+
+
+@pytest.fixture(scope="module")
+def composite(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "composite"
+    return generator.generate_composite(out, photos=photos, **SMALL)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file except the .xlsx (openpyxl stamps the save time into it)."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix != ".xlsx"
+    }
+
+
+def _sheet_values(path: Path) -> list[tuple]:
+    return [tuple(row) for row in openpyxl.load_workbook(path).active.iter_rows(values_only=True)]
+
+
+# -- read back as the real thing -----------------------------------------------------
+
+def test_composite_scans_every_clip_ok(composite, tmp_path):
+    table = tmp_path / "scan.csv"
+    result = CliRunner().invoke(main, ["scan", *composite.scan_arguments(), "--out", str(table)])
+    assert result.exit_code == 0, result.output
+    rows = read_scan_table(table)
+    assert len(rows) == composite.n_clips == 3 * SMALL["subjects"] * SMALL["clips_per_subject"]
+    assert {r["status"] for r in rows} == {"ok"}, [r["problem"] for r in rows]
+    truth = {
+        (clip.dataset, clip.clip if clip.dataset != "smic" else "s0" + clip.clip[1:]): clip
+        for db in composite.databases.values() for clip in db.clips
+    }
+    for row in rows:
+        clip = truth[(row["dataset"], row["clip"])]
+        assert row["label"] == clip.label
+        assert int(row["onset_frame"]) == clip.onset and int(row["offset_frame"]) == clip.offset
+        assert int(row["n_frames"]) == clip.n_frames
+        if row["dataset"] != "smic":  # SMIC has no apex annotation: the middle frame
+            assert int(row["apex_frame"]) == clip.apex
+    # every class in every database (balanced within each subject)
+    for db in composite.databases.values():
+        assert db.counts() == dict.fromkeys(CLASSES, 1)
+
+
+def test_frames_have_each_release_format(composite, photos):
+    dbs = composite.databases
+    checks = {"casme2": (".jpg", 3), "samm": (".jpg", 2), "smic": (".bmp", 3)}
+    aligner_landmarks = faces.detect_landmarks
+    for name, (suffix, ndim) in checks.items():
+        clips = read_database(name, dbs[name].root, dbs[name].annotations)
+        assert len(clips) == SMALL["clips_per_subject"] and all(c.status == "ok" for c in clips)
+        onset = clips[0].onset_path
+        assert onset.suffix == suffix
+        image = cv2.imread(str(onset), cv2.IMREAD_UNCHANGED)
+        assert image.ndim == ndim and image.shape[:2] == (240, 320)
+        gray = image if ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        # the pipeline's own detector finds the face in what was written
+        assert aligner_landmarks(gray) is not None
+
+
+def test_cli_writes_one_layout_that_scan_reads(tmp_path):
+    out = tmp_path / "samm"
+    args = ["synth", "--out", str(out), "--layout", "samm", "--subjects", "1",
+            "--clips-per-subject", "2", "--seed", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    scan_line = next(line for line in result.output.splitlines() if "fr-mer scan" in line)
+    scan_args = shlex.split(scan_line.strip())[1:]
+    table = tmp_path / "scan.csv"
+    scanned = CliRunner().invoke(main, [*scan_args, "--out", str(table)])
+    assert scanned.exit_code == 0, scanned.output
+    assert [r["status"] for r in read_scan_table(table)] == ["ok", "ok"]
+    # a second run into the same folder is refused unless --overwrite
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "not empty" in again.output
+    assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_overwrite_never_deletes_a_foreign_folder(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not written by fr-mer synth"):
+        generator.prepare_out_dir(folder, overwrite=True)
+    assert (folder / "thesis.tex").read_text() == "precious"
+
+
+# -- determinism ---------------------------------------------------------------------
+
+def test_same_seed_same_bytes(composite, photos, tmp_path):
+    again = generator.generate_composite(tmp_path / "again", photos=photos, **SMALL)
+    first, second = _tree_digest(composite.out_dir), _tree_digest(again.out_dir)
+    assert len(first) > 100 and first == second
+    for name in ("casme2", "samm"):
+        assert _sheet_values(composite.databases[name].annotations) == _sheet_values(
+            again.databases[name].annotations
+        )
+    other = generator.generate(tmp_path / "other", layout="smic", photos=photos,
+                               **{**SMALL, "seed": SMALL["seed"] + 1})
+    def hs_frames(digest):  # NIR/VIS/non_micro hold the layout writer's fixed dummy frames
+        return {v for k, v in digest.items() if "/HS/" in k and "/micro/" in k}
+
+    theirs, ours = hs_frames(_tree_digest(other.out_dir)), hs_frames(first)
+    assert theirs and ours and not ours & theirs
+
+
+def test_frame_depends_only_on_clip_and_number(photos):
+    identities, clips = generator.plan_database("casme2", subjects=1, clips_per_subject=1,
+                                                photos=photos, seed=5)
+    clip = clips[0]
+    renderer = generator.ClipRenderer(identities[0], clip, 5)
+    forward = [renderer(n) for n in range(clip.onset, clip.offset + 1)]
+    fresh = generator.ClipRenderer(identities[0], clip, 5)
+    backward = [fresh(n) for n in range(clip.offset, clip.onset - 1, -1)][::-1]
+    assert all(np.array_equal(a, b) for a, b in zip(forward, backward))
+
+
+# -- the motion model ------------------------------------------------------------------
+
+def _expressions(n_per_class: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [motion.sample_expression(label, rng) for label in CLASSES for _ in range(n_per_class)]
+
+
+def test_apex_amplitude_is_bounded_and_local(identities):
+    for identity in identities:
+        frame = motion.FaceFrame.from_landmarks(identity.landmarks)
+        for expression in _expressions(12):
+            field = motion.expression_field(identity.landmarks, identity.shape, expression)
+            region = motion.expression_region(identity.landmarks, identity.shape, expression)
+            magnitude = np.hypot(field[..., 0], field[..., 1]) / frame.px_per_128
+            assert magnitude.max() <= motion.MAX_AMPLITUDE_128 + 1e-4
+            assert magnitude.max() == pytest.approx(expression.amplitude, rel=1e-4)
+            assert magnitude[~region].max() < 0.05
+            # local: inside 0.8 IOD of the landmarks its units are anchored on,
+            # and a small part of the face
+            anchors = sorted({i for code in expression.codes
+                              for a in motion.ACTION_UNITS[code].anchors for i in a.landmarks})
+            ys, xs = np.nonzero(magnitude > 0)
+            points = identity.landmarks[anchors]
+            nearest = np.min(np.hypot(xs[:, None] - points[:, 0], ys[:, None] - points[:, 1]), axis=1)
+            assert nearest.max() < 0.8 * frame.iod
+            face_area = frame.face_width * (identity.landmarks[8, 1] - identity.landmarks[19, 1])
+            assert region.sum() < 0.5 * face_area
+
+
+def test_rendered_apex_moves_the_face_as_the_field_says(photos):
+    """No nuisance: pixels outside the regions do not change; inside, TV-L1 sees the field."""
+    identities, clips = generator.plan_database(
+        "casme2", subjects=1, clips_per_subject=3, photos=photos, seed=11, nuisances=Nuisances.none()
+    )
+    identity = identities[0]
+    frame = motion.FaceFrame.from_landmarks(identity.landmarks)
+    for clip in clips:
+        renderer = generator.ClipRenderer(identity, clip, 11)
+        onset = cv2.cvtColor(renderer(clip.onset), cv2.COLOR_BGR2GRAY)
+        apex = cv2.cvtColor(renderer(clip.apex), cv2.COLOR_BGR2GRAY)
+        field = generator.apex_displacement(identity, clip)
+        region = generator.au_region_mask(identity, clip)
+        near = cv2.dilate(region.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        assert np.array_equal(onset[~near], apex[~near])
+        assert np.abs(onset[region].astype(int) - apex[region]).max() > 5
+        flow = tvl1_flow(onset, apex)
+        magnitude = np.hypot(field[..., 0], field[..., 1])
+        strong = magnitude > 0.5 * magnitude.max()
+        # direction: the measured flow follows the applied field where it is strong
+        cosine = (flow[strong] * field[strong]).sum() / (
+            np.linalg.norm(flow[strong]) * np.linalg.norm(field[strong]))
+        assert cosine > 0.7, (clip.clip, clip.action_units, cosine)
+        measured = np.hypot(flow[..., 0], flow[..., 1])[region]
+        assert np.percentile(measured, 99) / frame.px_per_128 < 1.3 * motion.MAX_AMPLITUDE_128
+
+
+def test_classes_move_different_regions_in_different_directions(identities):
+    identity = identities[0]
+    lm = identity.landmarks
+    fields = {label: [] for label in CLASSES}
+    for expression in _expressions(30, seed=1):
+        fields[expression.label].append(
+            motion.expression_field(lm, identity.shape, expression).astype(np.float64))
+    mean = {label: np.mean(stack, axis=0) for label, stack in fields.items()}
+
+    def dy_at(label, groups):
+        """Mean vertical displacement (px, +down) at the centres of landmark groups."""
+        values = []
+        for group in groups:
+            x, y = np.rint(lm[list(group)].mean(axis=0)).astype(int)
+            values.append(mean[label][y, x, 1])
+        return float(np.mean(values))
+
+    brows, corners = ((19, 20, 21), (22, 23, 24)), ((48,), (54,))
+    assert dy_at("negative", brows) > 0.2 and dy_at("surprise", brows) < -0.2  # down vs up (image y)
+    assert dy_at("positive", corners) < -0.2 and dy_at("negative", corners) > 0.1
+    assert abs(dy_at("positive", brows)) < 0.05
+    for a in CLASSES:
+        for b in CLASSES:
+            if a < b:
+                u, v = mean[a].ravel(), mean[b].ravel()
+                assert u @ v / (np.linalg.norm(u) * np.linalg.norm(v)) < 0.3, (a, b)
+
+
+def test_nuisances_do_not_depend_on_the_class(identities):
+    params = {
+        label: generator.draw_clip(9, (1, 0, 0, 0), dataset="samm", subject="006", clip="006_1_1",
+                                   label=label, identity=identities[0])
+        for label in CLASSES
+    }
+    nuisance = [(p.onset, p.apex, p.offset, p.pose, p.drift, p.blink, p.lighting, p.noise_sigma,
+                 p.jpeg_quality) for p in params.values()]
+    assert nuisance[0] == nuisance[1] == nuisance[2]
+    assert len({p.expression.codes for p in params.values()}) == 3
+
+
+def test_partial_combinations_and_intensities_vary():
+    rng = np.random.default_rng(2)
+    seen = {label: set() for label in CLASSES}
+    amplitudes = []
+    for label in CLASSES:
+        for _ in range(200):
+            expression = motion.sample_expression(label, rng)
+            seen[label].add(frozenset(expression.codes))
+            amplitudes.append(expression.amplitude)
+    assert seen["negative"] == {frozenset({"AU4"}), frozenset({"AU15"}), frozenset({"AU4", "AU15"})}
+    assert {frozenset({"AU12"}), frozenset({"AU12", "AU6"})} == seen["positive"]
+    assert len(seen["surprise"]) >= 8 and all(s & {"AU1", "AU2"} for s in seen["surprise"])
+    assert 1.0 <= min(amplitudes) < 1.1 and 1.9 < max(amplitudes) <= motion.MAX_AMPLITUDE_128
+
+
+def test_temporal_profile_closed_form():
+    profile = motion.temporal_profile(11, 4, residual=0.2)
+    assert profile[0] == 0.0 and profile[4] == 1.0 and profile[-1] == pytest.approx(0.2)
+    assert np.all(np.diff(profile[:5]) > 0) and np.all(np.diff(profile[4:]) < 0)
+    assert profile[2] == pytest.approx(np.sin(np.pi / 4) ** 2)
+    with pytest.raises(ValueError):
+        motion.temporal_profile(5, 0)
+
+
+def test_bump_closed_form():
+    r = np.array([0.0, 0.25, 0.5, 0.999, 1.0, 2.0])
+    expected = np.clip(1 - r**2, 0, None) ** 3
+    np.testing.assert_allclose(motion.bump(r**2), expected)
+    # C1 at the rim: the slope vanishes there
+    assert (motion.bump(np.array([0.999**2]))[0] - 0.0) / 0.001 < 1e-4
+
+
+def test_faces_folder(tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    big = cv2.resize(faces.astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(folder / "b_large.png"), big)
+    cv2.imwrite(str(folder / "a_astronaut.png"), faces.astronaut())
+    (folder / "notes.txt").write_text("not an image")
+    photos = faces.load_photos(folder)
+    assert [p.name for p in photos] == ["a_astronaut", "b_large"]
+    # large photos are reduced (face at most 320 px wide) with their landmarks
+    reduced = photos[1]
+    assert np.hypot(*(reduced.landmarks[16] - reduced.landmarks[0])) == pytest.approx(320, abs=1)
+    np.testing.assert_allclose(reduced.landmarks * 512 / reduced.image.shape[0], photos[0].landmarks,
+                               atol=2)
+    cv2.imwrite(str(folder / "c_wall.png"), np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(ValueError, match="c_wall.png: no face found"):
+        faces.load_photos(folder)
+
+
+def test_identities_differ(identities, photos):
+    a, b = identities
+    assert a.source == b.source == "astronaut"
+    assert np.abs(a.image - b.image).mean() > 10
+    assert np.abs(a.landmarks - b.landmarks).mean() > 2
+
+
+def test_manifest_records_ground_truth(composite):
+    record = json.loads(composite.manifest.read_text())
+    assert record["complete"] is True and record["settings"]["seed"] == SMALL["seed"]
+    clips = [c for db in record["databases"].values() for c in db["clips"]]
+    assert len(clips) == composite.n_clips
+    assert all(0 < c["amplitude_px_on_128"] <= motion.MAX_AMPLITUDE_128 for c in clips)
