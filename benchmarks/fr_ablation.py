@@ -41,6 +41,7 @@ import torch
 
 from fr_mer.data import load_dataset, resolve_device
 from fr_mer.evaluation import EvalConfig, pooled_metrics, run_fold, FoldResult
+from fr_mer.metrics import uar, uf1
 from fr_mer.models import create_model, model_class
 from fr_mer.protocols import Fold, subject_folds
 from pipeline.labels import DATABASES
@@ -54,35 +55,42 @@ class Variant:
     note: str = ""
 
 
+#: The options every FR variant below starts from (explicit, so that a later
+#: change of the model's defaults does not change what a stored result means).
+FR_BASE = {"channels": ("u", "v"), "attention": "spatial", "branch_dim": 256, "fusion": "concat",
+           "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0, "normalise": "range"}
+DI_BASE = {"channels": ("u", "v"), "dropout": 0.0, "normalise": "range"}
+
+
+def fr(**changes) -> dict:
+    return {**FR_BASE, **changes}
+
+
+def di(**changes) -> dict:
+    return {**DI_BASE, **changes}
+
+
 #: What was compared. ``fr`` is whatever the model's defaults are now.
 VARIANTS: dict[str, Variant] = {
-    "di": Variant("dual_inception", {}, note="FR's backbone with the plain head (no proposal module)"),
-    "di_strain": Variant("dual_inception", {"channels": ("u", "v", "strain")}, note="+ strain stream"),
-    "di_drop": Variant("dual_inception", {"dropout": 0.5}, note="plain head, dropout 0.5 before the classifier"),
+    "di": Variant("dual_inception", di(), note="FR's backbone with the plain head (no proposal module)"),
+    "di_strain": Variant("dual_inception", di(channels=("u", "v", "strain")), note="+ strain stream"),
+    "di_drop": Variant("dual_inception", di(dropout=0.5), note="plain head, dropout 0.5 before the classifier"),
+    "di_aug": Variant("dual_inception", di(), {"augment": True}, note="+ left-right mirroring"),
+    "di_bal": Variant("dual_inception", di(), {"class_balanced": True}, note="+ class-balanced batches"),
+    "di_med": Variant("dual_inception", di(normalise="median"), note="inputs centred on their median"),
     "fr": Variant("fr", {}, note="fr with its current defaults"),
-    "fr_naive": Variant("fr", {"attention": "scalar", "branch_dim": 256, "fusion": "concat",
-                               "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0},
-                        note="the spec's naive head: sigmoid scalar gate per branch"),
-    "fr_spatial": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
-                                 "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
-    "fr_channel": Variant("fr", {"attention": "channel", "branch_dim": 256, "fusion": "concat",
-                                 "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
-    "fr_propgate": Variant("fr", {"attention": "proposal", "branch_dim": 256, "fusion": "concat",
-                                  "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0},
+    "fr_naive": Variant("fr", fr(attention="scalar"), note="the spec's naive head: sigmoid scalar gate per branch"),
+    "fr_naive_med": Variant("fr", fr(attention="scalar", normalise="median")),
+    "fr_spatial": Variant("fr", fr()),
+    "fr_channel": Variant("fr", fr(attention="channel")),
+    "fr_propgate": Variant("fr", fr(attention="proposal"),
                            note="branch features gated by their own proposal probability"),
-    "fr_noatt": Variant("fr", {"attention": "none", "branch_dim": 256, "fusion": "concat",
-                               "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
-    "fr_spatial_noprop": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
-                                        "proposal_loss": "none", "dropout": 0.0}),
-    "fr_spatial_bal": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
-                                     "proposal_loss": "balanced_bce", "proposal_weight": 1.0, "dropout": 0.0}),
-    "fr_spatial_sum": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "sum",
-                                     "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0}),
-    "fr_spatial_drop": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
-                                      "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.5}),
-    "fr_spatial_strain": Variant("fr", {"attention": "spatial", "branch_dim": 256, "fusion": "concat",
-                                        "proposal_loss": "bce", "proposal_weight": 1.0, "dropout": 0.0,
-                                        "channels": ("u", "v", "strain")}),
+    "fr_noatt": Variant("fr", fr(attention="none")),
+    "fr_spatial_noprop": Variant("fr", fr(proposal_loss="none")),
+    "fr_spatial_bal": Variant("fr", fr(proposal_loss="balanced_bce")),
+    "fr_spatial_sum": Variant("fr", fr(fusion="sum")),
+    "fr_spatial_drop": Variant("fr", fr(dropout=0.5)),
+    "fr_spatial_strain": Variant("fr", fr(channels=("u", "v", "strain"))),
 }
 
 SEARCH_SEEDS = (100, 101, 102)
@@ -143,6 +151,14 @@ def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, o
     return results
 
 
+def _pooled(results: list[FoldResult], database: str | None) -> dict[str, float]:
+    """UF1/UAR of the pooled predictions, on one database's samples (from the sample keys) or all."""
+    pairs = [(t, p) for r in results for k, t, p in zip(r.keys, r.true, r.pred)
+             if database is None or k.split("/", 1)[0] == database]
+    true, pred = [t for t, _ in pairs], [p for _, p in pairs]
+    return {"uf1": uf1(true, pred), "uar": uar(true, pred), "n": len(pairs)}
+
+
 def summarise(out: Path) -> list[dict]:
     """Mean, sd and per-seed figures of every finished (variant, protocol, seed) under ``out``."""
     rows = []
@@ -155,7 +171,7 @@ def summarise(out: Path) -> list[dict]:
                 if len(folds) != expected:
                     continue
                 seed = int(seed_dir.name[4:])
-                per_seed[seed] = {scope: pooled_metrics(folds, None if scope == "full" else scope)
+                per_seed[seed] = {scope: _pooled(folds, None if scope == "full" else scope)
                                   for scope in ("full",) + DATABASES}
                 seconds[seed] = sum(r.seconds for r in folds)
             if not per_seed:

@@ -169,8 +169,10 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.weights_dir and not Path(config.weights_dir).is_dir():
         raise EvaluationError(f"--weights {config.weights_dir}: no such folder")
+    # An instance's inputs can depend on its options (e.g. which flow channels).
+    model_inputs = create_model(config.model, **dict(config.options)).inputs
     data = load_dataset(
-        cache_path, model_class(config.model).inputs, device, protocol=config.protocol,
+        cache_path, model_inputs, device, protocol=config.protocol,
         database=config.database,
         composite_list=Path(config.composite_list) if config.composite_list else None,
     )

@@ -1,9 +1,9 @@
 """Face alignment with dlib: one similarity transform per sample, from the onset frame.
 
-The frontal HOG detector finds the face (its most confident box), the 68-point shape predictor its
-landmarks; the eye centres (mean of landmarks 36-41 and 42-47, the eye on the
-image's left first) are mapped level onto fixed template positions of a square
-crop. The same matrix warps onset and apex, so alignment adds no motion of its
+The frontal HOG detector finds the face (its most confident box), the
+68-point shape predictor its landmarks; the eye centres (mean of landmarks
+36-41 and 42-47, the eye on the image's left first) are mapped level onto
+fixed template positions of a square crop. The same matrix warps onset and apex, so alignment adds no motion of its
 own. The fallbacks when no face is found are in :meth:`FaceAligner.align_pair`
 and docs/pipeline.md.
 
@@ -136,6 +136,23 @@ def whole_frame_matrix(shape: tuple[int, int], size: int) -> np.ndarray:
     h, w = shape[:2]
     sx, sy = size / w, size / h
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], dtype=np.float32)
+
+
+def rescale_matrix(matrix: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """The frame -> crop matrix for a crop of ``to_size`` from one for ``from_size`` (the same face region).
+
+    Pixel centres: crop point x at from_size is ``(x + 0.5) * to_size / from_size - 0.5``
+    at to_size, so a plain ``matrix * ratio`` is off by half a pixel times (ratio - 1).
+    """
+    r = to_size / from_size
+    scale = np.array([[r, 0, 0.5 * r - 0.5], [0, r, 0.5 * r - 0.5], [0, 0, 1]])
+    return (scale @ np.vstack([np.asarray(matrix, dtype=np.float64), [0, 0, 1]]))[:2].astype(np.float32)
+
+
+def rescale_points(points: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """(N, 2) crop points at ``from_size`` -> the same points in a crop of ``to_size`` (NaN stays NaN)."""
+    r = to_size / from_size
+    return ((np.asarray(points, dtype=np.float64) + 0.5) * r - 0.5).astype(np.float32)
 
 
 def _check_gray(image: np.ndarray, name: str) -> np.ndarray:

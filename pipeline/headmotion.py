@@ -1,8 +1,8 @@
 """Head-motion compensation between the aligned onset and apex crops.
 
 Alignment warps onset and apex with the onset's matrix, so a head movement
-between the two frames stays in the pair and the flow sees it as motion. Two
-remedies of the field are offered, each acting at its own stage:
+between the two frames stays in the pair and the flow sees it as motion. Three
+remedies are offered, each acting at its own stage:
 
 - ``"rigid"`` (before the flow, :func:`compensate`): the apex is registered to
   the onset by the similarity transform that best maps the apex's rigid
@@ -21,13 +21,18 @@ Every method is a no-op at the stage it does not act in, so a runner calls
 both functions in turn for any method:
 ``apex, info = compensate(onset, apex, lm, m)``; ``flow = tvl1_flow(onset, apex)``;
 ``flow, info2 = compensate_flow(flow, lm, m)``. Methods that act on the flow
-subtract the fitted head-motion field everywhere, background included. :data:`DEFAULT_METHOD` was
-chosen by the measurement recorded in docs/pipeline.md.
+subtract the fitted head-motion field everywhere, background included.
+:data:`DEFAULT_METHOD` was chosen by the measurement recorded in
+docs/pipeline.md: ``"rigid"`` is limited by dlib's landmark jitter (about
+0.5 px), ``"nose_flow"`` removes translation only, ``"rigid_flow"`` removes
+translation, rotation and scale.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from pipeline.align import FaceAligner
 
 METHODS = ("none", "rigid", "nose_flow", "rigid_flow")
 
@@ -111,10 +116,7 @@ def compensate(onset_aligned: np.ndarray, apex_aligned: np.ndarray, landmarks: n
         info["reason"] = "no onset landmarks"
         return apex_aligned, info
     if apex_landmarks is None:
-        if aligner is None:
-            from pipeline.align import FaceAligner
-
-            aligner = FaceAligner()
+        aligner = FaceAligner() if aligner is None else aligner
         apex_landmarks = aligner.landmarks(apex_aligned, pre_cropped=True)
     if not _usable(apex_landmarks):
         info["reason"] = "no face found on the apex crop"
@@ -131,7 +133,7 @@ def compensate(onset_aligned: np.ndarray, apex_aligned: np.ndarray, landmarks: n
 
 
 def nose_box(landmarks: np.ndarray, shape: tuple[int, int], margin: float = 0.15) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right), end-exclusive, of the nose landmarks' bounding box grown by ``margin`` of its size."""
+    """(top, bottom, left, right), end-exclusive: the nose landmarks' box grown by ``margin`` of its size."""
     pts = np.asarray(landmarks, dtype=np.float64)[list(NOSE_LANDMARKS)]
     (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
     gx, gy = margin * (x1 - x0), margin * (y1 - y0)

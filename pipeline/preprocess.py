@@ -4,7 +4,8 @@ One sample (:func:`process_clip`, run in a worker process):
 
 1. ``read``: the onset and apex frames as grayscale. SMIC clips scanned with
    ``--smic-apex spot`` (``Clip.apex_frame`` None) first get their apex spotted
-   from the frames (``spot``, :func:`pipeline.spotting.spot_apex`).
+   (``spot``, :func:`pipeline.spotting.spot_apex`) on all their frames, aligned
+   by the onset's transform.
 2. ``detect``, ``landmarks``, ``align``: one similarity transform found on the
    onset frame (:meth:`pipeline.align.FaceAligner.align_pair`, fallbacks and
    flags there), applied alike to the apex and to every clip frame, so
@@ -44,7 +45,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from pipeline.align import AlignParams, FaceAligner, default_predictor_path
+from pipeline.align import AlignedPair, AlignParams, FaceAligner, default_predictor_path
 from pipeline.cache import ArraySpec, CacheError, CacheWriter
 from pipeline.clips import REPAIRED, Clip
 from pipeline.flow import (
@@ -59,6 +60,7 @@ from pipeline.flow import (
 from pipeline.headmotion import DEFAULT_METHOD, METHODS, compensate, compensate_flow
 from pipeline.labels import CLASS_INDEX
 from pipeline.readers import SMIC_APEX_RULES
+from pipeline.spotting import spot_apex
 from pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT, dssi, resample_clip
 
 #: Timed stages of one sample, in pipeline order. ``setup`` is loading dlib's
@@ -427,19 +429,10 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
     flags: list[str] = []
 
     full: dict[int, np.ndarray] = {}
+    pair: AlignedPair | None = None
     apex_frame = clip.apex_frame
     if apex_frame is None:
-        from pipeline.spotting import spot_apex
-
-        _frame_path(clip, clip.onset_frame, "onset")
-        numbers = sorted(clip.frames)
-        with clock("read"):
-            for number in numbers:
-                full[number] = read_gray(clip.frames[number])
-        _check_same_size(clip, full)
-        with clock("spot"):
-            index = spot_apex([full[n] for n in numbers], onset_index=numbers.index(clip.onset_frame))
-        apex_frame = numbers[int(index)]
+        apex_frame, pair = _spot(clip, params, aligner, full, clock)
         flags.append("apex_spotted")
     elif clip.apex_rule in _APEX_FLAGS:
         flags.append(_APEX_FLAGS[clip.apex_rule])
@@ -456,10 +449,11 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
             f"{clip.key}: onset {onset.shape[::-1]} and apex {apex.shape[::-1]} frames differ in size"
         )
 
-    before = dict(aligner.seconds)
-    with clock("align"):
-        pair = aligner.align_pair(onset, apex, size=params.flow_size, pre_cropped=is_pre_cropped(clip))
-    _move_aligner_time(aligner, before, clock, "align")
+    if pair is None:
+        before = dict(aligner.seconds)
+        with clock("align"):
+            pair = aligner.align_pair(onset, apex, size=params.flow_size, pre_cropped=is_pre_cropped(clip))
+        _move_aligner_time(aligner, before, clock, "align")
     flags.extend(pair.flags)
 
     before = dict(aligner.seconds)
@@ -518,6 +512,40 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
         "flags": _flags(flags),
     }
     return Sample(clip.key, meta, arrays, clock.seconds, repaired=repaired)
+
+
+def _spot(
+    clip: Clip, params: PreprocessParams, aligner: _TimedAligner, full: dict[int, np.ndarray], clock: _Clock
+) -> tuple[int, AlignedPair | None]:
+    """Spot the apex of a clip without one; returns it and, when it is exact, the aligned pair.
+
+    The spotter measures motion on frames aligned with one matrix. The onset's
+    matrix does not depend on the apex unless the onset has no face; then the
+    pair is left to be aligned again with the spotted apex (None is returned).
+    ``full`` receives the clip's frames, for the stages after.
+    """
+    _frame_path(clip, clip.onset_frame, "onset")
+    numbers = sorted(clip.frames)
+    with clock("read"):
+        for number in numbers:
+            full[number] = read_gray(clip.frames[number])
+    _check_same_size(clip, full)
+    onset_index = numbers.index(clip.onset_frame)
+    offset_index = numbers.index(clip.offset_frame) if clip.offset_frame in full else len(numbers) - 1
+    middle = full[numbers[(onset_index + offset_index + 1) // 2]]
+    before = dict(aligner.seconds)
+    with clock("align"):
+        first = aligner.align_pair(full[clip.onset_frame], middle, size=params.flow_size,
+                                   pre_cropped=is_pre_cropped(clip))
+        aligned = [aligner.warp(full[n], first.matrix, params.flow_size) for n in numbers]
+    _move_aligner_time(aligner, before, clock, "align")
+    with clock("spot"):
+        index = int(spot_apex(aligned, onset_index=onset_index, offset_index=offset_index))
+    if first.flags:  # the transform came from the middle frame, not the onset
+        return numbers[index], None
+    pair = AlignedPair(onset=first.onset, apex=aligned[index], matrix=first.matrix,
+                       landmarks=first.landmarks, flags=[])
+    return numbers[index], pair
 
 
 def _move_aligner_time(aligner: _TimedAligner, before: Mapping[str, float], clock: _Clock, stage: str) -> None:

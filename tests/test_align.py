@@ -9,7 +9,8 @@ from skimage import data
 
 from pipeline import align
 from pipeline.align import (FACE_FROM_APEX, NO_FACE_WHOLE_FRAME, AlignParams, FaceAligner, apply_matrix,
-                            default_predictor_path, eye_centres, whole_frame_matrix)
+                            default_predictor_path, eye_centres, rescale_matrix, rescale_points,
+                            whole_frame_matrix)
 from pipeline.flow import tvl1_flow
 
 
@@ -61,6 +62,15 @@ def test_transform_is_a_similarity_taking_the_eyes_to_the_template():
         assert m.shape == (2, 3)
         assert m[0, 0] == pytest.approx(m[1, 1]) and m[0, 1] == pytest.approx(-m[1, 0])
         np.testing.assert_allclose(apply_matrix(m, eye_centres(lm)), a.template_eyes(size), atol=1e-3)
+
+
+def test_rescaled_matrix_equals_the_transform_at_the_other_size():
+    rng = np.random.default_rng(1)
+    lm = rng.uniform(100, 300, size=(68, 2)).astype(np.float32)
+    a = FaceAligner()
+    m128, m256 = a.transform(lm, 128), a.transform(lm, 256)
+    np.testing.assert_allclose(rescale_matrix(m128, 128, 256), m256, atol=1e-4)
+    np.testing.assert_allclose(rescale_points(apply_matrix(m128, lm), 128, 256), apply_matrix(m256, lm), atol=1e-3)
 
 
 def test_whole_frame_matrix_maps_frame_edges_to_crop_edges():

@@ -90,9 +90,10 @@ def test_a_known_shift_gives_the_flow_in_crop_pixels(tmp_path):
     assert u[inner].mean() == pytest.approx(2.0 * scale_to_flow, abs=0.12)
     assert abs(v[inner].mean()) < 0.08
     assert np.median(strain[inner]) < 0.05
-    # the same pair with the nose's flow subtracted: the head's translation is gone
-    compensated = process_clip(clip, PreprocessParams(normalisation="none", flow_size=64, head_motion="nose_flow"))
-    assert abs(compensated.arrays["flow"][0][inner].mean()) < 0.1
+    # the same pair with the head's motion subtracted: the translation is gone
+    for method in ("nose_flow", "rigid_flow"):
+        compensated = process_clip(clip, PreprocessParams(normalisation="none", flow_size=64, head_motion=method))
+        assert abs(compensated.arrays["flow"][0][inner].mean()) < 0.1, method
 
 
 def test_stored_crops_landmarks_and_matrix_agree(tmp_path):
@@ -369,10 +370,16 @@ def test_cli_exit_codes_and_summary(tmp_path):
     assert result.exit_code != 0 and "absent" in result.output
     result = runner.invoke(main, args + ["--tvl1", "lambda=0.1"])
     assert result.exit_code == 2 and "lambda_" in result.output
+    # SMIC's apex spotted: the scan and the cache both know the rule
+    broken.unlink()
+    result = runner.invoke(main, args + ["--smic-apex", "spot", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    cache = read_cache(out)
+    assert cache.params["smic_apex"] == "spot" and len(cache) == 3
+    assert all("apex_spotted" in f for f in cache.meta["flags"])
 
 
 def test_smic_apex_is_spotted_when_the_scan_left_it_open(tmp_path):
-    pytest.importorskip("pipeline.spotting", reason="pipeline/spotting.py has not landed")
     shifts = [0.0, 0.5, 1.5, 3.0, 1.5, 0.5, 0.0]  # the face moves most at frame 13
     frames = {10 + i: astronaut_frame(dx) for i, dx in enumerate(shifts)}
     clip = make_clip(tmp_path, frames, dataset="smic", subject="s01", name="s01_po_01", emotion="positive",
@@ -382,3 +389,13 @@ def test_smic_apex_is_spotted_when_the_scan_left_it_open(tmp_path):
     assert sample.meta["apex_frame"] == 13
     assert "apex_spotted" in sample.meta["flags"]
     assert sample.timings["spot"] > 0
+    # no face on the onset (a bar over the eyes): the transform comes from the apex, flagged
+    hidden = astronaut_frame()
+    hidden[100:130, 90:225] = 0
+    no_onset_face = make_clip(tmp_path / "b", {**frames, 10: hidden}, dataset="smic", subject="s02",
+                              name="s02_po_01", apex=None, apex_rule="spot")
+    no_onset_face.apex_frame = None
+    sample = process_clip(no_onset_face, PreprocessParams(**FAST, smic_apex="spot"))
+    assert {"apex_spotted", "face_from_apex"} <= set(sample.meta["flags"])
+    assert sample.meta["apex_frame"] == 13
+

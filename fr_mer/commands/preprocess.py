@@ -10,7 +10,7 @@ import click
 from fr_mer.commands.scan import clips_from_options, dataset_options
 from pipeline.align import AlignParams
 from pipeline.cache import CacheError
-from pipeline.clips import REPAIRED, UNUSABLE
+from pipeline.clips import OK, REPAIRED, UNUSABLE
 from pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
 from pipeline.headmotion import DEFAULT_METHOD, METHODS
 from pipeline.preprocess import (
@@ -79,8 +79,8 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--face-size", type=click.IntRange(min=16), default=AlignParams().face_size, show_default=True,
               help="Side of the stored aligned onset and apex faces (onset_face, apex_face).")
 @click.option("--head-motion", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
-              help="Head-motion compensation: rigid = register the apex to the onset on rigid "
-                   "landmarks; nose_flow = subtract the nose region's mean flow; none.")
+              help="Head-motion compensation method (docs/pipeline.md, 'Head motion', says what each "
+                   "does and the measurement behind the default).")
 @click.option("--tvl1", "tvl1_items", multiple=True, metavar="NAME=VALUE",
               help=f"A TV-L1 parameter (repeatable), e.g. --tvl1 lambda_=0.1. Names: {_field_names(TVL1Params)}.")
 @click.option("--align", "align_items", multiple=True, metavar="NAME=VALUE",
@@ -157,9 +157,9 @@ def command(
         raise click.ClickException(
             "the inputs hold no annotated clip; run `fr-mer scan` with the same options to see what was found"
         )
-    statuses = {s: sum(c.status == s for c in clips) for s in ("ok", REPAIRED, UNUSABLE)}
+    statuses = {s: sum(c.status == s for c in clips) for s in (OK, REPAIRED, UNUSABLE)}
     click.echo(
-        f"{len(clips)} clips: {statuses['ok']} ok, {statuses[REPAIRED]} repaired, "
+        f"{len(clips)} clips: {statuses[OK]} ok, {statuses[REPAIRED]} repaired, "
         f"{statuses[UNUSABLE]} unusable (recorded as failures)",
         err=True,
     )

@@ -10,7 +10,7 @@ import torch
 from fr_mer.checkpoint import save_checkpoint
 from fr_mer.commands.common import model_options, resolve_training, user_errors
 from fr_mer.data import load_dataset
-from fr_mer.models import create_model, model_class
+from fr_mer.models import create_model
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.training import seed_everything, train_model
 from pipeline.labels import DATABASES
@@ -48,11 +48,11 @@ def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, thr
     """Train a model on every labelled sample of the protocol (but --exclude-subject)."""
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads)
-    data = load_dataset(cache, model_class(model_name).inputs, torch_device, protocol=protocol,
-                        database=database, composite_list=composite_list)
-    train_rows = np.flatnonzero(~excluded_rows(data.databases, data.subjects, exclude_subject))
     seed_everything(seed)
     model = create_model(model_name, **options)
+    data = load_dataset(cache, model.inputs, torch_device, protocol=protocol,
+                        database=database, composite_list=composite_list)
+    train_rows = np.flatnonzero(~excluded_rows(data.databases, data.subjects, exclude_subject))
     click.echo(f"training {model_name} on {len(train_rows)} samples ({torch_device}), "
                f"{recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr}")
     with click.progressbar(length=recipe.epochs, label="epochs", show_eta=True) as bar:

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 from fr_mer.models import register
 from fr_mer.models.base import MERModel
 from fr_mer.models.inception import (
-    DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, InceptionBackbone, check_flow_channels, flip_flow,
-    scale_flow_image,
+    DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, NORMALISATIONS, InceptionBackbone, check_flow_channels, flip_flow,
+    normalise_flow,
 )
 
 
@@ -32,12 +32,15 @@ class DualInception(MERModel):
     recipe = INCEPTION_RECIPE
 
     def __init__(self, n_classes: int = 3, channels: tuple[str, ...] = ("u", "v"), hidden: int = 1024,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, normalise: str = "range") -> None:
         super().__init__()
         channels = check_flow_channels(channels)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dual_inception needs 0 <= dropout < 1, got {dropout}")
-        self.dropout = dropout
+        if normalise not in NORMALISATIONS:
+            raise ValueError(f"dual_inception option normalise must be one of {', '.join(NORMALISATIONS)}, "
+                             f"got {normalise!r}")
+        self.dropout, self.normalise = dropout, normalise
         # Per instance, so that ("u", "v", "strain") asks the data layer for strain too.
         self.inputs = {"flow": channels}
         self.n_classes = n_classes
@@ -51,6 +54,6 @@ class DualInception(MERModel):
         return {**batch, "flow": flip_flow(batch["flow"], self.inputs["flow"], generator)}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.backbone(scale_flow_image(batch["flow"]))
+        x = self.backbone(normalise_flow(batch["flow"], self.normalise))
         hidden = F.dropout(F.relu(self.fc1(x.flatten(1))), self.dropout, self.training)
         return {"logits": self.fc2(hidden)}

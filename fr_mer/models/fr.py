@@ -39,8 +39,8 @@ from torch.nn import functional as F
 from fr_mer.models import register
 from fr_mer.models.base import MERModel
 from fr_mer.models.inception import (
-    DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, InceptionBackbone, check_flow_channels, flip_flow,
-    scale_flow_image,
+    DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, NORMALISATIONS, InceptionBackbone, check_flow_channels, flip_flow,
+    normalise_flow,
 )
 
 ATTENTIONS = ("spatial", "channel", "scalar", "proposal", "none")
@@ -64,12 +64,14 @@ class FeatureRefinement(MERModel):
         proposal_weight: float = 1.0,
         dropout: float = 0.0,
         channel_reduction: int = 8,
+        normalise: str = "range",
     ) -> None:
         super().__init__()
         channels = check_flow_channels(channels)
         _check_choice("attention", attention, ATTENTIONS)
         _check_choice("fusion", fusion, FUSIONS)
         _check_choice("proposal_loss", proposal_loss, PROPOSAL_LOSSES)
+        _check_choice("normalise", normalise, NORMALISATIONS)
         if branch_dim < 1 or not 0.0 <= dropout < 1.0 or proposal_weight < 0 or channel_reduction < 1:
             raise ValueError(
                 "fr needs branch_dim >= 1, 0 <= dropout < 1, proposal_weight >= 0 and channel_reduction >= 1; "
@@ -79,7 +81,7 @@ class FeatureRefinement(MERModel):
         # Per instance, so that ("u", "v", "strain") asks the data layer for strain too.
         self.inputs = {"flow": channels}
         self.n_classes = n_classes
-        self.attention, self.fusion, self.dropout = attention, fusion, dropout
+        self.attention, self.fusion, self.dropout, self.normalise = attention, fusion, dropout, normalise
         self.proposal_loss, self.proposal_weight = proposal_loss, proposal_weight
 
         self.backbone = InceptionBackbone(streams=len(channels), filters=DUAL_INCEPTION_FILTERS)
@@ -98,7 +100,7 @@ class FeatureRefinement(MERModel):
         self.classifier = nn.Linear(k * d if fusion == "concat" else d, n_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.backbone(scale_flow_image(batch["flow"]))  # (B, C, S, S) expression-shared
+        x = self.backbone(normalise_flow(batch["flow"], self.normalise))  # (B, C, S, S) expression-shared
         b, k = x.shape[0], self.n_classes
         if self.attention == "spatial":
             maps = torch.sigmoid(self.attend(x))  # (B, K, S, S)

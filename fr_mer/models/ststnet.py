@@ -4,18 +4,28 @@ Input: (B, 3, 28, 28) optical-flow image in STSTNet's channel order
 (strain, v, u), values 0..255 as the released inputs are. Three parallel 3x3
 convolutions (3, 5 and 8 filters, padding 2), each ReLU -> BatchNorm -> 3x3
 max-pool stride 3 padding 1 -> dropout 0.5; concatenation (16 channels),
-2x2 average pool -> 5x5x16 = 400 -> linear to 3. 1,670 parameters.
+2x2 average pool -> 5x5x16 = 400 -> linear to 3. 1,683 parameters (the paper
+says 1,670; this is the count of the network its code releases).
 
 The three streams are computed as one 3->16 convolution and one 16-channel
 batch norm: every later operation is per channel, so this is the same function
 with a third of the passes. State dicts keep the released key names (conv1..3,
 bn1..3, fc) in both directions, so STSTNet's released weights load unchanged.
+
+Training is memory-bound (a few MFLOP per sample, most time in passes over the
+16 x 30 x 30 activations), so the forward pass is written to make fewer of
+them (:mod:`fr_mer.ops`): ReLU inside the convolution, batch norm applied to
+the 10 x 10 pooled maps (a per-channel affine map commutes with max-pooling,
+exactly; statistics still from the full maps) with a hand-written backward
+pass, dropout masks from 64 random bits per draw, and the average pool folded
+into the linear layer. tests/test_ststnet.py checks it against the plain
+three-stream network; benchmarks/train_speed.py times it against the public
+training script.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from fr_mer.models import register
 from fr_mer.models.base import MERModel, Recipe

@@ -97,7 +97,9 @@ class Nuisances:
     @classmethod
     def none(cls) -> "Nuisances":
         """No nuisance at all: only the expression moves (tests, illustrations)."""
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, (0.0, 0.0), 0.0, (0.0, 0.0), None)
+        return cls(pose_shift=0.0, pose_rotation_deg=0.0, head_shift=0.0, head_rotation_deg=0.0,
+                   blink_probability=0.0, blink_amplitude=(0.0, 0.0), lighting=0.0,
+                   noise_sigma=(0.0, 0.0), jpeg_quality=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -519,6 +521,8 @@ def plan_database(
         raise ValueError(f"unknown layout {dataset!r}: expected one of {', '.join(LAYOUTS)}")
     _check_counts(subjects, clips_per_subject)
     frame_size = _check_frame_size(frame_size)
+    if not 0 < duration_s[0] <= duration_s[1]:
+        raise ValueError(f"duration range {duration_s!r} must satisfy 0 < low <= high (seconds)")
     d = LAYOUTS.index(dataset)
     ids = _subject_ids(dataset, subjects)
     identities = derive_identities(
