@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from fr_mer.data import load_dataset, resolve_device
-from fr_mer.evaluation import EvalConfig, pooled_metrics, run_fold, FoldResult
+from fr_mer.evaluation import EvalConfig, FoldResult, pooled_metrics, run_evaluation, run_fold
 from fr_mer.metrics import uar, uf1
 from fr_mer.models import create_model, model_class
 from fr_mer.protocols import Fold, subject_folds
@@ -122,19 +122,27 @@ def grouped_folds(databases: np.ndarray, subjects: np.ndarray, k: int, seed: int
 def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, out: Path,
                 device: torch.device, log) -> list[FoldResult]:
     variant = VARIANTS[name]
-    model_name, options = variant.model, dict(variant.options)
+    # JSON form (tuples as lists), as a resumed run reads its config back.
+    model_name, options = variant.model, json.loads(json.dumps(variant.options))
     recipe = model_class(model_name).recipe.replace(**variant.recipe)
     config = EvalConfig(model=model_name, protocol="composite", options=options, recipe=recipe, seeds=seeds)
     inputs = create_model(model_name, **options).inputs  # per instance: a strain option adds a channel
+    if protocol == "composite" and inputs == model_class(model_name).inputs:
+        # Exactly `fr-mer evaluate --protocol composite` (same code, layout and reports).
+        run_evaluation(cache, out / protocol / name, config, device=device,
+                       on_fold=lambda r, resumed: resumed or log(_fold_line(name, protocol, r)))
+        return []
     data = load_dataset(cache, inputs, device, protocol="composite")
     results: list[FoldResult] = []
     for seed in seeds:
         if protocol == "composite":
             folds = subject_folds(data.databases, data.subjects)
+            seed_dir = out / protocol / name / "folds" / f"seed{seed}"
         else:
             folds = grouped_folds(data.databases, data.subjects, 5, seed)
+            seed_dir = out / protocol / name / f"seed{seed}"
         for index, fold in enumerate(folds):
-            path = out / protocol / name / f"seed{seed}" / f"{fold.database}-{fold.name}.json"
+            path = seed_dir / f"{fold.database}-{fold.name}.json"
             if path.exists():
                 results.append(FoldResult(**json.loads(path.read_text())))
                 continue
@@ -144,14 +152,18 @@ def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, o
             tmp.write_text(json.dumps(dataclasses.asdict(result)))
             os.replace(tmp, path)
             results.append(result)
-            log(f"{name} {protocol} seed {seed} fold {index + 1}/{len(folds)} {fold.database}/{fold.name}: "
-                f"{result.seconds:.1f} s, loss {result.train_loss:.3f}, "
-                f"{sum(int(t == p) for t, p in zip(result.true, result.pred))}/{len(result.true)} right")
+            log(_fold_line(name, protocol, result))
         seed_results = [r for r in results if r.seed == seed]
         m = pooled_metrics(seed_results)
         log(f"== {name} {protocol} seed {seed}: UF1 {m['uf1']:.4f} UAR {m['uar']:.4f} "
             f"({sum(r.seconds for r in seed_results):.0f} s of training)")
     return results
+
+
+def _fold_line(name: str, protocol: str, r: FoldResult) -> str:
+    right = sum(int(t == p) for t, p in zip(r.true, r.pred))
+    return (f"{name} {protocol} seed {r.seed} {r.database}/{r.subject}: {r.seconds:.1f} s, "
+            f"loss {r.train_loss:.3f}, {right}/{len(r.true)} right")
 
 
 def _pooled(results: list[FoldResult], database: str | None) -> dict[str, float]:
@@ -169,7 +181,7 @@ def summarise(out: Path) -> list[dict]:
         for variant_dir in sorted(p for p in protocol_dir.iterdir() if p.is_dir()):
             per_seed, seconds = {}, {}
             expected = 68 if protocol_dir.name == "composite" else 5
-            for seed_dir in sorted(variant_dir.glob("seed*")):
+            for seed_dir in sorted([*variant_dir.glob("seed*"), *variant_dir.glob("folds/seed*")]):
                 folds = [FoldResult(**json.loads(p.read_text())) for p in sorted(seed_dir.glob("*.json"))]
                 if len(folds) != expected:
                     continue
@@ -191,21 +203,34 @@ def summarise(out: Path) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], baseline: str = "di") -> str:
+    """One table per protocol; Δ is the mean (± sd) over the shared seeds of the
+    per-seed UF1 difference from ``baseline`` (same folds, same fold seeds)."""
     lines = []
     for protocol in ("cv5", "composite"):
         chosen = [r for r in rows if r["protocol"] == protocol]
         if not chosen:
             continue
+        base = next((r for r in chosen if r["variant"] == baseline), None)
         lines += [f"### {protocol}", "",
-                  "| variant | seeds | UF1 | UAR | CASME II UF1 | SAMM UF1 | SMIC UF1 | per-seed UF1 | train s/seed |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| variant | seeds | UF1 | UAR | ΔUF1 vs " + baseline + " (paired) | CASME II UF1 | SAMM UF1 | "
+                  "SMIC UF1 | per-seed UF1 | per-seed UAR | train s/seed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(chosen, key=lambda r: -r["full_uf1"]):
+            delta = ""
+            if base is not None and r is not base:
+                shared = [s for s in r["seeds"] if s in base["seeds"]]
+                diffs = [r["full_uf1_per_seed"][r["seeds"].index(s)] - base["full_uf1_per_seed"][base["seeds"].index(s)]
+                         for s in shared]
+                if diffs:
+                    sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+                    delta = f"{statistics.fmean(diffs):+.4f} ± {sd:.4f} (n={len(diffs)})"
             lines.append(
                 f"| {r['variant']} | {','.join(map(str, r['seeds']))} | "
                 f"{r['full_uf1']:.4f} ± {r['full_uf1_sd']:.4f} | {r['full_uar']:.4f} ± {r['full_uar_sd']:.4f} | "
-                f"{r['casme2_uf1']:.4f} | {r['samm_uf1']:.4f} | {r['smic_uf1']:.4f} | "
-                f"{', '.join(f'{v:.4f}' for v in r['full_uf1_per_seed'])} | {r['train_seconds_per_seed']:.0f} |")
+                f"{delta} | {r['casme2_uf1']:.4f} | {r['samm_uf1']:.4f} | {r['smic_uf1']:.4f} | "
+                f"{', '.join(f'{v:.4f}' for v in r['full_uf1_per_seed'])} | "
+                f"{', '.join(f'{v:.4f}' for v in r['full_uar_per_seed'])} | {r['train_seconds_per_seed']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 

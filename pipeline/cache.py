@@ -32,7 +32,10 @@ import numpy as np
 
 #: Version of the layout below. Bump it when a reader of the old layout would
 #: misread the new one; readers refuse other versions with a clear message.
-SCHEMA_VERSION = 1
+#: 1: flow, aligned onset/apex faces, landmarks, alignment matrix.
+#: 2: adds the optional temporal columns (``clip_frames``, ``dynamic_images``)
+#:    of the clip models and records their options in ``params``.
+SCHEMA_VERSION = 2
 
 #: Per-sample metadata columns: name -> numpy dtype (fixed-size, SWMR-friendly).
 META_COLUMNS: dict[str, str] = {

@@ -127,6 +127,14 @@ def test_cache_of_another_schema_version_is_refused_with_a_message(tmp_path):
     assert "schema version 0" in result.output and "Traceback" not in result.output
 
 
+def test_version_1_cache_is_refused_with_the_rebuild_command(tmp_path):
+    cache, _ = small_composite(tmp_path, subjects_per_db=1)
+    with h5py.File(cache, "r+") as f:
+        f.attrs["schema_version"] = 1
+    with pytest.raises(CacheError, match="schema version 1.*preprocess --overwrite"):
+        load_dataset(cache, {"flow": ("u", "v", "strain")}, torch.device("cpu"))
+
+
 def test_cache_without_the_models_inputs_is_refused(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1)
     with pytest.raises(CacheError, match="apex_face"):

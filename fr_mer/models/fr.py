@@ -5,27 +5,30 @@ What the paper's abstract fixes: an inception module on optical flow gives
 expression-shared features; an expression proposal module with attention
 factors and a proposal loss turns them into expression-specific features, one
 set per class; a classification branch predicts the label from a fusion of
-them. Everything else is an option of this class, and its default is the one
-the composite-protocol ablation supports (docs/models.md):
+them. Everything else is an option of this class; the defaults are the
+variant that did best in our search (docs/models.md, "FR: design and
+ablation"), where every head was within about a point of the others:
 
     flow (B, S, 28, 28) --inception streams--> shared  X (B, C, 7, 7)
     for each class k:
-        attention factor  A_k(X)          ("spatial": sigmoid map (7, 7);
+        map attention     A_k(X)          ("spatial": sigmoid map (7, 7);
                                             "channel": sigmoid gate per channel;
-                                            "none": 1)
+                                            otherwise 1)
         specific feature  f_k = ReLU(W_k vec(A_k * X))          (branch_dim)
         proposal score    s_k = p_k . f_k                       ("is it class k?")
-        ("scalar": f_k <- sigmoid(g_k . f_k) f_k, a gate of its own;
-         "proposal": f_k <- sigmoid(s_k) f_k, gated by its proposal score)
-    fusion  z = [f_1 .. f_K] ("concat") or sum_k f_k ("sum")
+        feature gate      f_k <- sigmoid(s_k) f_k               ("proposal", default)
+                          f_k <- sigmoid(g_k . f_k) f_k         ("scalar": own gate)
+    fusion  z = [f_1 .. f_K] ("concat", default) or sum_k f_k ("sum")
     logits  = Linear(dropout(z))
 
     loss = CE(logits, y) + proposal_weight * mean_k BCE(s_k, [y == k])
 
-The proposal loss is one-vs-rest binary cross-entropy on each branch's score
-("bce"), or the same with each class's positives weighted by the batch's
-negatives-to-positives ratio ("balanced_bce"), so that the small classes'
-branches are not drowned by the large one; "none" removes it.
+With the default ``attention="proposal"`` the attention factor of branch k is
+its own proposal probability: the branch that the proposal loss trains to say
+"this is class k" passes its features to the classifier in proportion to how
+sure it is. The proposal loss is one-vs-rest binary cross-entropy on each
+branch's score ("bce"), or the same with each class's positives weighted by
+the batch's negatives-to-positives ratio ("balanced_bce"); "none" removes it.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ class FeatureRefinement(MERModel):
         self,
         n_classes: int = 3,
         channels: tuple[str, ...] = ("u", "v"),
-        attention: str = "spatial",
+        attention: str = "proposal",
         branch_dim: int = 256,
         fusion: str = "concat",
         proposal_loss: str = "bce",
