@@ -79,6 +79,7 @@ VARIANTS: dict[str, Variant] = {
     "di_bal": Variant("dual_inception", di(), {"class_balanced": True}, note="+ class-balanced batches"),
     "di_e40": Variant("dual_inception", di(), {"epochs": 40}, note="40 epochs"),
     "di_med": Variant("dual_inception", di(normalise="median"), note="inputs centred on their median"),
+    "off_apexnet": Variant("off_apexnet", {}, note="OFF-ApexNet with its default recipe (a sanity check)"),
     "fr": Variant("fr", {}, note="fr with its current defaults"),
     "fr_naive": Variant("fr", fr(attention="scalar"), note="the spec's naive head: sigmoid scalar gate per branch"),
     "fr_naive_med": Variant("fr", fr(attention="scalar", normalise="median")),

@@ -120,6 +120,8 @@ def measure(clips: list[Clip], params: PreprocessParams, jobs: int, out: Path) -
         "samples_per_s": summary.done / wall,
         "steady_samples_per_s": steady,
         "setup_s_total": summary.stage_seconds["setup"],
+        "cpu_ms_per_sample": 1000 * summary.cpu_seconds / summary.done,
+        "wall_ms_per_sample_in_worker": 1000 * busy / summary.done,
         "stage_ms_per_sample": {k: 1000 * v / summary.done for k, v in per_sample.items()},
         "stage_share": {k: v / busy for k, v in per_sample.items()},
         "flags": dict(summary.flags),
@@ -130,21 +132,24 @@ def markdown(results: list[dict], params: PreprocessParams) -> str:
     shown = [s for s in STAGES if s != "setup" and any(r["stage_ms_per_sample"][s] > 0.05 for r in results)]
     base, steady_base = results[0]["samples_per_s"], results[0]["steady_samples_per_s"]
     head = ["jobs", "samples/s", "speed-up", "steady samples/s", "steady speed-up", "wall s"]
-    head += [f"{s} ms" for s in shown] + ["flow share", "setup s"]
+    head += [f"{s} ms" for s in shown] + ["flow share", "setup s", "CPU ms/sample"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [str(r["jobs"]), f"{r['samples_per_s']:.2f}", f"{r['samples_per_s'] / base:.2f}x",
                  f"{r['steady_samples_per_s']:.2f}", f"{r['steady_samples_per_s'] / steady_base:.2f}x",
                  f"{r['wall_s']:.1f}"]
         cells += [f"{r['stage_ms_per_sample'][s]:.1f}" for s in shown]
-        cells += [f"{100 * r['stage_share']['flow']:.0f}%", f"{r['setup_s_total']:.1f}"]
+        cells += [f"{100 * r['stage_share']['flow']:.0f}%", f"{r['setup_s_total']:.1f}",
+                  f"{r['cpu_ms_per_sample']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         f"{results[0]['samples']} clips, 640x480 JPEG frames, flow size {params.flow_size}, "
         f"head motion {params.head_motion}. samples/s: whole run, wall clock (start-up included); "
         "steady: after each worker's first sample. Stage times: per sample, one core; "
-        "flow share: of all per-sample stages; setup: dlib model load, summed over workers."
+        "flow share: of all per-sample stages; setup: dlib model load, summed over workers; "
+        "CPU ms/sample: CPU time of the worker per sample (the stage times are wall time, which "
+        "grows when other processes share the cores)."
     )
     return "\n".join(lines)
 

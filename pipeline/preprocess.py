@@ -311,6 +311,7 @@ class Sample:
     arrays: dict[str, np.ndarray]
     timings: dict[str, float]
     repaired: bool = False
+    cpu_seconds: float = 0.0  # CPU time of the worker on this sample (wall time is in timings)
 
 
 def read_gray(path: Path | str) -> np.ndarray:
@@ -426,6 +427,7 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
     clock = _Clock()
     with clock("setup"):
         aligner = _aligner(params)
+    cpu_start = time.process_time()
     flags: list[str] = []
 
     full: dict[int, np.ndarray] = {}
@@ -511,7 +513,8 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
         "offset_frame": clip.offset_frame,
         "flags": _flags(flags),
     }
-    return Sample(clip.key, meta, arrays, clock.seconds, repaired=repaired)
+    return Sample(clip.key, meta, arrays, clock.seconds, repaired=repaired,
+                  cpu_seconds=time.process_time() - cpu_start)
 
 
 def _spot(
@@ -666,6 +669,7 @@ class PreprocessSummary:
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = 0.0
     jobs: int = 1
+    cpu_seconds: float = 0.0
 
     @property
     def samples_per_second(self) -> float:
@@ -690,6 +694,7 @@ class PreprocessSummary:
             "wall_seconds": self.wall_seconds,
             "samples_per_second": self.samples_per_second,
             "jobs": self.jobs,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     def lines(self) -> list[str]:
@@ -829,6 +834,7 @@ class PreprocessRun:
         for stage, seconds in sample.timings.items():
             summary.stage_seconds[stage] += seconds
         summary.done += 1
+        summary.cpu_seconds += sample.cpu_seconds
         summary.repaired += int(sample.repaired)
         summary.flags.update(sample.meta["flags"])
 
