@@ -10,7 +10,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -72,11 +72,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *,
     manifest = data_dir / MANIFEST_NAME
     if manifest.is_file() and _same_synth(manifest, settings):
         reporter.say(f"synth: reusing {data_dir}")
-        summary = None
     else:
         total = 3 * settings.subjects * settings.clips_per_subject
         reporter.start("synth     ", total)
-        summary = generate_composite(data_dir, subjects=settings.subjects,
+        generate_composite(data_dir, subjects=settings.subjects,
                                      clips_per_subject=settings.clips_per_subject, seed=settings.seed,
                                      overwrite=True, progress=lambda clip: reporter.advance())
         reporter.finish()
@@ -109,10 +108,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *,
     recipe = model_class(settings.model).recipe.replace(epochs=settings.epochs)
     config = EvalConfig(model=settings.model, protocol="composite", recipe=recipe, seeds=settings.seeds,
                         composite_list=str(composite_list))
-    folds_total: dict[str, int] = {}
     metrics = run_evaluation(
         out_dir / "cache.h5", out_dir / "results", config, device=device,
-        on_start=lambda total: (folds_total.setdefault("n", total), reporter.start("evaluate  ", total)),
+        on_start=lambda total: reporter.start("evaluate  ", total),
         on_fold=lambda fold, resumed: reporter.advance(f"seed {fold.seed} {fold.database}/{fold.subject}"),
     )
     reporter.finish()

@@ -9,7 +9,6 @@ import torch
 
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
-from pipeline.cache import ArraySpec
 from pipeline.clips import Clip
 from pipeline.labels import CLASSES
 from pipeline.preprocess import PreprocessParams, process_clip

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import functools
-from pathlib import Path
 from typing import Callable
 
 import click
@@ -75,6 +74,3 @@ def user_errors(func: Callable) -> Callable:
 
     return wrapper
 
-
-def existing_file(label: str) -> click.Path:
-    return click.Path(path_type=Path, exists=False, dir_okay=False)
