@@ -375,7 +375,8 @@ def markdown(report: dict) -> str:
         "",
         f"Ratio (public time / fr-mer time) over these folds: {speed['ratio']:.2f} "
         f"(per fold {speed['ratio_per_fold_min']:.2f} to {speed['ratio_per_fold_max']:.2f}); in process CPU "
-        f"time {speed['cpu_ratio']:.2f} ({speed['public_cpu_seconds']:.1f} s against {speed['frmer_cpu_seconds']:.1f} s). "
+        f"time {speed['cpu_ratio']:.2f} ({speed['public_cpu_seconds']:.1f} s against "
+        f"{speed['frmer_cpu_seconds']:.1f} s). "
         f"Extrapolated to {PUBLIC_FOLDS} folds x {PUBLIC_EPOCHS} epochs under this load: public "
         f"{extra['public']:.0f} min, fr-mer {extra['fr-mer']:.0f} min.",
         "",
@@ -387,7 +388,8 @@ def markdown(report: dict) -> str:
         lines += ["", "One training step (batch 256), medians of interleaved repeats:", "",
                   "| version | ms per step | CPU ms per step | speed-up vs public (wall, CPU) |", "|---|---|---|---|"]
         for row in report["ablation"]:
-            lines.append(f"| {row['variant']} | {row['ms_per_step_median']:.1f} | {row['cpu_ms_per_step_median']:.1f} | "
+            lines.append(f"| {row['variant']} | {row['ms_per_step_median']:.1f} | "
+                         f"{row['cpu_ms_per_step_median']:.1f} | "
                          f"{row['speedup_vs_public']:.2f}, {row['cpu_speedup_vs_public']:.2f} |")
     return "\n".join(lines)
 

@@ -76,8 +76,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *,
         total = 3 * settings.subjects * settings.clips_per_subject
         reporter.start("synth     ", total)
         generate_composite(data_dir, subjects=settings.subjects,
-                                     clips_per_subject=settings.clips_per_subject, seed=settings.seed,
-                                     overwrite=True, progress=lambda clip: reporter.advance())
+                           clips_per_subject=settings.clips_per_subject, seed=settings.seed,
+                           overwrite=True, progress=lambda clip: reporter.advance())
         reporter.finish()
     timings["synth"] = time.perf_counter() - start
 

@@ -160,8 +160,8 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
                    on_fold: Callable[[FoldResult, bool], None] | None = None) -> dict:
     """Run (or resume) every seed x fold; returns the metrics written to ``metrics.json``.
 
-    ``on_start(total_folds)`` is called once the folds are known; ``on_fold(result, resumed)`` after each fold, with ``resumed`` True
-    for folds read back from an earlier run.
+    ``on_start(total_folds)`` is called once the folds are known; ``on_fold(result, resumed)``
+    after each fold, with ``resumed`` True for folds read back from an earlier run.
     """
     from fr_mer import report
 

@@ -149,3 +149,20 @@ def test_default_method_recovers_the_expression_better_than_none(face_pair):
     default = recovered_error(face_pair, DEFAULT_METHOD)
     assert none > 1.0  # the head's 1.5 px dominates the raw flow
     assert default < 0.3 and default < 0.25 * none
+
+
+def test_similarity_field_fit_recovers_a_known_motion_and_ignores_outside_the_mask():
+    # A 1 degree rotation with 1% scale about (40, 50) plus a (0.7, -0.3) px shift: closed form below.
+    angle, scale = np.deg2rad(1.0), 1.01
+    a, b = scale * np.cos(angle) - 1, scale * np.sin(angle)
+    lin = np.array([[a, -b], [b, a]])
+    model = np.hstack([lin, (np.array([0.7, -0.3]) - lin @ [40, 50])[:, None]])
+    flow = motion_field(model, (96, 96))
+    mask = np.zeros((96, 96), bool)
+    mask[20:40, 30:60] = True
+    mask[70:80, 10:20] = True
+    flow[mask == 0] += 5.0  # expression motion where the fit must not look
+    fitted = fit_similarity_field(flow, mask)
+    np.testing.assert_allclose(fitted, model, atol=1e-5)
+    with pytest.raises(ValueError, match="fewer than 3"):
+        fit_similarity_field(flow, np.zeros((96, 96), bool))

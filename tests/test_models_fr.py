@@ -57,7 +57,8 @@ def test_ststnet_parameter_count_matches_released_network():
 @pytest.mark.skipif(not RELEASED_WEIGHTS.is_dir(), reason=f"released STSTNet weights not at {RELEASED_WEIGHTS}")
 def test_ststnet_count_equals_released_state_dict():
     state = torch.load(RELEASED_WEIGHTS / "sub01.pth", map_location="cpu", weights_only=True)
-    released = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    released = sum(v.numel() for k, v in state.items() if not k.endswith(buffers))
     assert released == count_parameters(create_model("ststnet"))
 
 

@@ -398,4 +398,3 @@ def test_smic_apex_is_spotted_when_the_scan_left_it_open(tmp_path):
     sample = process_clip(no_onset_face, PreprocessParams(**FAST, smic_apex="spot"))
     assert {"apex_spotted", "face_from_apex"} <= set(sample.meta["flags"])
     assert sample.meta["apex_frame"] == 13
-

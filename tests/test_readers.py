@@ -243,6 +243,7 @@ def test_casme2_bad_rows_are_reported_never_dropped(tmp_path):
         ClipSpec("sub01", "EP01_10", "disgust", 10, 12, 14, cells={"Subject": "abc"}),
         ClipSpec("sub01", "EP01_11", "disgust", 10, 12, 14),  # a second row for it below
     ]
+
     def row(filename, onset=1, apex=2, offset=3):
         return {"Subject": "01", "Filename": filename, "OnsetFrame": onset, "ApexFrame": apex,
                 "OffsetFrame": offset, "Estimated Emotion": "disgust"}

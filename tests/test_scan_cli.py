@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 
 import click
 import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from fr_mer.cli import main
-from fr_mer.commands.scan import DATASET_OPTION_NAMES, clips_from_options, command, dataset_options
+from fr_mer.cli import COMMANDS, main
+from fr_mer.commands.scan import DATASET_OPTION_NAMES, clips_from_options, dataset_options
 from pipeline.clips import SCAN_COLUMNS
 from pipeline.layouts import CASME2_HEADER, write_casme2
 from pipeline.scan import read_scan_table, scan, summarize
@@ -157,10 +159,11 @@ def test_option_combinations_that_are_usage_errors(args):
     assert result.exit_code == 2, result.output
 
 
-def test_every_option_has_help():
-    for param in command.params:
-        if isinstance(param, click.Option):
-            assert param.help, param.name
+def test_every_option_of_every_command_has_help():
+    for name in COMMANDS:
+        for param in main.get_command(None, name).params:
+            if isinstance(param, click.Option):
+                assert param.help, f"fr-mer {name} {param.opts[0]}"
 
 
 def test_dataset_options_reused_by_another_command(casme2_release):
@@ -190,3 +193,30 @@ def test_library_scan_and_summary(casme2_release):
     assert summary["by_label"] == {"negative": 3, "positive": 1, "surprise": 1, "(no class)": 2}
     assert result.inputs["casme2"]["annotations"] == str(casme2_release.annotations.resolve())
     assert result.unannotated == {"casme2": ["sub09/EP02_02f", "sub24/EP02_07"]}
+
+
+def test_pipeline_commands_do_not_import_torch(casme2_release, tmp_path):
+    # A fresh interpreter: this test session has imported torch already.
+    code = (
+        "import sys\n"
+        "from fr_mer.cli import main\n"
+        "try:\n"
+        f"    main(['scan', '--dataset', 'casme2', '--root', {str(casme2_release.root)!r},"
+        f" '--out', {str(tmp_path / 'scan.csv')!r}])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code in (0, None), stop.code\n"
+        "for name in ('preprocess', 'synth', 'import-ststnet'):\n"
+        "    main.get_command(None, name)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr
+    assert (tmp_path / "scan.csv").is_file()
+
+
+def test_every_command_is_listed_and_loads():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+        assert main.get_command(None, name).name == name

@@ -79,7 +79,8 @@ def test_micro_attention_block_matches_numpy():
     np.testing.assert_allclose(out.detach().numpy(), (1.0 + m) * total, rtol=1e-5, atol=1e-5)
     # Without the unit, the block returns T itself.
     block.attention = None
-    np.testing.assert_allclose(block(torch.tensor(x, dtype=torch.float32)).detach().numpy(), total, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(block(torch.tensor(x, dtype=torch.float32)).detach().numpy(), total,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_micro_attention_projection_block_shapes():
@@ -159,7 +160,11 @@ def test_meranet_attention_maps_match_hand_computation():
     x = torch.randn(2, 8, 3, 5, 5)
     channel = ChannelAttention3d(8, reduction=2)
     first, second = channel.mlp[0], channel.mlp[2]
-    mlp = lambda v: F.linear(F.relu(F.linear(v, first.weight.flatten(1), first.bias)), second.weight.flatten(1), second.bias)  # noqa: E731
+
+    def mlp(v):
+        hidden = F.relu(F.linear(v, first.weight.flatten(1), first.bias))
+        return F.linear(hidden, second.weight.flatten(1), second.bias)
+
     expected = torch.sigmoid(mlp(x.mean(dim=(2, 3, 4))) + mlp(x.amax(dim=(2, 3, 4))))
     got = channel(x)
     assert got.shape == (2, 8, 1, 1, 1)

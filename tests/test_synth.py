@@ -133,6 +133,7 @@ def test_same_seed_same_bytes(composite, photos, tmp_path):
         )
     other = generator.generate(tmp_path / "other", layout="smic", photos=photos,
                                **{**SMALL, "seed": SMALL["seed"] + 1})
+
     def hs_frames(digest):  # NIR/VIS/non_micro hold the layout writer's fixed dummy frames
         return {v for k, v in digest.items() if "/HS/" in k and "/micro/" in k}
 

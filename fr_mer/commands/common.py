@@ -73,4 +73,3 @@ def user_errors(func: Callable) -> Callable:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper
-

@@ -76,7 +76,7 @@ def command(cache, protocol, database, model_name, option_pairs, epochs, batch_s
     progress = FoldProgress()
     try:
         run_evaluation(cache, out, config, device=torch_device, overwrite=overwrite,
-                                 on_start=progress.start, on_fold=progress.update)
+                       on_start=progress.start, on_fold=progress.update)
     finally:
         progress.close()
     counts = progress.counts

@@ -99,4 +99,3 @@ class STSTNet(MERModel):
                     else:
                         state_dict[f"{prefix}{name}.{suffix}"] = value[start:start + width].clone()
                     start += width
-
