@@ -8,9 +8,10 @@ background stays, as in the real recordings), then independent sensor noise
 error is the mean end-point error between the compensated flow and the true
 expression flow, over the face (head weight > 0.9), in crop pixels.
 """
-import sys, time
-sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parent))
-import numpy as np, cv2
+import time
+
+import numpy as np
+import cv2
 from skimage import data
 from scenes import head_matrix, make_apex_local, true_expression_flow, face_weight
 from pipeline.align import FaceAligner, eye_centres
@@ -21,7 +22,9 @@ cv2.setNumThreads(1)
 frame = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY).astype(np.float32)
 al = FaceAligner()
 L = al.landmarks(frame.astype(np.uint8))
-le, re_ = eye_centres(L); iod = float(np.linalg.norm(re_ - le)); centre = (le + re_) / 2
+le, re_ = eye_centres(L)
+iod = float(np.linalg.norm(re_ - le))
+centre = (le + re_) / 2
 W = face_weight(frame.shape, L, 0.1 * iod)
 up = np.array([0, -1.0])
 EXPR = {  # bump centres (frame px), displacements (frame px), sigma (x iod)
@@ -63,5 +66,7 @@ print("|---|---|" + "---:|" * len(METHODS))
 for en in EXPR:
     for hn in HEAD:
         print(f"| {en} | {hn} | " + " | ".join(f"{np.mean(res[(en, hn, m)]):.3f}" for m in METHODS) + " |")
-for label, rows in (("mean, with head motion", [h for h in HEAD if h != "no head motion"]), ("mean, all rows", list(HEAD))):
-    print(f"| **{label}** | | " + " | ".join(f"**{np.mean([np.mean(res[(e, h, m)]) for e in EXPR for h in rows]):.3f}**" for m in METHODS) + " |")
+with_head = [h for h in HEAD if h != "no head motion"]
+for label, rows in (("mean, with head motion", with_head), ("mean, all rows", list(HEAD))):
+    means = [np.mean([np.mean(res[(e, h, m)]) for e in EXPR for h in rows]) for m in METHODS]
+    print(f"| **{label}** | | " + " | ".join(f"**{v:.3f}**" for v in means) + " |")
