@@ -1,12 +1,14 @@
 """The composite table of docs/benchmarks.md, from finished ``fr-mer evaluate`` runs.
 
-Each RUN_DIR is the ``--out`` of one ``fr-mer evaluate --protocol composite``
-run; its ``metrics.json`` holds the means, spreads and per-seed figures.
+Each RUN is the ``--out`` folder of one ``fr-mer evaluate --protocol composite``
+run, or a copy of its ``metrics.json`` (the means, spreads and per-seed
+figures; ``benchmarks/results/composite/`` keeps those of docs/benchmarks.md).
 Prints one Markdown row per run beside the published figures of the method
 (``../shared/specs/fr-model.md``), then the per-seed UF1 of every run so that
 models can be compared seed by seed.
 
     python benchmarks/composite_table.py runs/ststnet runs/dual_inception runs/off_apexnet runs/fr
+    python benchmarks/composite_table.py benchmarks/results/composite/*.json
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ def _mean_sd(block: dict, metric: str) -> str:
     return f"{block[metric]:.4f}" if sd is None or len(block["per_seed"]) < 2 else f"{block[metric]:.4f} ± {sd:.4f}"
 
 
-def load(run_dir: Path) -> dict:
-    path = run_dir / "metrics.json"
+def load(run: Path) -> dict:
+    path = run if run.suffix == ".json" else run / "metrics.json"
     if not path.is_file():
-        raise SystemExit(f"{path}: not found; finish the run first (`fr-mer evaluate ... --out {run_dir}` resumes it)")
+        raise SystemExit(f"{path}: not found; finish the run first (`fr-mer evaluate ... --out {run}` resumes it)")
     return json.loads(path.read_text())
 
 
@@ -75,7 +77,8 @@ def per_seed(runs: list[tuple[Path, dict]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="results folders of fr-mer evaluate (composite)")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="results folders of fr-mer evaluate (composite), or their metrics.json files")
     args = parser.parse_args(argv)
     runs = [(run_dir, load(run_dir)) for run_dir in args.runs]
     for run_dir, metrics in runs:
