@@ -155,13 +155,18 @@ def run_fold(data: DeviceDataset, fold: Fold, fold_index: int, config: EvalConfi
 
 
 def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConfig, *,
-                   device: torch.device, overwrite: bool = False,
+                   device: torch.device, overwrite: bool = False, from_end: bool = False,
                    on_start: Callable[[int], None] | None = None,
                    on_fold: Callable[[FoldResult, bool], None] | None = None) -> dict:
     """Run (or resume) every seed x fold; returns the metrics written to ``metrics.json``.
 
     ``on_start(total_folds)`` is called once the folds are known; ``on_fold(result, resumed)``
     after each fold, with ``resumed`` True for folds read back from an earlier run.
+    ``from_end`` works through the seed x fold list from its last entry: a
+    second process started so on the same ``out_dir`` shares a run with one
+    going forward (each skips the folds already written; at most the fold both
+    reach at once is trained twice, with the same result). The reports are the
+    same whichever the order.
     """
     from fr_mer import report
 
@@ -183,22 +188,23 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     if on_start is not None:
         on_start(len(seeds) * len(folds))
     started = time.perf_counter()
-    results: list[FoldResult] = []
-    for seed in seeds:
-        for index, fold in enumerate(folds):
-            path = _fold_path(out_dir, seed, fold)
-            if path.exists():
-                result = FoldResult(**json.loads(path.read_text()))
-                resumed = True
-            else:
-                result = run_fold(data, fold, index, config, seed)
-                _atomic_json(path, dataclasses.asdict(result))
-                resumed = False
-            results.append(result)
-            if on_fold is not None:
-                on_fold(result, resumed)
+    jobs = [(seed, index, fold) for seed in seeds for index, fold in enumerate(folds)]
+    results: dict[tuple[int, int], FoldResult] = {}
+    for seed, index, fold in reversed(jobs) if from_end else jobs:
+        path = _fold_path(out_dir, seed, fold)
+        if path.exists():
+            result = FoldResult(**json.loads(path.read_text()))
+            resumed = True
+        else:
+            result = run_fold(data, fold, index, config, seed)
+            _atomic_json(path, dataclasses.asdict(result))
+            resumed = False
+        results[seed, index] = result
+        if on_fold is not None:
+            on_fold(result, resumed)
     wall = time.perf_counter() - started
-    return report.write_reports(out_dir, config, data, folds, results, seeds, wall)
+    in_order = [results[seed, index] for seed, index, _ in jobs]
+    return report.write_reports(out_dir, config, data, folds, in_order, seeds, wall)
 
 
 def _check_folds(folds: Sequence[Fold], data: DeviceDataset) -> None:

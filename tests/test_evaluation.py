@@ -91,6 +91,39 @@ def test_interrupted_evaluation_resumes_at_first_unfinished_fold(tmp_path):
     assert metrics["full"]["uf1"] == full["full"]["uf1"]  # per-fold seeds make resumed runs identical
 
 
+def test_two_processes_share_a_run_from_both_ends(tmp_path):
+    cache, listing = small_composite(tmp_path)
+    reference = evaluate(cache, listing, tmp_path / "reference", seeds=(0, 1))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after(n):
+        def callback(result, resumed):
+            if len(list((tmp_path / "run" / "folds").rglob("*.json"))) == n:
+                raise Interrupt
+        return callback
+
+    config = EvalConfig(model="ststnet", recipe=FAST.replace(epochs=2), seeds=(0, 1),
+                        composite_list=str(listing))
+    # The forward process has done 5 of the 18 folds when the other one, from the end, does 8.
+    with pytest.raises(Interrupt):
+        run_evaluation(cache, tmp_path / "run", config, device=torch.device("cpu"), on_fold=stop_after(5))
+    with pytest.raises(Interrupt):
+        run_evaluation(cache, tmp_path / "run", config, device=torch.device("cpu"), from_end=True,
+                       on_fold=stop_after(13))
+    done = {p.relative_to(tmp_path / "run") for p in (tmp_path / "run" / "folds").rglob("*.json")}
+    assert {p.parent.name for p in done} == {"seed0", "seed1"}  # seed 1's folds came from the end
+    seen = []
+    metrics = run_evaluation(cache, tmp_path / "run", config, device=torch.device("cpu"), from_end=True,
+                             on_fold=lambda r, resumed: seen.append(resumed))
+    assert seen == [True] * 8 + [False] * 5 + [True] * 5
+    for scope in ("full", "casme2", "samm", "smic"):
+        assert metrics[scope] == reference[scope]
+    assert ((tmp_path / "run" / "predictions.csv").read_text()
+            == (tmp_path / "reference" / "predictions.csv").read_text())
+
+
 def test_resume_refuses_other_settings(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1)
     evaluate(cache, listing, tmp_path / "out")

@@ -53,9 +53,12 @@ class FoldProgress:
                    "(never the test subject); 0 trains on all training subjects.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
+@click.option("--from-end", is_flag=True,
+              help="Work through the folds from the last one. Started beside a run with the same "
+                   "options and --out, it shares the work: each process skips folds already written.")
 @user_errors
 def command(cache, protocol, database, model_name, option_pairs, epochs, batch_size, lr, device, threads,
-            seeds, first_seed, weights_dir, composite_list, val_fraction, out, overwrite) -> None:
+            seeds, first_seed, weights_dir, composite_list, val_fraction, out, overwrite, from_end) -> None:
     """Leave-one-subject-out evaluation with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
@@ -75,7 +78,7 @@ def command(cache, protocol, database, model_name, option_pairs, epochs, batch_s
                + ("released weights" if weights_dir else f"seeds {list(config.seeds)}"))
     progress = FoldProgress()
     try:
-        run_evaluation(cache, out, config, device=torch_device, overwrite=overwrite,
+        run_evaluation(cache, out, config, device=torch_device, overwrite=overwrite, from_end=from_end,
                        on_start=progress.start, on_fold=progress.update)
     finally:
         progress.close()
