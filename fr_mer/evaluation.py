@@ -43,6 +43,7 @@ class EvalConfig:
     weights_dir: str | None = None
     composite_list: str | None = None
     val_fraction: float = 0.0
+    fold_batch: int = 1  # folds of a seed trained together as one stacked model; 0: all of them
 
     def resolved_recipe(self) -> Recipe:
         return self.recipe or model_class(self.model).recipe
@@ -96,6 +97,10 @@ def _check_or_write_config(out_dir: Path, config: EvalConfig, cache_path: Path, 
     path = out_dir / CONFIG_FILE
     if path.exists() and not overwrite:
         stored = json.loads(path.read_text())
+        # Runs written before a setting existed ran with its default.
+        defaults = EvalConfig(model=config.model).as_dict()
+        for key in ("fold_batch",):
+            stored.get("config", {}).setdefault(key, defaults[key])
         if stored != record:
             differ = sorted(k for k in record["config"] if stored.get("config", {}).get(k) != record["config"][k])
             if stored.get("cache") != record["cache"]:
@@ -111,15 +116,63 @@ def _check_or_write_config(out_dir: Path, config: EvalConfig, cache_path: Path, 
     _atomic_json(path, record)
 
 
+def _fold_model(data: DeviceDataset, fold: Fold, fold_index: int, config: EvalConfig, seed: int):
+    """The fold's freshly initialised model and its (training, validation) rows."""
+    derived = fold_seed(seed, fold_index)
+    seed_everything(derived)
+    model = create_model(config.model, **dict(config.options)).to(data.device)
+    train_index, val_index = fold.train_index, None
+    if config.val_fraction > 0 and not config.weights_dir:
+        train_index, val_index = validation_split(
+            train_index, data.databases, data.subjects, config.val_fraction, derived)
+    return model, train_index, val_index
+
+
+def _predict_fold(data: DeviceDataset, fold: Fold, model, seed: int, train_index, val_index, seconds: float,
+                  loss: float, rate: float) -> FoldResult:
+    """The one look at the held-out subject, after training; and the validation score, if any."""
+    device = data.device
+    start = time.perf_counter()
+    val_uf1 = None
+    if val_index is not None and len(val_index):
+        val_pred = predict_proba(model, data, torch.as_tensor(val_index)).argmax(1).cpu().numpy()
+        val_uf1 = uf1(data.labels[torch.as_tensor(val_index, device=device)].cpu().numpy(), val_pred)
+    proba = predict_proba(model, data, torch.as_tensor(fold.test_index)).cpu().numpy()
+    seconds += time.perf_counter() - start
+    true = data.labels[torch.as_tensor(fold.test_index, device=device)].cpu().numpy()
+    return FoldResult(
+        seed=seed, database=fold.database, subject=fold.name,
+        keys=[data.keys[i] for i in fold.test_index],
+        true=true.tolist(), pred=proba.argmax(1).tolist(), proba=np.round(proba, 6).tolist(),
+        n_train=int(len(train_index)), seconds=seconds, train_loss=loss,
+        samples_per_second=rate, val_uf1=val_uf1,
+    )
+
+
+def run_fold_stack(data: DeviceDataset, jobs: Sequence[tuple[int, int, Fold]], config: EvalConfig,
+                   seed: int) -> list[FoldResult]:
+    """Train the folds of ``jobs`` ((seed, fold index, fold), one seed) as one stacked model.
+
+    Each fold's network starts from the same initialisation as in
+    :func:`run_fold`; the stack's batch orders and dropout come from a seed
+    derived from the run seed and the folds (:mod:`fr_mer.fold_stack`).
+    """
+    from fr_mer.fold_stack import train_stacked
+
+    built = [_fold_model(data, fold, index, config, seed) for _, index, fold in jobs]
+    stack_seed = int(np.random.SeedSequence([seed, 1 << 20, *(index for _, index, _ in jobs)]).generate_state(1)[0])
+    seed_everything(stack_seed)
+    logs = train_stacked([m for m, _, _ in built], data, [t for _, t, _ in built],
+                         config.resolved_recipe(), seed=stack_seed)
+    return [_predict_fold(data, fold, model, seed, train_index, val_index, log.seconds, log.final_loss,
+                          log.samples_per_second)
+            for (_, _, fold), (model, train_index, val_index), log in zip(jobs, built, logs)]
+
+
 def run_fold(data: DeviceDataset, fold: Fold, fold_index: int, config: EvalConfig, seed: int) -> FoldResult:
     """Train on the fold's training subjects (or load its released weights) and predict the held-out one."""
     device = data.device
-    recipe = config.resolved_recipe()
-    derived = fold_seed(seed, fold_index)
-    seed_everything(derived)
-    model = create_model(config.model, **dict(config.options)).to(device)
-    train_index = fold.train_index
-    val_uf1 = None
+    model, train_index, val_index = _fold_model(data, fold, fold_index, config, seed)
     start = time.perf_counter()
     loss = float("nan")
     rate = float("nan")
@@ -133,25 +186,10 @@ def run_fold(data: DeviceDataset, fold: Fold, fold_index: int, config: EvalConfi
         load_state_dict_file(weights, model, map_location=device)
         model.to(device)
     else:
-        val_index = None
-        if config.val_fraction > 0:
-            train_index, val_index = validation_split(
-                train_index, data.databases, data.subjects, config.val_fraction, derived)
-        log = train_model(model, data, torch.as_tensor(train_index), recipe, seed=derived)
+        log = train_model(model, data, torch.as_tensor(train_index), config.resolved_recipe(),
+                          seed=fold_seed(seed, fold_index))
         loss, rate = log.final_loss, log.samples_per_second
-        if val_index is not None and len(val_index):
-            val_pred = predict_proba(model, data, torch.as_tensor(val_index)).argmax(1).cpu().numpy()
-            val_uf1 = uf1(data.labels[torch.as_tensor(val_index, device=device)].cpu().numpy(), val_pred)
-    proba = predict_proba(model, data, torch.as_tensor(fold.test_index)).cpu().numpy()
-    seconds = time.perf_counter() - start
-    true = data.labels[torch.as_tensor(fold.test_index, device=device)].cpu().numpy()
-    return FoldResult(
-        seed=seed, database=fold.database, subject=fold.name,
-        keys=[data.keys[i] for i in fold.test_index],
-        true=true.tolist(), pred=proba.argmax(1).tolist(), proba=np.round(proba, 6).tolist(),
-        n_train=int(len(train_index)), seconds=seconds, train_loss=loss,
-        samples_per_second=rate, val_uf1=val_uf1,
-    )
+    return _predict_fold(data, fold, model, seed, train_index, val_index, time.perf_counter() - start, loss, rate)
 
 
 def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConfig, *,
@@ -167,6 +205,10 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     going forward (each skips the folds already written; at most the fold both
     reach at once is trained twice, with the same result). The reports are the
     same whichever the order.
+
+    ``config.fold_batch`` > 1 (or 0, all) trains that many consecutive folds
+    of a seed as one stacked model (:mod:`fr_mer.fold_stack`); the unfinished
+    folds of an interrupted chunk are trained again as one, smaller, stack.
     """
     from fr_mer import report
 
@@ -174,6 +216,12 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.weights_dir and not Path(config.weights_dir).is_dir():
         raise EvaluationError(f"--weights {config.weights_dir}: no such folder")
+    if config.fold_batch < 0:
+        raise EvaluationError(f"fold_batch must be 0 (all folds of a seed) or more, got {config.fold_batch}")
+    if config.fold_batch != 1 and not config.weights_dir:
+        from fr_mer.fold_stack import check_stackable
+
+        check_stackable(model_class(config.model), config.resolved_recipe())
     # An instance's inputs can depend on its options (e.g. which flow channels).
     model_inputs = create_model(config.model, **dict(config.options)).inputs
     data = load_dataset(
@@ -189,22 +237,44 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
         on_start(len(seeds) * len(folds))
     started = time.perf_counter()
     jobs = [(seed, index, fold) for seed in seeds for index, fold in enumerate(folds)]
+    stack = 1 if config.weights_dir else (config.fold_batch or len(folds))
     results: dict[tuple[int, int], FoldResult] = {}
-    for seed, index, fold in reversed(jobs) if from_end else jobs:
-        path = _fold_path(out_dir, seed, fold)
-        if path.exists():
-            result = FoldResult(**json.loads(path.read_text()))
-            resumed = True
+    for chunk in _chunks(list(reversed(jobs)) if from_end else jobs, stack):
+        pending = []
+        for seed, index, fold in chunk:
+            path = _fold_path(out_dir, seed, fold)
+            if path.exists():
+                results[seed, index] = FoldResult(**json.loads(path.read_text()))
+                if on_fold is not None:
+                    on_fold(results[seed, index], True)
+            else:
+                pending.append((seed, index, fold))
+        if not pending:
+            continue
+        if stack == 1:
+            (seed, index, fold), = pending
+            trained = [run_fold(data, fold, index, config, seed)]
         else:
-            result = run_fold(data, fold, index, config, seed)
-            _atomic_json(path, dataclasses.asdict(result))
-            resumed = False
-        results[seed, index] = result
-        if on_fold is not None:
-            on_fold(result, resumed)
+            trained = run_fold_stack(data, pending, config, pending[0][0])
+        for (seed, index, fold), result in zip(pending, trained):
+            _atomic_json(_fold_path(out_dir, seed, fold), dataclasses.asdict(result))
+            results[seed, index] = result
+            if on_fold is not None:
+                on_fold(result, False)
     wall = time.perf_counter() - started
     in_order = [results[seed, index] for seed, index, _ in jobs]
     return report.write_reports(out_dir, config, data, folds, in_order, seeds, wall)
+
+
+def _chunks(jobs: Sequence[tuple[int, int, Fold]], size: int) -> list[list[tuple[int, int, Fold]]]:
+    """Consecutive jobs of one seed, at most ``size`` per chunk (a stack trains one seed's folds)."""
+    chunks: list[list[tuple[int, int, Fold]]] = []
+    for job in jobs:
+        if chunks and len(chunks[-1]) < size and chunks[-1][0][0] == job[0]:
+            chunks[-1].append(job)
+        else:
+            chunks.append([job])
+    return chunks
 
 
 def _check_folds(folds: Sequence[Fold], data: DeviceDataset) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["avg_pool_linear", "conv_relu_bn_maxpool", "dropout", "dropout_mask", "random_bits_mask"]
+__all__ = ["avg_pool_linear", "conv_relu_bn_maxpool", "dropout", "dropout_mask", "masked_conv_relu_bn_maxpool",
+           "random_bits_mask"]
 
 
 #: Samples per pass on the CPU: every later pass over a chunk's activations
@@ -292,3 +293,108 @@ def dropout(x: torch.Tensor, p: float, *, generator: torch.Generator | None = No
         b, c, h, w = x.shape
         return x * mask.view(b, h, w, c).permute(0, 3, 1, 2)
     return x * mask.view(x.shape)
+
+
+class _MaskedConvReluBnMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, gamma, beta, running_mean, running_var, sample_weight, groups, training,
+                momentum, eps, conv_padding, pool_kernel, pool_stride, pool_padding):
+        r = F.conv2d(x, weight, bias, padding=conv_padding, groups=groups).relu_()
+        b, c, h, w = r.shape
+        if training:
+            weight_bc = sample_weight.repeat_interleave(c // sample_weight.shape[1], dim=1)  # (B, C)
+            samples = weight_bc.sum(0)
+            n = samples * (h * w)
+            # Each sample's mean and variance in one pass, then the channel's
+            # over the real samples (law of total variance).
+            sample_var, sample_mean = torch.var_mean(r, dim=(2, 3), correction=0)
+            safe_samples = samples.clamp(min=1.0)
+            mean = (sample_mean * weight_bc).sum(0) / safe_samples
+            var = ((sample_var + (sample_mean - mean).square()) * weight_bc).sum(0) / safe_samples
+            if running_mean is not None:
+                with torch.no_grad():
+                    active = n > 1
+                    unbiased = var * (n / (n - 1).clamp(min=1.0))
+                    running_mean.copy_(torch.where(active, running_mean * (1 - momentum) + mean * momentum,
+                                                   running_mean))
+                    running_var.copy_(torch.where(active, running_var * (1 - momentum) + unbiased * momentum,
+                                                  running_var))
+        else:
+            mean, var, weight_bc, n = running_mean, running_var, None, None
+        inv_std = torch.rsqrt(var + eps)
+        scale = gamma * inv_std
+        # Batch norm commutes with max-pooling where its slope is >= 0 and turns
+        # it into min-pooling where it is < 0: pool sign * r, normalise the pooled maps.
+        sign = torch.where(gamma < 0, -1.0, 1.0).to(r.dtype).view(1, c, 1, 1)
+        pooled, where = F.max_pool2d(r * sign, pool_kernel, pool_stride, pool_padding, return_indices=True)
+        selected = pooled.mul_(sign)
+        out = torch.addcmul((beta - mean * scale).view(1, c, 1, 1), selected, scale.view(1, c, 1, 1))
+        ctx.save_for_backward(x, weight, r, where, selected, mean, inv_std, gamma, weight_bc, n)
+        ctx.groups, ctx.training, ctx.conv_padding = groups, training, conv_padding
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, r, where, selected, mean, inv_std, gamma, weight_bc, n = ctx.saved_tensors
+        b, c = r.shape[:2]
+        xhat = (selected - mean.view(1, c, 1, 1)) * inv_std.view(1, c, 1, 1)
+        sum_g = grad_out.sum(dim=(0, 2, 3))
+        sum_gx = (grad_out * xhat).sum(dim=(0, 2, 3))
+        scale = gamma * inv_std
+        if ctx.training:
+            # d loss / d r = scale * (g - mean(g) - xhat * mean(g * xhat)) over the
+            # channel's real samples, g zero except at the pooled positions: the
+            # dense part is w_b * (c0 + c1 * r), w_b the sample's weight (0 for padding).
+            safe_n = n.clamp(min=1.0)
+            c1 = -(scale / safe_n) * inv_std * sum_gx
+            c0 = -(scale / safe_n) * (sum_g - mean * inv_std * sum_gx)
+            grad_r = torch.addcmul((weight_bc * c0).view(b, c, 1, 1), r, (weight_bc * c1).view(b, c, 1, 1))
+        else:
+            grad_r = torch.zeros_like(r)
+        sparse = grad_out * scale.view(1, c, 1, 1)
+        grad_r.flatten(2).scatter_add_(2, where.flatten(2), sparse.flatten(2))
+        torch.ops.aten.threshold_backward.grad_input(grad_r, r, 0.0, grad_input=grad_r)
+        mask = [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_r, x, weight, [weight.shape[0]] if ctx.has_bias else None,
+            [1, 1], [ctx.conv_padding] * 2, [1, 1], False, [0, 0], ctx.groups, mask)
+        grad_gamma = sum_gx if ctx.needs_input_grad[3] else None
+        grad_beta = sum_g if ctx.needs_input_grad[4] else None
+        return (None, grad_w, grad_b, grad_gamma, grad_beta) + (None,) * 11
+
+
+def masked_conv_relu_bn_maxpool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor | None,
+                                running_var: torch.Tensor | None, sample_weight: torch.Tensor, *, groups: int = 1,
+                                training: bool, momentum: float = 0.1, eps: float = 1e-5, conv_padding: int = 0,
+                                pool_kernel: int = 2, pool_stride: int | None = None,
+                                pool_padding: int = 0) -> torch.Tensor:
+    """``max_pool2d(batch_norm(relu(conv2d(x, groups=groups))))`` with per-group sample masks.
+
+    The form :class:`~fr_mer.models.ststnet.StackedSTSTNet` trains many folds
+    with, written for the GPU (no chunks, no oneDNN): group ``g`` of the
+    convolution is one fold, and ``sample_weight`` (B, groups), 1 for a real
+    sample and 0 for padding, decides which samples enter group ``g``'s batch
+    statistics (and its running buffers, updated in place; a group with no
+    real sample keeps them). Shapes: ``x`` (B, groups * Cin, H, W); ``weight``
+    (C, Cin, k, k) with C a multiple of ``groups``; ``bias``, ``gamma``,
+    ``beta``, running buffers (C,). Returns (B, C, H', W').
+
+    Same function as the composition on the real samples, in fewer passes over
+    the full-resolution maps: statistics from one ``var_mean`` pass, batch norm
+    applied to the pooled maps, and a hand-written backward pass (one dense
+    affine pass, one scatter of the pooled gradients, the ReLU mask, the
+    weight gradient). Gradients flow to ``weight``, ``bias``, ``gamma`` and
+    ``beta``, not to ``x``. Where several activations in one pooling window
+    are exactly equal the gradient may go to another of them.
+    """
+    if x.requires_grad:
+        raise ValueError("masked_conv_relu_bn_maxpool gives no gradient for its input x; pass a tensor without grad")
+    if sample_weight.shape != (x.shape[0], groups):
+        raise ValueError(f"sample_weight must be (batch, groups) = {(x.shape[0], groups)}, "
+                         f"got {tuple(sample_weight.shape)}")
+    pool_stride = pool_kernel if pool_stride is None else pool_stride
+    return _MaskedConvReluBnMaxPool.apply(
+        x, weight, bias, gamma, beta, running_mean, running_var, sample_weight.to(x.dtype), groups, training,
+        momentum, eps, conv_padding, pool_kernel, pool_stride, pool_padding)

@@ -51,6 +51,9 @@ class FoldProgress:
 @click.option("--val-fraction", type=float, default=0.0, show_default=True,
               help="Hold out this fraction of the TRAINING subjects per fold and log their UF1 "
                    "(never the test subject); 0 trains on all training subjects.")
+@click.option("--fold-batch", type=int, default=1, show_default=True,
+              help="Train this many folds of a seed together as one stacked model (ststnet; 0: all "
+                   "folds of a seed). Many times faster on a GPU; on the CPU keep 1.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
@@ -58,7 +61,8 @@ class FoldProgress:
                    "options and --out, it shares the work: each process skips folds already written.")
 @user_errors
 def command(cache, protocol, database, model_name, option_pairs, epochs, batch_size, lr, device, threads,
-            seeds, first_seed, weights_dir, composite_list, val_fraction, out, overwrite, from_end) -> None:
+            seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, out, overwrite,
+            from_end) -> None:
     """Leave-one-subject-out evaluation with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
@@ -73,6 +77,7 @@ def command(cache, protocol, database, model_name, option_pairs, epochs, batch_s
         seeds=tuple(range(first_seed, first_seed + seeds)),
         weights_dir=str(weights_dir) if weights_dir else None,
         composite_list=str(composite_list) if composite_list else None, val_fraction=val_fraction,
+        fold_batch=fold_batch,
     )
     click.echo(f"{model_name} on {torch_device}, {protocol}{' (' + database + ')' if database else ''}, "
                + ("released weights" if weights_dir else f"seeds {list(config.seeds)}"))

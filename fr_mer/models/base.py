@@ -46,6 +46,10 @@ class MERModel(nn.Module):
     #: cache column -> flow channel order (tuple of names) or None for other arrays.
     inputs: ClassVar[Mapping[str, tuple[str, ...] | None]] = {}
     recipe: ClassVar[Recipe] = Recipe()
+    #: A module class computing many independent copies of this model as one
+    #: network (built from a list of instances), for training several LOSO
+    #: folds at once (:mod:`fr_mer.fold_stack`); None where there is none.
+    stacked: ClassVar[type | None] = None
     n_classes: int
 
     def loss(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fr_mer.models import register
 from fr_mer.models.base import MERModel, Recipe
-from fr_mer.ops import avg_pool_linear, conv_relu_bn_maxpool, dropout
+from fr_mer.ops import avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_conv_relu_bn_maxpool
 
 _STREAMS = (("conv1", "bn1", 3), ("conv2", "bn2", 5), ("conv3", "bn3", 8))
 
@@ -99,3 +100,121 @@ class STSTNet(MERModel):
                     else:
                         state_dict[f"{prefix}{name}.{suffix}"] = value[start:start + width].clone()
                     start += width
+
+
+class StackedSTSTNet(nn.Module):
+    """``F`` independent STSTNets computed as one network, for :mod:`fr_mer.fold_stack`.
+
+    Every parameter and buffer carries a leading fold dimension: the
+    convolution is grouped (one 3->16 group per fold), batch norm keeps its
+    statistics per fold and channel, and the linear layer is a batched product.
+    Fold ``f`` computes exactly what ``models[f]`` computes.
+
+    Input ``batch["flow"]``: (B, F, 3, 28, 28), sample-major so that a batch
+    gathered as rows ``index.t().reshape(-1)`` needs no copy; ``mask``: (B, F)
+    bool, False for padding (a fold whose batch is shorter than the others'),
+    which is left out of the batch statistics. Returns logits (B, F, n_classes).
+    The convolution-to-pooling stage is :func:`~fr_mer.ops.masked_conv_relu_bn_maxpool`
+    (fewer passes over the 1 GB of activations a 68-fold stack makes per step);
+    ``fused = False`` computes it with plain autograd operations instead.
+    """
+
+    def __init__(self, models: "list[STSTNet]") -> None:
+        super().__init__()
+        first = models[0]
+        if first.bn.momentum is None:
+            raise ValueError("stacked STSTNet needs a batch-norm momentum (None is not supported)")
+        self.models = list(models)  # a plain list: their parameters are copied, not registered twice
+        self.n_folds = len(models)
+        self.n_classes = first.n_classes
+        self.dropout = first.dropout
+        self.momentum = float(first.bn.momentum)
+        self.eps = first.bn.eps
+        # The hand-fused convolution-ReLU-batch norm-pooling pass (fr_mer.ops); False: plain
+        # autograd operations (the reference the fused pass is tested against).
+        self.fused = True
+
+        def stack(get) -> torch.Tensor:
+            return torch.stack([get(m).detach() for m in models]).clone()
+
+        self.conv_weight = nn.Parameter(stack(lambda m: m.conv.weight))  # (F, 16, 3, 3, 3)
+        self.conv_bias = nn.Parameter(stack(lambda m: m.conv.bias))  # (F, 16)
+        self.bn_weight = nn.Parameter(stack(lambda m: m.bn.weight))
+        self.bn_bias = nn.Parameter(stack(lambda m: m.bn.bias))
+        self.fc_weight = nn.Parameter(stack(lambda m: m.fc.weight))  # (F, n, 400)
+        self.fc_bias = nn.Parameter(stack(lambda m: m.fc.bias))  # (F, n)
+        self.register_buffer("running_mean", stack(lambda m: m.bn.running_mean))
+        self.register_buffer("running_var", stack(lambda m: m.bn.running_var))
+        self.register_buffer("num_batches_tracked", stack(lambda m: m.bn.num_batches_tracked))
+
+    def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        flow = batch["flow"]
+        b, f = flow.shape[:2]
+        if f != self.n_folds:
+            raise ValueError(f"batch holds {f} folds, the stack {self.n_folds}")
+        width = self.conv_weight.shape[1]
+        x = flow.reshape(b, f * flow.shape[2], *flow.shape[3:])
+        if mask is None:
+            mask = torch.ones(b, f, dtype=torch.bool, device=x.device)
+        if self.fused:
+            if self.training:
+                self.num_batches_tracked.add_(mask.any(0).to(self.num_batches_tracked.dtype))
+            x = masked_conv_relu_bn_maxpool(
+                x, self.conv_weight.flatten(0, 1), self.conv_bias.flatten(), self.bn_weight.flatten(),
+                self.bn_bias.flatten(), self.running_mean.view(-1), self.running_var.view(-1), mask, groups=f,
+                training=self.training, momentum=self.momentum, eps=self.eps, conv_padding=2,
+                pool_kernel=3, pool_stride=3, pool_padding=1)
+        else:
+            r = F.conv2d(x, self.conv_weight.flatten(0, 1), self.conv_bias.flatten(), padding=2, groups=f).relu_()
+            if self.training:
+                mean, var = self._batch_statistics(r, mask, width)
+            else:
+                mean, var = self.running_mean.flatten(), self.running_var.flatten()
+            scale = self.bn_weight.flatten() * torch.rsqrt(var + self.eps)
+            shift = self.bn_bias.flatten() - mean * scale
+            x = torch.addcmul(shift.view(1, -1, 1, 1), r, scale.view(1, -1, 1, 1))
+            x = F.max_pool2d(x, kernel_size=3, stride=3, padding=1)
+        if self.training and self.dropout > 0:
+            x = F.dropout(x, self.dropout, training=True)
+        features = F.avg_pool2d(x, kernel_size=2, stride=2).reshape(b, f, -1)
+        return torch.einsum("bfk,fnk->bfn", features, self.fc_weight) + self.fc_bias
+
+    def _batch_statistics(self, r: torch.Tensor, mask: torch.Tensor | None, width: int):
+        """Per-fold, per-channel mean and biased variance over the fold's own samples; running buffers updated."""
+        weight = mask.to(r.dtype).repeat_interleave(width, dim=1)  # (B, F*16)
+        samples = weight.sum(0)
+        count = samples * (r.shape[2] * r.shape[3])
+        active = count > 1
+        # One pass over the maps: each sample's own mean and variance, then
+        # the fold's from the law of total variance over its real samples.
+        sample_var, sample_mean = torch.var_mean(r, dim=(2, 3), correction=0)  # (B, F*16)
+        samples = samples.clamp(min=1.0)
+        mean = (sample_mean * weight).sum(0) / samples
+        var = ((sample_var + (sample_mean - mean).square()) * weight).sum(0) / samples
+        safe = count.clamp(min=2.0)
+        with torch.no_grad():
+            m = self.momentum
+            new_mean = self.running_mean.flatten() * (1 - m) + mean.detach() * m
+            new_var = self.running_var.flatten() * (1 - m) + var.detach() * (safe / (safe - 1)) * m
+            self.running_mean.view(-1).copy_(torch.where(active, new_mean, self.running_mean.view(-1)))
+            self.running_var.view(-1).copy_(torch.where(active, new_var, self.running_var.view(-1)))
+            self.num_batches_tracked.add_(active.view(self.n_folds, width)[:, 0].to(self.num_batches_tracked.dtype))
+        return mean, var
+
+    @torch.no_grad()
+    def unstack(self) -> "list[STSTNet]":
+        """Copy each fold's parameters and buffers back into its own :class:`STSTNet`; returns them."""
+        for i, model in enumerate(self.models):
+            model.conv.weight.copy_(self.conv_weight[i])
+            model.conv.bias.copy_(self.conv_bias[i])
+            model.bn.weight.copy_(self.bn_weight[i])
+            model.bn.bias.copy_(self.bn_bias[i])
+            model.bn.running_mean.copy_(self.running_mean[i])
+            model.bn.running_var.copy_(self.running_var[i])
+            model.bn.num_batches_tracked.copy_(self.num_batches_tracked[i])
+            model.fc.weight.copy_(self.fc_weight[i])
+            model.fc.bias.copy_(self.fc_bias[i])
+        return self.models
+
+
+STSTNet.stacked = StackedSTSTNet  # the form fr_mer.fold_stack trains many folds with

@@ -1,0 +1,205 @@
+"""Many LOSO folds trained together as one stacked model.
+
+One fold of a small network (STSTNet: 1,683 parameters, batches of 256
+samples of 3 x 28 x 28) is far too little work for a GPU: fold-by-fold
+training there is bound by kernel launches and Python, not by arithmetic.
+Stacking the folds' networks (a model's ``stacked`` form: one group of a
+grouped convolution per fold, batch norm per fold, a batched linear layer)
+turns F small steps into one large step.
+
+Each fold keeps its own parameters, training subjects, batch order and Adam
+state; fold f's parameters receive exactly the gradient of fold f's loss on
+fold f's batch, so this is the fold-by-fold algorithm run side by side, not a
+new one. Initialisation is identical too: each fold's network is built from
+its own seed, then stacked. What differs is the random streams behind batch
+order and dropout (one generator for the stack), so results agree with
+fold-by-fold training in distribution, not bit for bit.
+
+Folds of different sizes have batches of different sizes: the shorter ones
+are padded, and the padding is masked out of the batch statistics and the
+loss. A fold with no batch left in an epoch's step (fewer than two samples,
+as :func:`fr_mer.training.train_model` skips) is not moved by the optimiser.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fr_mer.data import DeviceDataset
+from fr_mer.models.base import MERModel, Recipe
+from fr_mer.training import TrainLog
+
+
+class StackedAdam:
+    """Adam (or AdamW) over parameters whose first dimension is the fold, with a step count per fold.
+
+    The update of every fold is torch.optim.Adam's; a fold that is not active
+    in a step keeps its parameters and moment estimates unchanged, as a fold
+    trained alone that takes no step.
+    """
+
+    def __init__(self, params: Sequence[nn.Parameter], n_folds: int, *, lr: float, betas=(0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        for p in self.params:
+            if p.shape[0] != n_folds:
+                raise ValueError(f"a stacked parameter of shape {tuple(p.shape)} has no leading fold dimension")
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.weight_decay, self.decoupled = weight_decay, decoupled
+        device = self.params[0].device
+        self.steps = torch.zeros(n_folds, device=device)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        """One update of the folds where ``active`` (F,) is True."""
+        beta1, beta2 = self.betas
+        on = active.to(self.steps.dtype)
+        self.steps += on
+        steps = self.steps.clamp(min=1.0)
+        step_size = self.lr / (1 - beta1 ** steps)
+        bias2_sqrt = (1 - beta2 ** steps).sqrt()
+        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            keep = active.view(shape)
+            grad = p.grad
+            if self.weight_decay and not self.decoupled:
+                grad = grad + self.weight_decay * p
+            exp_avg.copy_(torch.where(keep, exp_avg * beta1 + grad * (1 - beta1), exp_avg))
+            exp_avg_sq.copy_(torch.where(keep, exp_avg_sq * beta2 + grad * grad * (1 - beta2), exp_avg_sq))
+            denom = exp_avg_sq.sqrt() / bias2_sqrt.view(shape) + self.eps
+            update = exp_avg / denom * step_size.view(shape)
+            if self.weight_decay and self.decoupled:
+                update = update + self.lr * self.weight_decay * p
+            p.sub_(update * on.view(shape))
+
+
+def check_stackable(model_class: type[MERModel], recipe: Recipe) -> None:
+    """Raise ValueError, saying what to do, unless ``model_class`` can train stacked with ``recipe``."""
+    if model_class.stacked is None:
+        raise ValueError(f"model {model_class.model_name!r} has no stacked form; train its folds one "
+                         "by one (--fold-batch 1). Stacked folds exist for: ststnet")
+    if recipe.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"stacked folds train with Adam or AdamW, not {recipe.optimizer!r}; use --fold-batch 1")
+    if recipe.class_balanced or recipe.augment:
+        raise ValueError("stacked folds support neither class-balanced sampling nor augmentation; "
+                         "use --fold-batch 1")
+
+
+def stacked_step(stacked: nn.Module, optimizer: StackedAdam, data: DeviceDataset, index: torch.Tensor,
+                 counts: torch.Tensor) -> torch.Tensor:
+    """One training step of every fold; returns each fold's mean loss (F,), 0 for folds not stepped.
+
+    ``index`` (F, b): dataset rows of each fold's batch, the first
+    ``counts[f]`` of row f real and the rest padding (any valid row);
+    ``counts`` (F,) int64 on the same device (so the step needs nothing from
+    the host). A fold with fewer than two real samples takes no step, as
+    fold-by-fold training skips a one-sample batch (batch norm needs two).
+    """
+    n_folds, b = index.shape
+    device = index.device
+    active = counts >= 2
+    positions = torch.arange(b, device=device)
+    mask = (positions.view(1, -1) < counts.view(-1, 1)) & active.view(-1, 1)  # (F, b)
+    rows = index.t().reshape(-1)  # sample-major: (b, F) rows
+    batch = {name: t.view(b, n_folds, *t.shape[1:]) for name, t in data.batch(rows).items()}
+    logits = stacked(batch, mask.t())  # (b, F, n)
+    target = data.labels.index_select(0, rows).view(b, n_folds)
+    per_sample = F.cross_entropy(logits.reshape(b * n_folds, -1), target.reshape(-1), reduction="none")
+    weight = mask.t().to(per_sample.dtype)
+    per_fold = (per_sample.view(b, n_folds) * weight).sum(0) / counts.clamp(min=1).to(per_sample.dtype)
+    optimizer.zero_grad()
+    per_fold.sum().backward()
+    optimizer.step(active)
+    return per_fold.detach()
+
+
+def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices: Sequence[np.ndarray],
+                  recipe: Recipe, *, seed: int, compile: bool = False) -> list[TrainLog]:
+    """Train ``models[f]`` on rows ``train_indices[f]`` for every f at once; the models are updated in place.
+
+    ``seed`` fixes the stack's batch orders (one generator on the data's
+    device); dropout uses torch's global generator, seeded by the caller. Each
+    fold sees its own training rows in a fresh random order every epoch,
+    in batches of ``recipe.batch_size``, exactly as :func:`train_model` does.
+    Returns one :class:`TrainLog` per fold; its ``seconds`` is the fold's share
+    of the stack's wall time (the total divided by the number of folds).
+    ``compile``: run the stack's forward and backward passes and the optimiser
+    step through ``torch.compile`` (fused kernels; compilation time included).
+    """
+    if not models:
+        return []
+    check_stackable(type(models[0]), recipe)
+    if len(models) != len(train_indices):
+        raise ValueError("one training index per model is needed")
+    device = data.device
+    n_classes = models[0].n_classes
+    lengths = [len(t) for t in train_indices]
+    for f, rows in enumerate(train_indices):
+        present = set(np.unique(data.labels[torch.as_tensor(rows, device=device)].cpu().numpy()).tolist())
+        absent = sorted(set(range(n_classes)) - present)
+        if absent:
+            raise ValueError(f"the training set of stacked fold {f} has no sample of class(es) {absent}; "
+                             "this fold cannot be trained (check the cache's labels)")
+    n_folds, n_max = len(models), max(lengths)
+    table = torch.zeros(n_folds, n_max, dtype=torch.int64)
+    for f, rows in enumerate(train_indices):
+        table[f, :lengths[f]] = torch.as_tensor(rows)
+        table[f, lengths[f]:] = int(rows[0])  # padding, masked out
+    table = table.to(device)
+    padding = torch.arange(n_max, device=device).view(1, -1) >= torch.as_tensor(lengths, device=device).view(-1, 1)
+
+    stacked = type(models[0]).stacked([m.to(device) for m in models]).to(device).train()
+    optimizer = StackedAdam(list(stacked.parameters()), n_folds, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                            decoupled=recipe.optimizer == "adamw")
+    forward = stacked
+    if compile:
+        forward = torch.compile(stacked)
+        optimizer.step = torch.compile(optimizer.step)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    batch_size = recipe.batch_size
+    steps = np.zeros(n_folds, dtype=np.int64)
+    seen = np.zeros(n_folds, dtype=np.int64)
+    last_loss = torch.full((n_folds,), math.nan, device=device)
+    plan = []  # (first position, real samples per fold) of every batch of an epoch: the same each epoch
+    for begin in range(0, n_max, batch_size):
+        counts = np.clip(np.asarray(lengths) - begin, 0, batch_size)
+        if counts.max() >= 2:
+            plan.append((begin, counts, torch.as_tensor(counts, device=device)))
+    start = time.perf_counter()
+    for epoch in range(recipe.epochs):
+        if recipe.lr_step_epochs > 0:
+            optimizer.lr = recipe.lr * recipe.lr_gamma ** (epoch // recipe.lr_step_epochs)
+        # A random order of each fold's rows, padding sorted last: one kernel for all folds.
+        keys = torch.rand(n_folds, n_max, generator=generator, device=device).masked_fill_(padding, 2.0)
+        order = table.gather(1, keys.argsort(dim=1))
+        epoch_loss = torch.zeros(n_folds, device=device)
+        epoch_batches = np.zeros(n_folds, dtype=np.int64)
+        for begin, counts, counts_on_device in plan:
+            epoch_loss += stacked_step(forward, optimizer, data, order[:, begin:begin + batch_size],
+                                       counts_on_device)
+            stepped = counts >= 2
+            epoch_batches += stepped
+            seen += np.where(stepped, counts, 0)
+        steps += epoch_batches
+        if epoch == recipe.epochs - 1:  # one host synchronisation per run
+            last_loss = epoch_loss / torch.as_tensor(np.maximum(epoch_batches, 1), device=device)
+    seconds = time.perf_counter() - start
+    stacked.unstack()
+    losses = last_loss.cpu().tolist()
+    share = seconds / n_folds
+    return [TrainLog(recipe.epochs, int(steps[f]), share, float(losses[f]), int(seen[f])) for f in range(n_folds)]
