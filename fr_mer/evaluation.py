@@ -98,9 +98,8 @@ def _check_or_write_config(out_dir: Path, config: EvalConfig, cache_path: Path, 
     if path.exists() and not overwrite:
         stored = json.loads(path.read_text())
         # Runs written before a setting existed ran with its default.
-        defaults = EvalConfig(model=config.model).as_dict()
-        for key in ("fold_batch",):
-            stored.get("config", {}).setdefault(key, defaults[key])
+        for key, default in EvalConfig(model=config.model).as_dict().items():
+            stored.get("config", {}).setdefault(key, default)
         if stored != record:
             differ = sorted(k for k in record["config"] if stored.get("config", {}).get(k) != record["config"][k])
             if stored.get("cache") != record["cache"]:

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from fr_mer.data import DeviceDataset
 from fr_mer.models.base import MERModel, Recipe
-from fr_mer.training import TrainLog
+from fr_mer.training import TrainLog, check_classes_present
 
 
 class StackedAdam:
@@ -149,14 +149,10 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
     if len(models) != len(train_indices):
         raise ValueError("one training index per model is needed")
     device = data.device
-    n_classes = models[0].n_classes
     lengths = [len(t) for t in train_indices]
     for f, rows in enumerate(train_indices):
-        present = set(np.unique(data.labels[torch.as_tensor(rows, device=device)].cpu().numpy()).tolist())
-        absent = sorted(set(range(n_classes)) - present)
-        if absent:
-            raise ValueError(f"the training set of stacked fold {f} has no sample of class(es) {absent}; "
-                             "this fold cannot be trained (check the cache's labels)")
+        check_classes_present(data.labels, torch.as_tensor(rows, device=device), models[0].n_classes,
+                              f"the training set of stacked fold {f}")
     n_folds, n_max = len(models), max(lengths)
     table = torch.zeros(n_folds, n_max, dtype=torch.int64)
     for f, rows in enumerate(train_indices):

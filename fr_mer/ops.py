@@ -295,30 +295,44 @@ def dropout(x: torch.Tensor, p: float, *, generator: torch.Generator | None = No
     return x * mask.view(x.shape)
 
 
+def masked_channel_statistics(r: torch.Tensor, sample_weight: torch.Tensor):
+    """Per-channel mean and biased variance of ``r`` (B, C, H, W) over the samples weighted 1.
+
+    ``sample_weight`` (B, C): 1 where sample b counts for channel c, 0 where it
+    is padding. One pass over ``r`` (each sample's own mean and variance), then
+    the channel's over its real samples by the law of total variance. Returns
+    ``(mean, var, n)``, each (C,), ``n`` the number of values per channel; a
+    channel with no real sample gets mean and variance 0. Differentiable.
+    """
+    samples = sample_weight.sum(0)
+    sample_var, sample_mean = torch.var_mean(r, dim=(2, 3), correction=0)  # (B, C)
+    safe_samples = samples.clamp(min=1.0)
+    mean = (sample_mean * sample_weight).sum(0) / safe_samples
+    var = ((sample_var + (sample_mean - mean).square()) * sample_weight).sum(0) / safe_samples
+    return mean, var, samples * (r.shape[2] * r.shape[3])
+
+
+@torch.no_grad()
+def update_running_statistics(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
+                              var: torch.Tensor, n: torch.Tensor, momentum: float) -> None:
+    """``nn.BatchNorm2d``'s running update (unbiased variance), in place, for the channels with ``n`` > 1."""
+    active = n > 1
+    unbiased = var * (n / (n - 1).clamp(min=1.0))
+    running_mean.copy_(torch.where(active, running_mean * (1 - momentum) + mean * momentum, running_mean))
+    running_var.copy_(torch.where(active, running_var * (1 - momentum) + unbiased * momentum, running_var))
+
+
 class _MaskedConvReluBnMaxPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, beta, running_mean, running_var, sample_weight, groups, training,
                 momentum, eps, conv_padding, pool_kernel, pool_stride, pool_padding):
         r = F.conv2d(x, weight, bias, padding=conv_padding, groups=groups).relu_()
-        b, c, h, w = r.shape
+        b, c = r.shape[:2]
         if training:
-            weight_bc = sample_weight.repeat_interleave(c // sample_weight.shape[1], dim=1)  # (B, C)
-            samples = weight_bc.sum(0)
-            n = samples * (h * w)
-            # Each sample's mean and variance in one pass, then the channel's
-            # over the real samples (law of total variance).
-            sample_var, sample_mean = torch.var_mean(r, dim=(2, 3), correction=0)
-            safe_samples = samples.clamp(min=1.0)
-            mean = (sample_mean * weight_bc).sum(0) / safe_samples
-            var = ((sample_var + (sample_mean - mean).square()) * weight_bc).sum(0) / safe_samples
+            weight_bc = sample_weight.repeat_interleave(c // groups, dim=1)  # (B, C)
+            mean, var, n = masked_channel_statistics(r, weight_bc)
             if running_mean is not None:
-                with torch.no_grad():
-                    active = n > 1
-                    unbiased = var * (n / (n - 1).clamp(min=1.0))
-                    running_mean.copy_(torch.where(active, running_mean * (1 - momentum) + mean * momentum,
-                                                   running_mean))
-                    running_var.copy_(torch.where(active, running_var * (1 - momentum) + unbiased * momentum,
-                                                  running_var))
+                update_running_statistics(running_mean, running_var, mean, var, n, momentum)
         else:
             mean, var, weight_bc, n = running_mean, running_var, None, None
         inv_std = torch.rsqrt(var + eps)

@@ -56,6 +56,16 @@ def _epoch_order(train_index: torch.Tensor, labels: torch.Tensor, balanced: bool
     return train_index[draw]
 
 
+def check_classes_present(labels: torch.Tensor, train_index: torch.Tensor, n_classes: int,
+                          what: str = "the training set") -> None:
+    """Raise ValueError, naming the missing classes, unless ``labels[train_index]`` holds every class."""
+    classes_present = torch.unique(labels[train_index])
+    if classes_present.numel() < n_classes:
+        absent = sorted(set(range(n_classes)) - set(classes_present.tolist()))
+        raise ValueError(f"{what} has no sample of class(es) {absent}; "
+                         "this fold cannot be trained (check the cache's labels)")
+
+
 def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor, recipe: Recipe, *,
                 seed: int, on_epoch: Callable[[int, float], None] | None = None) -> TrainLog:
     """Train ``model`` in place on ``data`` rows ``train_index`` with ``recipe``.
@@ -67,11 +77,7 @@ def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor,
     device = data.device
     model.to(device).train()
     train_index = train_index.to(device)
-    classes_present = torch.unique(data.labels[train_index])
-    if classes_present.numel() < model.n_classes:
-        absent = sorted(set(range(model.n_classes)) - set(classes_present.tolist()))
-        raise ValueError(f"the training set has no sample of class(es) {absent}; "
-                         "this fold cannot be trained (check the cache's labels)")
+    check_classes_present(data.labels, train_index, model.n_classes)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     optimizer = make_optimizer(model, recipe)

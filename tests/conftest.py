@@ -95,6 +95,17 @@ def make_smic(root: Path, clips=SMIC_CLIPS, **options) -> Release:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small models run faster so, and CI has 2 cores)."""
+    import torch  # here, not at the top: the pipeline's tests need no torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def casme2_release(tmp_path) -> Release:
     """CASME II raw-selected release, 20140508 coding sheet, junk files, two unannotated folders."""
     return make_casme2(tmp_path / "CASME2")

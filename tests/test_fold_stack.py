@@ -20,12 +20,7 @@ from fr_mer.training import predict_proba, seed_everything
 from tests.cachefactory import small_composite
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_dataset(n: int = 40, seed: int = 0) -> DeviceDataset:

@@ -18,12 +18,7 @@ from fr_mer.models.inception import InceptionBackbone, InceptionBlock, check_flo
 RELEASED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "megc2019" / "ststnet_weights"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def flow_batch(n: int, channels: int = 2, seed: int = 0) -> torch.Tensor:

@@ -25,12 +25,7 @@ TINY = {
 FACE, CLIP_T, CLIP_S, K, DI_S = 32, 4, 16, 2, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sigmoid(x):

@@ -24,12 +24,7 @@ MEGC2019 = Path(__file__).resolve().parents[2] / "shared" / "data" / "megc2019"
 STREAMS = (("conv1", "bn1", 3), ("conv2", "bn2", 5), ("conv3", "bn3", 8))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ThreeStream(nn.Module):

@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from fr_mer.models import register
 from fr_mer.models.base import MERModel, Recipe
-from fr_mer.ops import avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_conv_relu_bn_maxpool
+from fr_mer.ops import (avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_channel_statistics,
+                        masked_conv_relu_bn_maxpool, update_running_statistics)
 
 _STREAMS = (("conv1", "bn1", 3), ("conv2", "bn2", 5), ("conv3", "bn3", 8))
 
@@ -156,9 +157,9 @@ class StackedSTSTNet(nn.Module):
         x = flow.reshape(b, f * flow.shape[2], *flow.shape[3:])
         if mask is None:
             mask = torch.ones(b, f, dtype=torch.bool, device=x.device)
+        if self.training:
+            self.num_batches_tracked.add_(mask.any(0).to(self.num_batches_tracked.dtype))
         if self.fused:
-            if self.training:
-                self.num_batches_tracked.add_(mask.any(0).to(self.num_batches_tracked.dtype))
             x = masked_conv_relu_bn_maxpool(
                 x, self.conv_weight.flatten(0, 1), self.conv_bias.flatten(), self.bn_weight.flatten(),
                 self.bn_bias.flatten(), self.running_mean.view(-1), self.running_var.view(-1), mask, groups=f,
@@ -167,7 +168,9 @@ class StackedSTSTNet(nn.Module):
         else:
             r = F.conv2d(x, self.conv_weight.flatten(0, 1), self.conv_bias.flatten(), padding=2, groups=f).relu_()
             if self.training:
-                mean, var = self._batch_statistics(r, mask, width)
+                mean, var, n = masked_channel_statistics(r, mask.to(r.dtype).repeat_interleave(width, dim=1))
+                update_running_statistics(self.running_mean.view(-1), self.running_var.view(-1), mean, var, n,
+                                          self.momentum)
             else:
                 mean, var = self.running_mean.flatten(), self.running_var.flatten()
             scale = self.bn_weight.flatten() * torch.rsqrt(var + self.eps)
@@ -178,28 +181,6 @@ class StackedSTSTNet(nn.Module):
             x = F.dropout(x, self.dropout, training=True)
         features = F.avg_pool2d(x, kernel_size=2, stride=2).reshape(b, f, -1)
         return torch.einsum("bfk,fnk->bfn", features, self.fc_weight) + self.fc_bias
-
-    def _batch_statistics(self, r: torch.Tensor, mask: torch.Tensor | None, width: int):
-        """Per-fold, per-channel mean and biased variance over the fold's own samples; running buffers updated."""
-        weight = mask.to(r.dtype).repeat_interleave(width, dim=1)  # (B, F*16)
-        samples = weight.sum(0)
-        count = samples * (r.shape[2] * r.shape[3])
-        active = count > 1
-        # One pass over the maps: each sample's own mean and variance, then
-        # the fold's from the law of total variance over its real samples.
-        sample_var, sample_mean = torch.var_mean(r, dim=(2, 3), correction=0)  # (B, F*16)
-        samples = samples.clamp(min=1.0)
-        mean = (sample_mean * weight).sum(0) / samples
-        var = ((sample_var + (sample_mean - mean).square()) * weight).sum(0) / samples
-        safe = count.clamp(min=2.0)
-        with torch.no_grad():
-            m = self.momentum
-            new_mean = self.running_mean.flatten() * (1 - m) + mean.detach() * m
-            new_var = self.running_var.flatten() * (1 - m) + var.detach() * (safe / (safe - 1)) * m
-            self.running_mean.view(-1).copy_(torch.where(active, new_mean, self.running_mean.view(-1)))
-            self.running_var.view(-1).copy_(torch.where(active, new_var, self.running_var.view(-1)))
-            self.num_batches_tracked.add_(active.view(self.n_folds, width)[:, 0].to(self.num_batches_tracked.dtype))
-        return mean, var
 
     @torch.no_grad()
     def unstack(self) -> "list[STSTNet]":
