@@ -44,7 +44,7 @@ from fr_mer.evaluation import EvalConfig, FoldResult, pooled_metrics, run_evalua
 from fr_mer.metrics import uar, uf1
 from fr_mer.models import create_model, model_class
 from fr_mer.protocols import Fold, subject_folds
-from pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import DATABASES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 import skimage.data
 
-from pipeline.clips import Clip
-from pipeline.preprocess import STAGES, ClipOptions, DynamicImageOptions, PreprocessParams, PreprocessRun
+from fr_mer.pipeline.clips import Clip
+from fr_mer.pipeline.preprocess import STAGES, ClipOptions, DynamicImageOptions, PreprocessParams, PreprocessRun
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -12,15 +12,16 @@ from typing import Mapping
 
 import torch
 
+from fr_mer.errors import FrMerError
 from fr_mer.models import MERModel, create_model, list_models
-from pipeline.cache import SCHEMA_VERSION
-from pipeline.labels import CLASSES
+from fr_mer.pipeline.cache import SCHEMA_VERSION
+from fr_mer.pipeline.labels import CLASSES
 
 FORMAT = "fr-mer-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FrMerError, ValueError):
     pass
 
 

@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.cache import Cache, CacheError, read_cache
-from pipeline.composite import read_composite_list
-from pipeline.labels import CLASSES, DATABASES
+from fr_mer.pipeline.cache import Cache, CacheError, read_cache
+from fr_mer.pipeline.composite import read_composite_list
+from fr_mer.pipeline.labels import CLASSES, DATABASES
 
 
 @dataclasses.dataclass

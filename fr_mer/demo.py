@@ -16,9 +16,9 @@ import torch
 
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.models import model_class
-from pipeline.preprocess import PreprocessParams, preprocess
-from pipeline.scan import scan, write_table
-from pipeline.synth import MANIFEST_NAME, generate_composite
+from fr_mer.pipeline.preprocess import PreprocessParams, preprocess
+from fr_mer.pipeline.scan import scan, write_table
+from fr_mer.pipeline.synth import MANIFEST_NAME, generate_composite
 
 
 class Reporter(Protocol):

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from fr_mer.errors import FrMerError
 from fr_mer.checkpoint import load_state_dict_file
 from fr_mer.data import DeviceDataset, load_dataset
 from fr_mer.metrics import uar, uf1
@@ -72,7 +73,7 @@ class FoldResult:
     val_uf1: float | None = None
 
 
-class EvaluationError(ValueError):
+class EvaluationError(FrMerError, ValueError):
     pass
 
 

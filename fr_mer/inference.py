@@ -9,9 +9,9 @@ import torch
 
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
-from pipeline.clips import Clip
-from pipeline.labels import CLASSES
-from pipeline.preprocess import PreprocessParams, process_clip
+from fr_mer.pipeline.clips import Clip
+from fr_mer.pipeline.labels import CLASSES
+from fr_mer.pipeline.preprocess import PreprocessParams, process_clip
 
 
 @dataclasses.dataclass

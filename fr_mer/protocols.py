@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import DATABASES
 
 PROTOCOLS = ("composite", "loso")
 

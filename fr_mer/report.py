@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from fr_mer.metrics import confusion_matrix
-from pipeline.labels import CLASSES, DATABASES
+from fr_mer.pipeline.labels import CLASSES, DATABASES
 
 SCOPES = ("full",) + DATABASES
 

@@ -16,9 +16,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from pipeline.cache import ArraySpec, CacheWriter
-from pipeline.composite import read_composite_list
-from pipeline.labels import CLASS_INDEX
+from fr_mer.pipeline.cache import ArraySpec, CacheWriter
+from fr_mer.pipeline.composite import read_composite_list
+from fr_mer.pipeline.labels import CLASS_INDEX
 
 FLOW_ATTRS = {
     "channels": "u,v,strain",

@@ -30,6 +30,8 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 
+from fr_mer.errors import FrMerError
+
 #: Version of the layout below. Bump it when a reader of the old layout would
 #: misread the new one; readers refuse other versions with a clear message.
 #: 1: flow, aligned onset/apex faces, landmarks, alignment matrix.
@@ -53,7 +55,7 @@ META_COLUMNS: dict[str, str] = {
 _FAILURE_COLUMNS = {"key": "S96", "reason": "S512"}
 
 
-class CacheError(ValueError):
+class CacheError(FrMerError, ValueError):
     """A cache that cannot be used as asked; the message says what to do."""
 
 

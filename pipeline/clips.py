@@ -10,7 +10,8 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.labels import sample_key
+from fr_mer.errors import FrMerError
+from fr_mer.pipeline.labels import sample_key
 
 #: Status of a clip after scanning.
 OK, REPAIRED, UNUSABLE = "ok", "repaired", "unusable"
@@ -130,7 +131,7 @@ def numbered_frames(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(FrMerError, ValueError):
     """A path taken from an annotation file would leave the dataset root."""
 
 

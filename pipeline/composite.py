@@ -13,7 +13,8 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
-from pipeline.labels import CLASSES, DATABASES, canonical_smic_clip, canonical_subject
+from fr_mer.errors import FrMerError
+from fr_mer.pipeline.labels import CLASSES, DATABASES, canonical_smic_clip, canonical_subject
 
 OFFICIAL_FILENAME = "combined_3class_gt.csv"
 OFFICIAL_SHA256 = "adf1de4a088d4c3b3bd01cc8d061e836264d0e05140266eb15d8dc1050f484a7"
@@ -35,12 +36,12 @@ class CompositeEntry:
         return f"{self.dataset}/{self.subject}/{self.clip}"
 
 
-class CompositeListError(ValueError):
+class CompositeListError(FrMerError, ValueError):
     pass
 
 
 def official_list_path() -> Path:
-    return Path(str(resources.files("pipeline") / "data" / OFFICIAL_FILENAME))
+    return Path(str(resources.files("fr_mer.pipeline") / "data" / OFFICIAL_FILENAME))
 
 
 def file_sha256(path: Path) -> str:

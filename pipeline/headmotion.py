@@ -32,7 +32,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.align import FaceAligner
+from fr_mer.pipeline.align import FaceAligner
 
 METHODS = ("none", "rigid", "nose_flow", "rigid_flow")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import canonical_smic_clip, canonical_subject, disk_subject
+from fr_mer.pipeline.labels import canonical_smic_clip, canonical_subject, disk_subject
 
 #: Spreadsheet file names and headers as released. ``None`` is a blank header cell.
 CASME2_SPREADSHEETS = {

@@ -11,7 +11,7 @@ One sample (:func:`process_clip`, run in a worker process):
    flags there), applied alike to the apex and to every clip frame, so
    alignment adds no motion of its own.
 3. ``head_motion``: compensation of the head's own movement
-   (:mod:`pipeline.headmotion`: ``rigid`` registers the apex before the flow,
+   (:mod:`fr_mer.pipeline.headmotion`: ``rigid`` registers the apex before the flow,
    ``nose_flow`` subtracts the nose's flow after it).
 4. ``flow``, ``strain``, ``features``: TV-L1 onset -> apex on the aligned face
    at ``flow_size``, optical strain, and the model input ``flow`` = (u, v,
@@ -45,10 +45,11 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from pipeline.align import AlignedPair, AlignParams, FaceAligner, default_predictor_path
-from pipeline.cache import ArraySpec, CacheError, CacheWriter
-from pipeline.clips import REPAIRED, Clip
-from pipeline.flow import (
+from fr_mer.errors import FrMerError
+from fr_mer.pipeline.align import AlignedPair, AlignParams, FaceAligner, default_predictor_path
+from fr_mer.pipeline.cache import ArraySpec, CacheError, CacheWriter
+from fr_mer.pipeline.clips import REPAIRED, Clip
+from fr_mer.pipeline.flow import (
     DEFAULT_FEATURE_SIZE,
     DEFAULT_FLOW_SIZE,
     NORMALISATIONS,
@@ -57,11 +58,11 @@ from pipeline.flow import (
     optical_strain,
     tvl1_flow,
 )
-from pipeline.headmotion import DEFAULT_METHOD, METHODS, compensate, compensate_flow
-from pipeline.labels import CLASS_INDEX
-from pipeline.readers import SMIC_APEX_RULES
-from pipeline.spotting import spot_apex
-from pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT, dssi, resample_clip
+from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS, compensate, compensate_flow
+from fr_mer.pipeline.labels import CLASS_INDEX
+from fr_mer.pipeline.readers import SMIC_APEX_RULES
+from fr_mer.pipeline.spotting import spot_apex
+from fr_mer.pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT, dssi, resample_clip
 
 #: Timed stages of one sample, in pipeline order. ``setup`` is loading dlib's
 #: models, once per worker process; ``write`` is timed in the main process.
@@ -77,7 +78,7 @@ _APEX_FLAGS = {"middle": "apex_middle", "nearest": "apex_nearest"}
 _CROPPED_FOLDERS = {"cropped", "smic_all_cropped"}
 
 
-class SampleError(RuntimeError):
+class SampleError(FrMerError, RuntimeError):
     """A sample that cannot be made; the message names the clip or file and the problem."""
 
 

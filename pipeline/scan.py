@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.clips import OK, REPAIRED, SCAN_COLUMNS, UNUSABLE, Clip
-from pipeline.composite import describe_list, read_composite_list
-from pipeline.labels import CLASSES, DATABASES
-from pipeline.readers import DATASET_TITLES, read_database, resolve_composite, subject_folders
-from pipeline.readers.common import unannotated_folders
+from fr_mer.errors import FrMerError
+from fr_mer.pipeline.clips import OK, REPAIRED, SCAN_COLUMNS, UNUSABLE, Clip
+from fr_mer.pipeline.composite import describe_list, read_composite_list
+from fr_mer.pipeline.labels import CLASSES, DATABASES
+from fr_mer.pipeline.readers import DATASET_TITLES, read_database, resolve_composite, subject_folders
+from fr_mer.pipeline.readers.common import unannotated_folders
 
 #: Values of ``--dataset``.
 SCAN_DATASETS = DATABASES + ("composite",)
@@ -33,7 +34,7 @@ STATUSES = (OK, REPAIRED, UNUSABLE)
 NO_CLASS = "(no class)"
 
 
-class ScanOptionsError(ValueError):
+class ScanOptionsError(FrMerError, ValueError):
     """Options that do not go together (the CLI reports it as a usage error)."""
 
 

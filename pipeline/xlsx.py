@@ -20,6 +20,8 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from fr_mer.errors import FrMerError
+
 #: How far down the header may sit (SAMM's is on row 14).
 MAX_HEADER_ROW = 50
 
@@ -27,7 +29,7 @@ _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 _INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
 
 
-class SheetError(ValueError):
+class SheetError(FrMerError, ValueError):
     """A spreadsheet that cannot be used at all; the message names the file."""
 
 

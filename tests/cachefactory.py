@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import ArraySpec, CacheWriter
-from pipeline.composite import read_composite_list
-from pipeline.labels import CLASSES, CLASS_INDEX
+from fr_mer.pipeline.cache import ArraySpec, CacheWriter
+from fr_mer.pipeline.composite import read_composite_list
+from fr_mer.pipeline.labels import CLASSES, CLASS_INDEX
 
 
 def write_flow_cache(path: Path, rows: list[tuple[str, str, str, str]], *, seed: int = 0,

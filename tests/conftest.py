@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.labels import CLASS_INDEX
-from pipeline.layouts import (
+from fr_mer.pipeline.labels import CLASS_INDEX
+from fr_mer.pipeline.layouts import (
     CASME2_FOLDERS,
     ClipSpec,
     write_casme2,

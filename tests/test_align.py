@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipeline import align
-from pipeline.align import (FACE_FROM_APEX, NO_FACE_WHOLE_FRAME, AlignParams, FaceAligner, apply_matrix,
+from fr_mer.pipeline import align
+from fr_mer.pipeline.align import (FACE_FROM_APEX, NO_FACE_WHOLE_FRAME, AlignParams, FaceAligner, apply_matrix,
                             default_predictor_path, eye_centres, rescale_matrix, rescale_points,
                             whole_frame_matrix)
-from pipeline.flow import tvl1_flow
+from fr_mer.pipeline.flow import tvl1_flow
 
 
 @pytest.fixture(scope="module")

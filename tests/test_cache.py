@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.cache import (
+from fr_mer.pipeline.cache import (
     META_COLUMNS,
     SCHEMA_VERSION,
     ArraySpec,
@@ -192,7 +192,7 @@ _WRITER_LOOP = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_cache import ARRAYS, PARAMS, _arrays, _meta
-    from pipeline.cache import CacheWriter
+    from fr_mer.pipeline.cache import CacheWriter
     with CacheWriter(sys.argv[1], params=PARAMS, arrays=ARRAYS) as w:
         i = len(w)
         while True:

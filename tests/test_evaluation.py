@@ -13,7 +13,7 @@ from fr_mer.data import load_dataset, resolve_device
 from fr_mer.evaluation import EvalConfig, EvaluationError, run_evaluation
 from fr_mer.models import create_model, model_class
 from fr_mer.training import predict_proba, seed_everything, train_model
-from pipeline.cache import CacheError
+from fr_mer.pipeline.cache import CacheError
 from tests.cachefactory import small_composite
 
 FAST = model_class("ststnet").recipe.replace(epochs=40, batch_size=16, lr=1e-2)

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.flow import NORMALISATIONS, TVL1Params, flow_features, tvl1_flow
+from fr_mer.pipeline.flow import NORMALISATIONS, TVL1Params, flow_features, tvl1_flow
 
 N, BORDER = 96, 12
 

@@ -15,11 +15,11 @@ import pytest
 import skimage.data
 from click.testing import CliRunner
 
-from pipeline.align import FaceAligner
-from pipeline.cache import CacheError, read_cache
-from pipeline.clips import REPAIRED, UNUSABLE, Clip
-from pipeline.layouts import ClipSpec, write_smic
-from pipeline.preprocess import (
+from fr_mer.pipeline.align import FaceAligner
+from fr_mer.pipeline.cache import CacheError, read_cache
+from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip
+from fr_mer.pipeline.layouts import ClipSpec, write_smic
+from fr_mer.pipeline.preprocess import (
     STAGES,
     ClipOptions,
     DynamicImageOptions,

@@ -2,7 +2,7 @@
 import numpy as np
 
 from fr_mer.protocols import subject_folds, validation_split
-from pipeline.composite import OFFICIAL_COUNTS, read_composite_list
+from fr_mer.pipeline.composite import OFFICIAL_COUNTS, read_composite_list
 
 
 def official_arrays():

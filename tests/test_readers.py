@@ -10,10 +10,10 @@ import openpyxl
 import pytest
 
 from tests.conftest import CASME2_CLIPS, SAMM_CLIPS, make_casme2, make_samm
-from pipeline.clips import OK, REPAIRED, UNUSABLE
-from pipeline.composite import OFFICIAL_SHA256, file_sha256, read_composite_list
-from pipeline.labels import CLASS_INDEX
-from pipeline.layouts import (
+from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
+from fr_mer.pipeline.composite import OFFICIAL_SHA256, file_sha256, read_composite_list
+from fr_mer.pipeline.labels import CLASS_INDEX
+from fr_mer.pipeline.layouts import (
     CASME2_HEADER,
     SAMM_HEADER,
     ClipSpec,
@@ -22,14 +22,14 @@ from pipeline.layouts import (
     write_frames,
     write_smic,
 )
-from pipeline.readers import (
+from fr_mer.pipeline.readers import (
     DatasetError,
     DatasetNotFoundError,
     read_database,
     resolve_composite,
     unannotated_clip_folders,
 )
-from pipeline.xlsx import SheetError, cell_int, read_table
+from fr_mer.pipeline.xlsx import SheetError, cell_int, read_table
 
 
 def by_key(clips):

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from fr_mer.cli import COMMANDS, main
 from fr_mer.commands.scan import DATASET_OPTION_NAMES, clips_from_options, dataset_options
-from pipeline.clips import SCAN_COLUMNS
-from pipeline.layouts import CASME2_HEADER, write_casme2
-from pipeline.scan import read_scan_table, scan, summarize
+from fr_mer.pipeline.clips import SCAN_COLUMNS
+from fr_mer.pipeline.layouts import CASME2_HEADER, write_casme2
+from fr_mer.pipeline.scan import read_scan_table, scan, summarize
 from tests.conftest import CASME2_CLIPS, SAMM_CLIPS, SMIC_CLIPS
 
 

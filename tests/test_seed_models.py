@@ -13,8 +13,8 @@ from fr_mer.models import count_parameters, create_model, model_class
 from fr_mer.models.meranet import AttentionBlock3d, ChannelAttention3d, SpatioTemporalAttention3d
 from fr_mer.models.micro_attention import PreActBlock, random_affine
 from fr_mer.models.smastn import NonLocalBlock2d
-from pipeline.cache import ArraySpec, CacheWriter, read_cache
-from pipeline.temporal import dssi, resample_clip
+from fr_mer.pipeline.cache import ArraySpec, CacheWriter, read_cache
+from fr_mer.pipeline.temporal import dssi, resample_clip
 
 # Tiny configurations: every test runs in seconds on one core.
 TINY = {

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.spotting import motion_scores, spot_apex
+from fr_mer.pipeline.spotting import motion_scores, spot_apex
 
 T, PEAK, N = 30, 11, 64
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.flow import optical_strain
+from fr_mer.pipeline.flow import optical_strain
 
 H, W = 17, 23
 

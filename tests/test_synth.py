@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from fr_mer.cli import main
-from pipeline.flow import tvl1_flow
-from pipeline.labels import CLASSES
-from pipeline.readers import read_database
-from pipeline.scan import read_scan_table
-from pipeline.synth import faces, generator, motion
-from pipeline.synth.generator import Nuisances
+from fr_mer.pipeline.flow import tvl1_flow
+from fr_mer.pipeline.labels import CLASSES
+from fr_mer.pipeline.readers import read_database
+from fr_mer.pipeline.scan import read_scan_table
+from fr_mer.pipeline.synth import faces, generator, motion
+from fr_mer.pipeline.synth.generator import Nuisances
 
 SMALL = dict(subjects=1, clips_per_subject=3, seed=7)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.temporal import dssi, dssi_indices, dynamic_image, rank_pool_weights, resample_clip
+from fr_mer.pipeline.temporal import dssi, dssi_indices, dynamic_image, rank_pool_weights, resample_clip
 
 
 def ramp(length: int, slope: np.ndarray, offset: float = 7.0) -> np.ndarray:

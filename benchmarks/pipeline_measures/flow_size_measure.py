@@ -18,8 +18,8 @@ import numpy as np
 import cv2
 from skimage import data
 from scenes import make_apex, true_expression_flow, face_weight, head_matrix
-from pipeline.align import FaceAligner, eye_centres
-from pipeline.flow import tvl1_flow
+from fr_mer.pipeline.align import FaceAligner, eye_centres
+from fr_mer.pipeline.flow import tvl1_flow
 
 cv2.setNumThreads(1)
 SIZES = (64, 128, 170, 256, 360)

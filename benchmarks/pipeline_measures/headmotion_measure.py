@@ -14,9 +14,9 @@ import numpy as np
 import cv2
 from skimage import data
 from scenes import head_matrix, make_apex_local, true_expression_flow, face_weight
-from pipeline.align import FaceAligner, eye_centres
-from pipeline.flow import tvl1_flow
-from pipeline.headmotion import compensate, compensate_flow, METHODS
+from fr_mer.pipeline.align import FaceAligner, eye_centres
+from fr_mer.pipeline.flow import tvl1_flow
+from fr_mer.pipeline.headmotion import compensate, compensate_flow, METHODS
 
 cv2.setNumThreads(1)
 frame = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -61,8 +61,8 @@ def user_errors(func: Callable) -> Callable:
     """Turn the library's input errors into one-line click errors (no traceback)."""
     from fr_mer.checkpoint import CheckpointError
     from fr_mer.evaluation import EvaluationError
-    from pipeline.cache import CacheError
-    from pipeline.composite import CompositeListError
+    from fr_mer.pipeline.cache import CacheError
+    from fr_mer.pipeline.composite import CompositeListError
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

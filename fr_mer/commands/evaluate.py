@@ -8,7 +8,7 @@ import click
 from fr_mer.commands.common import model_options, resolve_training, user_errors
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.protocols import PROTOCOLS
-from pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import DATABASES
 
 
 class FoldProgress:

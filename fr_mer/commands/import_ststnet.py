@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from fr_mer.ststnet_import import import_ststnet
-from pipeline.cache import CacheError
-from pipeline.composite import CompositeListError
+from fr_mer.pipeline.cache import CacheError
+from fr_mer.pipeline.composite import CompositeListError
 
 
 @click.command("import-ststnet")

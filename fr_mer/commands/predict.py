@@ -21,7 +21,7 @@ from fr_mer.commands.common import user_errors
 def command(checkpoint: Path, onset: Path, apex: Path, as_json: bool) -> None:
     """Align the faces, compute the onset->apex flow and strain, and classify."""
     from fr_mer.inference import predict_pair
-    from pipeline.preprocess import SampleError
+    from fr_mer.pipeline.preprocess import SampleError
 
     try:
         result = predict_pair(checkpoint, onset, apex)

@@ -8,19 +8,19 @@ from pathlib import Path
 import click
 
 from fr_mer.commands.scan import clips_from_options, dataset_options
-from pipeline.align import AlignParams
-from pipeline.cache import CacheError
-from pipeline.clips import OK, REPAIRED, UNUSABLE
-from pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
-from pipeline.headmotion import DEFAULT_METHOD, METHODS
-from pipeline.preprocess import (
+from fr_mer.pipeline.align import AlignParams
+from fr_mer.pipeline.cache import CacheError
+from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
+from fr_mer.pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
+from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
+from fr_mer.pipeline.preprocess import (
     ClipOptions,
     DynamicImageOptions,
     PreprocessParams,
     PreprocessRun,
     default_jobs,
 )
-from pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT
+from fr_mer.pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT
 
 
 def _field_names(cls: type) -> str:

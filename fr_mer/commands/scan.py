@@ -12,10 +12,10 @@ from typing import TypeVar
 
 import click
 
-from pipeline.clips import Clip
-from pipeline.composite import CompositeListError
-from pipeline.readers import SMIC_APEX_RULES, DatasetError
-from pipeline.scan import (
+from fr_mer.pipeline.clips import Clip
+from fr_mer.pipeline.composite import CompositeListError
+from fr_mer.pipeline.readers import SMIC_APEX_RULES, DatasetError
+from fr_mer.pipeline.scan import (
     SCAN_DATASETS,
     ScanOptionsError,
     ScanResult,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.synth.faces import DEFAULT_FRAME_SIZE
-from pipeline.synth.generator import LAYOUTS, generate, generate_composite
+from fr_mer.pipeline.synth.faces import DEFAULT_FRAME_SIZE
+from fr_mer.pipeline.synth.generator import LAYOUTS, generate, generate_composite
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 

@@ -13,7 +13,7 @@ from fr_mer.data import load_dataset
 from fr_mer.models import create_model
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.training import seed_everything, train_model
-from pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import DATABASES
 
 
 def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | None) -> np.ndarray:

@@ -12,19 +12,19 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from pipeline.clips import Clip
-from pipeline.composite import CompositeEntry
-from pipeline.labels import DATABASES
-from pipeline.readers import casme2, samm, smic
-from pipeline.readers import composite as _composite
-from pipeline.readers.common import (
+from fr_mer.pipeline.clips import Clip
+from fr_mer.pipeline.composite import CompositeEntry
+from fr_mer.pipeline.labels import DATABASES
+from fr_mer.pipeline.readers import casme2, samm, smic
+from fr_mer.pipeline.readers import composite as _composite
+from fr_mer.pipeline.readers.common import (
     TITLES,
     DatasetError,
     DatasetNotFoundError,
     SubjectFolders,
     unannotated_folders,
 )
-from pipeline.readers.smic import SMIC_APEX_RULES
+from fr_mer.pipeline.readers.smic import SMIC_APEX_RULES
 
 __all__ = [
     "DATASET_TITLES",

@@ -12,9 +12,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from pipeline.clips import REPAIRED, UNUSABLE, Clip, UnsafePathError, numbered_frames, safe_join
-from pipeline.labels import canonical_subject, composite_class
-from pipeline.xlsx import Sheet, SheetError, cell_int, cell_text, read_table
+from fr_mer.errors import FrMerError
+from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, UnsafePathError, numbered_frames, safe_join
+from fr_mer.pipeline.labels import canonical_subject, composite_class
+from fr_mer.pipeline.xlsx import Sheet, SheetError, cell_int, cell_text, read_table
 
 #: How deep below ``--root`` the subject folders may sit (archives nest).
 MAX_DEPTH = 6
@@ -26,7 +27,7 @@ _SKIP_FOLDERS = {"__macosx", ".git", ".svn", "$recycle.bin"}
 TITLES = {"casme2": "CASME II", "samm": "SAMM", "smic": "SMIC-HS"}
 
 
-class DatasetError(ValueError):
+class DatasetError(FrMerError, ValueError):
     """A root or annotation file that cannot be used at all; the message names it and what to do."""
 
 

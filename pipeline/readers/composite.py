@@ -11,10 +11,10 @@ import dataclasses
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
-from pipeline.clips import UNUSABLE, Clip
-from pipeline.composite import CompositeEntry
-from pipeline.labels import DATABASES
-from pipeline.readers.common import TITLES, DatasetNotFoundError
+from fr_mer.pipeline.clips import UNUSABLE, Clip
+from fr_mer.pipeline.composite import CompositeEntry
+from fr_mer.pipeline.labels import DATABASES
+from fr_mer.pipeline.readers.common import TITLES, DatasetNotFoundError
 
 
 def resolve(

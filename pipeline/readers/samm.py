@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.clips import Clip
-from pipeline.labels import canonical_subject
-from pipeline.readers.common import SubjectFolders, find_subject_folders, read_annotated_release
+from fr_mer.pipeline.clips import Clip
+from fr_mer.pipeline.labels import canonical_subject
+from fr_mer.pipeline.readers.common import SubjectFolders, find_subject_folders, read_annotated_release
 
 DATASET = "samm"
 

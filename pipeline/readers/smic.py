@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.clips import REPAIRED, UNUSABLE, Clip, numbered_frames
-from pipeline.labels import (
+from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, numbered_frames
+from fr_mer.pipeline.labels import (
     CLASSES,
     canonical_smic_clip,
     canonical_subject,
     composite_class,
     smic_emotion_from_clip,
 )
-from pipeline.readers.common import (
+from fr_mer.pipeline.readers.common import (
     SubjectFolders,
     check_nonempty,
     check_root,

@@ -1,13 +1,13 @@
 """Synthetic micro-expressions in the real on-disk layouts (``fr-mer synth``, ``fr-mer demo``).
 
-- :mod:`pipeline.synth.faces`: subjects derived from face photos.
-- :mod:`pipeline.synth.motion`: action units as displacement fields on the landmarks.
-- :mod:`pipeline.synth.generator`: clips with nuisances, written as CASME II, SAMM or
+- :mod:`fr_mer.pipeline.synth.faces`: subjects derived from face photos.
+- :mod:`fr_mer.pipeline.synth.motion`: action units as displacement fields on the landmarks.
+- :mod:`fr_mer.pipeline.synth.generator`: clips with nuisances, written as CASME II, SAMM or
   SMIC-HS (and a composite list).
 
 ``docs/synthetic-data.md`` describes the model.
 """
-from pipeline.synth.generator import (
+from fr_mer.pipeline.synth.generator import (
     COMPOSITE_LIST_NAME,
     FPS,
     LAYOUTS,
@@ -23,7 +23,7 @@ from pipeline.synth.generator import (
     generate_composite,
     plan_database,
 )
-from pipeline.synth.motion import ACTION_UNITS, CLASS_UNITS, MAX_AMPLITUDE_128, Expression
+from fr_mer.pipeline.synth.motion import ACTION_UNITS, CLASS_UNITS, MAX_AMPLITUDE_128, Expression
 
 __all__ = [
     "ACTION_UNITS",

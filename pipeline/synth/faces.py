@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.clips import FRAME_SUFFIXES
+from fr_mer.pipeline.clips import FRAME_SUFFIXES
 
 #: Default frame size (width, height): CASME II's 4:3 at half size, for speed.
 DEFAULT_FRAME_SIZE = (320, 240)
@@ -64,7 +64,7 @@ class Identity:
 
 def detect_landmarks(gray: np.ndarray) -> np.ndarray | None:
     """68 landmarks (x, y) of the largest face that the pipeline's aligner finds, or None."""
-    from pipeline.align import FaceAligner  # the one place that runs dlib
+    from fr_mer.pipeline.align import FaceAligner  # the one place that runs dlib
 
     global _ALIGNER
     if _ALIGNER is None:  # loading the shape predictor takes about a second

@@ -1,12 +1,12 @@
 """Synthetic micro-expression databases in the real on-disk layouts.
 
-A clip is a subject's neutral face (:mod:`pipeline.synth.faces`) warped, frame
-by frame, by its expression's displacement field (:mod:`pipeline.synth.motion`)
+A clip is a subject's neutral face (:mod:`fr_mer.pipeline.synth.faces`) warped, frame
+by frame, by its expression's displacement field (:mod:`fr_mer.pipeline.synth.motion`)
 scaled by the temporal profile onset -> apex -> offset, under nuisances that do
 not depend on the class: a per-clip head pose and a small head movement during
 the clip, blinks, a lighting change, sensor noise and JPEG compression.
 :func:`generate` writes one database (CASME II, SAMM or SMIC-HS layout and
-annotation file, through :mod:`pipeline.layouts`); :func:`generate_composite`
+annotation file, through :mod:`fr_mer.pipeline.layouts`); :func:`generate_composite`
 writes all three and a composite list in the official format.
 
 Determinism: every random draw comes from a ``numpy`` Generator seeded by
@@ -25,9 +25,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from pipeline.labels import CLASS_INDEX, CLASSES, canonical_subject, disk_subject
-from pipeline.synth import motion
-from pipeline.synth.faces import DEFAULT_FRAME_SIZE, Identity, Photo, derive_identities, load_photos
+from fr_mer.pipeline.labels import CLASS_INDEX, CLASSES, canonical_subject, disk_subject
+from fr_mer.pipeline.synth import motion
+from fr_mer.pipeline.synth.faces import DEFAULT_FRAME_SIZE, Identity, Photo, derive_identities, load_photos
 
 #: Layouts the generator writes (the databases of the composite).
 LAYOUTS: tuple[str, ...] = ("casme2", "samm", "smic")
@@ -557,7 +557,7 @@ def _write_database(
     seed: int,
     progress: Callable[[ClipParams], None] | None,
 ) -> Path | None:
-    from pipeline import layouts
+    from fr_mer.pipeline import layouts
 
     by_subject = {identity.name: identity for identity in identities}
     specs = []
@@ -769,7 +769,7 @@ def generate_composite(
     in the official format (``pipeline.layouts.write_composite_list``): give it
     to ``--composite-list``. Other arguments as :func:`generate`.
     """
-    from pipeline import layouts
+    from fr_mer.pipeline import layouts
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -32,7 +32,7 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.align import AlignParams
+from fr_mer.pipeline.align import AlignParams
 
 #: Apex amplitude limit: largest displacement at the apex, pixels on a 128 px face.
 MAX_AMPLITUDE_128 = 2.0
