@@ -366,6 +366,10 @@ def _number(value: float) -> str:
     return "n/a" if value != value else f"{value:.4f}"
 
 
+def _p_value(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def _mean_pm(mean: float, spread: float, signed: bool = False) -> str:
     text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
     return text if spread != spread else f"{text} ± {spread:.4f}"
@@ -401,7 +405,7 @@ def to_markdown(comparison: Comparison) -> str:
         for i, test in enumerate(tests):
             lines.append(f"| {test.seed} | {scope} | {f1.a[i]:.4f} | {f1.b[i]:.4f} | {f1.difference[i]:+.4f} | "
                          f"{recall.a[i]:.4f} | {recall.b[i]:.4f} | {recall.difference[i]:+.4f} | "
-                         f"{test.only_a_correct} / {test.only_b_correct} | {test.p_value:.4g} |")
+                         f"{test.only_a_correct} / {test.only_b_correct} | {_p_value(test.p_value)} |")
     lines += ["", verdict(c), ""]
     return "\n".join(lines)
 
