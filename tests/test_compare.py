@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fr_mer.cli import main
@@ -281,6 +280,8 @@ def test_cli_refuses_mismatched_runs_with_one_line(tmp_path):
 
 def test_runs_written_by_fr_mer_evaluate(tmp_path, one_torch_thread):
     """Two real (tiny) runs: the per-seed UF1 the comparison reads back are metrics.json's."""
+    import torch
+
     from fr_mer.evaluation import EvalConfig, run_evaluation
     from fr_mer.models import model_class
     from tests.cachefactory import small_composite
