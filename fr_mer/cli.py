@@ -31,6 +31,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "import-ststnet": "import_ststnet",
     "predict": "predict",
+    "compare": "compare",
 }
 
 

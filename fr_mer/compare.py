@@ -1,0 +1,427 @@
+"""Paired comparison of two finished evaluation runs (``fr-mer compare RUN_A RUN_B``).
+
+A claim "A beats B" needs paired runs (the same seeds, folds and samples) and a
+paired statistic (specs/protocol.md). From each run folder's ``predictions.csv``
+this module computes, per scope (all samples, then each database):
+
+- per seed, the pooled UF1 and UAR of each run and their difference A - B;
+- the mean difference over seeds with its standard error (sd of the per-seed
+  differences / sqrt(seeds)), and how many seeds went each way;
+- a percentile bootstrap interval over subjects: subjects are drawn with
+  replacement (all of a subject's samples go together, as a LOSO fold does), the
+  pooled metric of both runs is recomputed per seed on the same draw, and the
+  mean over seeds of the differences is taken;
+- per seed, McNemar's exact test on the pooled predictions (samples that only A,
+  or only B, classifies correctly).
+
+What each figure means is written up in docs/comparing.md.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fr_mer.errors import FrMerError, ParameterError
+from fr_mer.metrics import uar, uf1
+from fr_mer.pipeline.labels import CLASS_INDEX, CLASSES
+
+#: Files of a run folder that the comparison reads (written by fr_mer.report.write_reports).
+PREDICTIONS_FILE = "predictions.csv"
+METRICS_FILE = "metrics.json"
+PREDICTION_COLUMNS = ("sample", "subject", "database", "true", "predicted", "seed")
+
+#: The paired metrics, in the order the tables show them.
+METRICS: dict[str, Callable[..., float]] = {"uf1": uf1, "uar": uar}
+METRIC_NAMES = {"uf1": "UF1", "uar": "UAR"}
+FULL_SCOPE = "full"
+
+
+class ComparisonError(FrMerError, ValueError):
+    """Two runs that cannot be compared, or a run folder that cannot be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPredictions:
+    """One finished run: per seed, the predicted class of every sample (samples sorted by key)."""
+
+    path: Path
+    model: str | None
+    protocol: str | None
+    keys: tuple[str, ...]
+    databases: tuple[str, ...]
+    subjects: tuple[str, ...]
+    true: np.ndarray
+    predicted: dict[int, np.ndarray]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted(self.predicted))
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricComparison:
+    """One metric on one scope: per-seed values of both runs and the paired statistics."""
+
+    scope: str
+    metric: str
+    n_samples: int
+    n_subjects: int
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    difference: tuple[float, ...]
+    mean_a: float
+    sd_a: float
+    mean_b: float
+    sd_b: float
+    mean_difference: float
+    se_difference: float
+    interval: tuple[float, float]
+    wins_a: int
+    wins_b: int
+    ties: int
+
+
+@dataclasses.dataclass(frozen=True)
+class McNemarTest:
+    """McNemar's exact test for one seed and scope: the discordant samples and the two-sided p-value."""
+
+    scope: str
+    seed: int
+    only_a_correct: int
+    only_b_correct: int
+    p_value: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    label_a: str
+    label_b: str
+    run_a: str
+    run_b: str
+    model_a: str | None
+    model_b: str | None
+    seeds: tuple[int, ...]
+    n_bootstrap: int
+    bootstrap_seed: int
+    confidence: float
+    metrics: tuple[MetricComparison, ...]
+    mcnemar: tuple[McNemarTest, ...]
+
+    def row(self, scope: str, metric: str) -> MetricComparison:
+        return next(m for m in self.metrics if m.scope == scope and m.metric == metric)
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.scope for m in self.metrics))
+
+
+def load_run(path: str | Path) -> RunPredictions:
+    """Read a finished run folder's ``predictions.csv`` (and the model and protocol from ``metrics.json``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ComparisonError(f"{path}: no such run folder (the --out folder of fr-mer evaluate)")
+    table = path / PREDICTIONS_FILE
+    if not table.is_file():
+        raise ComparisonError(f"{table}: missing; fr-mer evaluate writes it once the run's last fold has finished "
+                              f"(run the same command again with --out {path} to finish the run)")
+    predicted: dict[int, dict[str, int]] = {}
+    samples: dict[str, tuple[str, str, int]] = {}
+    with open(table, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ComparisonError(f"{table}: no column {', '.join(missing)}; expected the predictions.csv "
+                                  "that fr-mer evaluate writes")
+        for line, row in enumerate(reader, start=2):
+            seed, sample, true, pred = _parse_row(table, line, row)
+            seen = samples.setdefault(sample, (row["database"], row["subject"], true))
+            if seen != (row["database"], row["subject"], true):
+                raise ComparisonError(
+                    f"{table} row {line}: sample {sample} is {_describe(seen)} in an earlier row "
+                    f"but {_describe((row['database'], row['subject'], true))} here")
+            if sample in predicted.setdefault(seed, {}):
+                raise ComparisonError(f"{table} row {line}: sample {sample} is listed twice for seed {seed}")
+            predicted[seed][sample] = pred
+    if not predicted:
+        raise ComparisonError(f"{table}: no predictions")
+    keys = tuple(sorted(samples))
+    for seed, rows in predicted.items():
+        if len(rows) != len(keys):
+            absent = [k for k in keys if k not in rows]
+            raise ComparisonError(f"{table}: seed {seed} has no prediction for {len(absent)} of the run's "
+                                  f"{len(keys)} samples ({_first(absent)}); the file is incomplete")
+    model, protocol = _run_settings(path)
+    return RunPredictions(
+        path=path, model=model, protocol=protocol, keys=keys,
+        databases=tuple(samples[k][0] for k in keys), subjects=tuple(samples[k][1] for k in keys),
+        true=np.array([samples[k][2] for k in keys], dtype=np.int64),
+        predicted={seed: np.array([rows[k] for k in keys], dtype=np.int64) for seed, rows in sorted(predicted.items())},
+    )
+
+
+def _parse_row(table: Path, line: int, row: dict[str, str]) -> tuple[int, str, int, int]:
+    try:
+        seed = int(row["seed"])
+    except (TypeError, ValueError):
+        raise ComparisonError(f"{table} row {line}: seed {row['seed']!r} is not an integer") from None
+    labels = []
+    for column in ("true", "predicted"):
+        if row[column] not in CLASS_INDEX:
+            raise ComparisonError(f"{table} row {line}: {column} class {row[column]!r} is not one of "
+                                  f"{', '.join(CLASSES)}")
+        labels.append(CLASS_INDEX[row[column]])
+    return seed, row["sample"], labels[0], labels[1]
+
+
+def _describe(sample: tuple[str, str, int]) -> str:
+    database, subject, true = sample
+    return f"{database}/{subject}, true {CLASSES[true]}"
+
+
+def _first(items: Sequence[str], count: int = 3) -> str:
+    return ", ".join(items[:count]) + (", ..." if len(items) > count else "")
+
+
+def _run_settings(path: Path) -> tuple[str | None, str | None]:
+    """The model and protocol the run's ``metrics.json`` names; None where it is absent or unreadable."""
+    try:
+        metrics = json.loads((path / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(metrics, dict):
+        return None, None
+    return metrics.get("model"), metrics.get("protocol")
+
+
+def check_paired(run_a: RunPredictions, run_b: RunPredictions) -> None:
+    """Refuse two runs that do not share seeds, folds and samples (same keys, same true labels)."""
+    where = f"{run_a.path} and {run_b.path}"
+    if run_a.protocol and run_b.protocol and run_a.protocol != run_b.protocol:
+        raise ComparisonError(f"{where} ran different protocols ({run_a.protocol} and {run_b.protocol}); "
+                              "a paired comparison needs the same folds")
+    if run_a.seeds != run_b.seeds:
+        raise ComparisonError(
+            f"{where} ran different seeds ({_seed_list(run_a.seeds)} and {_seed_list(run_b.seeds)}); "
+            "a paired comparison needs the same seeds (fr-mer evaluate --seeds and --first-seed)")
+    if run_a.keys != run_b.keys:
+        only_a = sorted(set(run_a.keys) - set(run_b.keys))
+        only_b = sorted(set(run_b.keys) - set(run_a.keys))
+        raise ComparisonError(
+            f"{where} predicted different samples ({len(only_a)} only in the first: {_first(only_a) or 'none'}; "
+            f"{len(only_b)} only in the second: {_first(only_b) or 'none'}); use the same cache and composite list")
+    for i, key in enumerate(run_a.keys):
+        fold_a = (run_a.databases[i], run_a.subjects[i])
+        fold_b = (run_b.databases[i], run_b.subjects[i])
+        if fold_a != fold_b:
+            raise ComparisonError(f"{where}: sample {key} is held out with {'/'.join(fold_a)} in the first run "
+                                  f"and with {'/'.join(fold_b)} in the second; the folds differ")
+        if run_a.true[i] != run_b.true[i]:
+            raise ComparisonError(f"{where}: sample {key} is labelled {CLASSES[run_a.true[i]]} in the first run "
+                                  f"and {CLASSES[run_b.true[i]]} in the second; the composite lists differ")
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def compare_runs(path_a: str | Path, path_b: str | Path, *, n_bootstrap: int = 1000, seed: int = 0,
+                 confidence: float = 0.95) -> Comparison:
+    """Load, check and compare two runs; ``seed`` seeds the bootstrap's generator."""
+    if n_bootstrap < 1:
+        raise ParameterError(f"bootstrap resamples must be 1 or more, got {n_bootstrap}")
+    if not 0 < confidence < 1:
+        raise ParameterError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    run_a, run_b = load_run(path_a), load_run(path_b)
+    check_paired(run_a, run_b)
+    seeds = run_a.seeds
+    pred_a = np.stack([run_a.predicted[s] for s in seeds])
+    pred_b = np.stack([run_b.predicted[s] for s in seeds])
+    folds = np.array([f"{d}/{s}" for d, s in zip(run_a.databases, run_a.subjects)])
+    databases = np.array(run_a.databases)
+    present = tuple(dict.fromkeys(sorted(run_a.databases)))
+    # A single-database run's full scope is that database: no separate row.
+    scopes = [(FULL_SCOPE, np.arange(len(folds)))]
+    if len(present) > 1:
+        scopes += [(db, np.flatnonzero(databases == db)) for db in present]
+    rng = np.random.default_rng(seed)
+    metrics, tests = [], []
+    for scope, index in scopes:
+        true = run_a.true[index]
+        intervals = bootstrap_intervals(true, pred_a[:, index], pred_b[:, index], folds[index], n_bootstrap,
+                                        rng, confidence)
+        n_subjects = len(set(folds[index]))
+        for name, metric in METRICS.items():
+            a = tuple(metric(true, p) for p in pred_a[:, index])
+            b = tuple(metric(true, p) for p in pred_b[:, index])
+            metrics.append(_metric_comparison(scope, name, len(index), n_subjects, a, b, intervals[name]))
+        for s, p_a, p_b in zip(seeds, pred_a[:, index], pred_b[:, index]):
+            only_a = int(np.sum((p_a == true) & (p_b != true)))
+            only_b = int(np.sum((p_b == true) & (p_a != true)))
+            tests.append(McNemarTest(scope, s, only_a, only_b, mcnemar_p_value(only_a, only_b)))
+    label_a, label_b = run_a.path.name or str(run_a.path), run_b.path.name or str(run_b.path)
+    if label_a == label_b:
+        label_a, label_b = str(run_a.path), str(run_b.path)
+    return Comparison(
+        label_a=label_a, label_b=label_b, run_a=str(run_a.path), run_b=str(run_b.path),
+        model_a=run_a.model, model_b=run_b.model, seeds=seeds, n_bootstrap=n_bootstrap, bootstrap_seed=seed,
+        confidence=confidence, metrics=tuple(metrics), mcnemar=tuple(tests),
+    )
+
+
+def _metric_comparison(scope: str, metric: str, n_samples: int, n_subjects: int, a: tuple[float, ...],
+                       b: tuple[float, ...], interval: tuple[float, float]) -> MetricComparison:
+    difference = tuple(x - y for x, y in zip(a, b))
+    # Equal confusion matrices give bit-equal scores; the tolerance only absorbs rounding of equal fractions.
+    wins_a = sum(d > 1e-12 for d in difference)
+    wins_b = sum(d < -1e-12 for d in difference)
+    return MetricComparison(
+        scope=scope, metric=metric, n_samples=n_samples, n_subjects=n_subjects, a=a, b=b, difference=difference,
+        mean_a=statistics.fmean(a), sd_a=sample_sd(a), mean_b=statistics.fmean(b), sd_b=sample_sd(b),
+        mean_difference=statistics.fmean(difference), se_difference=standard_error(difference),
+        interval=interval, wins_a=wins_a, wins_b=wins_b, ties=len(difference) - wins_a - wins_b,
+    )
+
+
+def sample_sd(values: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1); NaN for a single value, whose spread is unknown."""
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean: sample sd / sqrt(n); NaN for a single value."""
+    return sample_sd(values) / math.sqrt(len(values))
+
+
+def bootstrap_intervals(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, folds: np.ndarray,
+                        n_bootstrap: int, rng: np.random.Generator,
+                        confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile intervals, per metric, of the mean over seeds of A - B, resampling subjects.
+
+    ``pred_a`` and ``pred_b`` are (seeds, samples); ``folds`` names each sample's
+    subject. Each resample draws as many subjects as there are, with replacement
+    (sorted subject names index the draw), and both runs are scored on the same
+    draw, so the interval is paired.
+    """
+    subjects, position = np.unique(folds, return_inverse=True)
+    draws = rng.integers(0, len(subjects), size=(n_bootstrap, len(subjects)))
+    means = {name: np.empty(n_bootstrap) for name in METRICS}
+    samples = np.arange(len(true))
+    for r, draw in enumerate(draws):
+        rows = np.repeat(samples, np.bincount(draw, minlength=len(subjects))[position])
+        for name, metric in METRICS.items():
+            means[name][r] = statistics.fmean(metric(true[rows], a[rows]) - metric(true[rows], b[rows])
+                                              for a, b in zip(pred_a, pred_b))
+    tail = (1 - confidence) / 2
+    return {name: tuple(float(q) for q in np.quantile(m, [tail, 1 - tail])) for name, m in means.items()}
+
+
+def exact_binomial_p_value(k: int, n: int) -> float:
+    """Two-sided exact p-value of ``k`` successes in ``n`` fair trials: twice the smaller tail, at most 1."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def mcnemar_p_value(only_a_correct: int, only_b_correct: int) -> float:
+    """McNemar's exact test: under "no difference" each discordant sample goes either way with p = 1/2."""
+    n = only_a_correct + only_b_correct
+    if n == 0:
+        return 1.0
+    try:
+        from scipy.stats import binomtest
+    except ImportError:
+        return exact_binomial_p_value(only_a_correct, n)
+    return float(binomtest(only_a_correct, n, 0.5).pvalue)
+
+
+def verdict(comparison: Comparison) -> str:
+    """One line on the headline metric (UF1, all samples); "beats" only when the interval excludes 0."""
+    row = comparison.row(FULL_SCOPE, "uf1")
+    a, b = comparison.label_a, comparison.label_b
+    low, high = row.interval
+    level = f"{comparison.confidence:.0%}"
+    figures = (f"UF1 difference {row.mean_difference:+.4f} (se {_number(row.se_difference)}) over "
+               f"{len(row.difference)} paired seeds, {level} bootstrap interval over subjects "
+               f"[{low:+.4f}, {high:+.4f}]")
+    seeds_line = f"{a} ahead on {row.wins_a} of {len(row.difference)} seeds, {b} on {row.wins_b}"
+    if low > 0 or high < 0:
+        winner, loser = (a, b) if low > 0 else (b, a)
+        line = f"{winner} beats {loser}: {figures} excludes 0; {seeds_line}."
+    else:
+        line = f"No difference shown between {a} and {b}: {figures} includes 0; {seeds_line}."
+    if len(row.difference) < 3:
+        line += " Fewer than 3 seeds: the seed-to-seed spread is barely measured."
+    return line
+
+
+def _number(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"
+
+
+def _p_value(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _mean_pm(mean: float, spread: float, signed: bool = False) -> str:
+    text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+    return text if spread != spread else f"{text} ± {spread:.4f}"
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """The summary table, the per-seed table and the verdict, in Markdown."""
+    c = comparison
+    level = f"{c.confidence:.0%}"
+    full = c.row(FULL_SCOPE, "uf1")
+    lines = [f"# Paired comparison: {c.label_a} vs {c.label_b}", "",
+             f"- A: {c.run_a}" + (f" (model {c.model_a})" if c.model_a else ""),
+             f"- B: {c.run_b}" + (f" (model {c.model_b})" if c.model_b else ""),
+             f"- seeds {_seed_list(c.seeds)}, paired; {full.n_samples} samples, {full.n_subjects} subjects",
+             "", "Δ = A − B. A run's ± is the sd over seeds; Δ's ± is the se of the mean difference "
+             "(sd of the per-seed differences / √seeds). The interval is a percentile bootstrap over subjects "
+             f"({c.n_bootstrap} resamples, seed {c.bootstrap_seed}). See docs/comparing.md.", "",
+             f"| scope | metric | n | subjects | A (mean ± sd) | B (mean ± sd) | Δ (mean ± se) | {level} interval "
+             "| seeds A > B / A < B / tied |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in c.metrics:
+        lines.append(f"| {m.scope} | {METRIC_NAMES[m.metric]} | {m.n_samples} | {m.n_subjects} | "
+                     f"{_mean_pm(m.mean_a, m.sd_a)} | {_mean_pm(m.mean_b, m.sd_b)} | "
+                     f"{_mean_pm(m.mean_difference, m.se_difference, signed=True)} | "
+                     f"[{m.interval[0]:+.4f}, {m.interval[1]:+.4f}] | {m.wins_a} / {m.wins_b} / {m.ties} |")
+    lines += ["", "## Per seed", "",
+              "McNemar: samples only A classifies correctly / only B does; exact two-sided p-value.", "",
+              "| seed | scope | UF1 A | UF1 B | Δ UF1 | UAR A | UAR B | Δ UAR | McNemar only A / only B | p |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for scope in c.scopes:
+        f1, recall = c.row(scope, "uf1"), c.row(scope, "uar")
+        tests = [t for t in c.mcnemar if t.scope == scope]
+        for i, test in enumerate(tests):
+            lines.append(f"| {test.seed} | {scope} | {f1.a[i]:.4f} | {f1.b[i]:.4f} | {f1.difference[i]:+.4f} | "
+                         f"{recall.a[i]:.4f} | {recall.b[i]:.4f} | {recall.difference[i]:+.4f} | "
+                         f"{test.only_a_correct} / {test.only_b_correct} | {_p_value(test.p_value)} |")
+    lines += ["", verdict(c), ""]
+    return "\n".join(lines)
+
+
+def comparison_record(comparison: Comparison) -> dict:
+    """A JSON-ready dict of everything computed (NaN, e.g. the se of a single seed, as null)."""
+    record = dataclasses.asdict(comparison)
+    record["verdict"] = verdict(comparison)
+    return _without_nan(record)
+
+
+def _without_nan(value):
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return value
