@@ -9,9 +9,13 @@ import torch
 
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
-from fr_mer.pipeline.clips import Clip
+from fr_mer.errors import FrMerError
 from fr_mer.pipeline.labels import CLASSES
-from fr_mer.pipeline.preprocess import PreprocessParams, process_clip
+from fr_mer.pipeline.preprocess import PreprocessParams, SampleError, is_pre_cropped_path, process_pair, read_gray
+
+
+class PredictionError(FrMerError, ValueError):
+    """A checkpoint that cannot classify a single onset/apex pair."""
 
 
 @dataclasses.dataclass
@@ -33,22 +37,26 @@ def predict_pair(checkpoint: str | Path, onset: str | Path, apex: str | Path) ->
     model, info = load_checkpoint(checkpoint)
     recorded = info.get("preprocess_params") or {}
     if "flow_size" in recorded:
-        params = PreprocessParams.from_dict(recorded)
+        params = PreprocessParams.from_dict(recorded, source=f"{checkpoint}: preprocess_params")
         note = "preprocessed with the checkpoint's recorded parameters"
     else:
         params = PreprocessParams()
         note = ("the checkpoint records no fr-mer preprocessing (e.g. trained on imported STSTNet "
                 "inputs): default preprocessing used")
-    for name in model.inputs:
-        if name not in params.array_specs():
-            raise ValueError(f"model {info['model']!r} needs the {name!r} input, which a single "
-                             "onset/apex pair cannot provide")
-    clip = Clip(dataset="casme2", subject="predict", clip=Path(apex).stem, emotion="", label=None,
-                onset_frame=0, apex_frame=1, offset_frame=1, frames={0: Path(onset), 1: Path(apex)},
-                apex_rule="given")
-    sample = process_clip(clip, params)
-    batch = {}
     specs = params.array_specs()
+    for name in model.inputs:
+        if name not in specs:
+            raise PredictionError(f"{checkpoint}: model {info['model']!r} needs the {name!r} input, which a "
+                                  "single onset/apex pair cannot provide")
+    onset_frame, apex_frame = read_gray(onset), read_gray(apex)
+    # The pair is the whole clip a user has: the clip inputs, when the parameters
+    # ask for them, are made from onset -> apex alone.
+    try:
+        sample = process_pair(onset_frame, apex_frame, params, clip_frames=(onset_frame, apex_frame),
+                              pre_cropped=is_pre_cropped_path(onset))
+    except SampleError as error:
+        raise SampleError(f"{onset} -> {apex}: {error}") from None
+    batch = {}
     for name, channels in model.inputs.items():
         array = np.asarray(sample.arrays[name], dtype=np.float32)
         if channels is not None:
@@ -57,4 +65,4 @@ def predict_pair(checkpoint: str | Path, onset: str | Path, apex: str | Path) ->
     with torch.no_grad():
         probabilities = torch.softmax(model.eval()(batch)["logits"], dim=1)[0].tolist()
     by_class = dict(zip(CLASSES, probabilities))
-    return Prediction(by_class, max(by_class, key=by_class.get), list(sample.meta.get("flags", [])), note)
+    return Prediction(by_class, max(by_class, key=by_class.get), sorted(set(sample.flags)), note)

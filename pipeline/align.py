@@ -19,6 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fr_mer.config import settings
+from fr_mer.errors import ParameterError
+
 #: Landmark indices of the eyes (iBUG 68-point scheme, 0-based).
 LEFT_EYE = slice(36, 42)   # the subject's right eye, on the image's left
 RIGHT_EYE = slice(42, 48)
@@ -48,7 +51,7 @@ def default_predictor_path() -> Path:
     )
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class AlignParams:
     """The canonical face crop and how faces are found.
 
@@ -78,13 +81,13 @@ class AlignParams:
 
     def __post_init__(self) -> None:
         if self.face_size < 8:
-            raise ValueError(f"face_size must be at least 8 pixels, got {self.face_size}")
+            raise ParameterError(f"face_size must be at least 8 pixels, got {self.face_size}")
         if not 0 < self.eye_distance < 1:
-            raise ValueError(f"eye_distance is a fraction of the crop side in (0, 1), got {self.eye_distance}")
+            raise ParameterError(f"eye_distance is a fraction of the crop side in (0, 1), got {self.eye_distance}")
         if not 0 < self.eye_height < 1:
-            raise ValueError(f"eye_height is a fraction of the crop side in (0, 1), got {self.eye_height}")
+            raise ParameterError(f"eye_height is a fraction of the crop side in (0, 1), got {self.eye_height}")
         if self.upsample < 0 or self.detect_max_side < 80 or self.detect_pad < 0:
-            raise ValueError("upsample must be >= 0, detect_max_side >= 80 and detect_pad >= 0")
+            raise ParameterError("upsample must be >= 0, detect_max_side >= 80 and detect_pad >= 0")
 
 
 @dataclasses.dataclass

@@ -37,11 +37,27 @@ from fr_mer.errors import FrMerError
 #: 1: flow, aligned onset/apex faces, landmarks, alignment matrix.
 #: 2: adds the optional temporal columns (``clip_frames``, ``dynamic_images``)
 #:    of the clip models and records their options in ``params``.
-SCHEMA_VERSION = 2
+#: 3: the face crops, landmarks, matrix and clip inputs cover the flow crop's face
+#:    region exactly; version 2 had them shifted by half a pixel times (1 - crop
+#:    size / flow size) against it (0.25 px at the default sizes), the flow itself
+#:    being right.
+SCHEMA_VERSION = 3
+
+#: Older versions that are still read, with the array columns they hold wrongly:
+#: a version-2 cache serves the flow models, not the models of its crops.
+SHIFTED_COLUMNS = {
+    2: ("onset_face", "apex_face", "landmarks", "align_matrix", "clip_frames", "dynamic_images"),
+}
+
+#: Widths (bytes) of the sample key (``database/subject/clip``), of the flags
+#: and of a failure's reason.
+KEY_WIDTH = 96
+FLAGS_WIDTH = 160
+REASON_WIDTH = 512
 
 #: Per-sample metadata columns: name -> numpy dtype (fixed-size, SWMR-friendly).
 META_COLUMNS: dict[str, str] = {
-    "key": "S96",
+    "key": f"S{KEY_WIDTH}",
     "database": "S8",
     "subject": "S16",
     "clip": "S64",
@@ -50,9 +66,9 @@ META_COLUMNS: dict[str, str] = {
     "onset_frame": "i4",
     "apex_frame": "i4",
     "offset_frame": "i4",
-    "flags": "S160",  # comma-separated, e.g. "apex_repaired,face_fallback_apex"
+    "flags": f"S{FLAGS_WIDTH}",  # comma-separated, e.g. "apex_repaired,face_fallback_apex"
 }
-_FAILURE_COLUMNS = {"key": "S96", "reason": "S512"}
+_FAILURE_COLUMNS = {"key": f"S{KEY_WIDTH}", "reason": f"S{REASON_WIDTH}"}
 
 
 class CacheError(FrMerError, ValueError):
@@ -157,6 +173,13 @@ class CacheWriter:
                     f"{self.path}: cannot open the cache ({exc}); delete it or pass --overwrite"
                 ) from exc
         version = int(f.attrs.get("schema_version", -1))
+        if version in SHIFTED_COLUMNS:
+            f.close()
+            raise CacheError(
+                f"{self.path}: cache schema version {version} holds face crops and landmarks shifted "
+                f"against the flow (fixed in version {SCHEMA_VERSION}); samples of the two versions are "
+                "never mixed: re-run `fr-mer preprocess` into a new --out (or --overwrite to rebuild it)"
+            )
         if version != SCHEMA_VERSION:
             f.close()
             raise CacheError(
@@ -226,13 +249,14 @@ class CacheWriter:
             ds[n] = _encode(value, int(dtype[1:]), name) if dtype.startswith("S") else int(value)
         key = self._samples["key"]
         key.resize(n + 1, axis=0)
-        key[n] = _encode(meta["key"], 96, "key")
+        key[n] = _encode(meta["key"], KEY_WIDTH, "key")
         self._file.flush()
 
     def append_failure(self, key: str, reason: str) -> None:
-        reason_bytes = str(reason).encode("utf-8")[:512]
+        # cut to the column at a character boundary, so that the reason decodes
+        reason_bytes = str(reason).encode("utf-8")[:REASON_WIDTH].decode("utf-8", "ignore").encode("utf-8")
         n = self._failures["key"].shape[0]
-        for name, value in (("reason", reason_bytes), ("key", _encode(key, 96, "key"))):
+        for name, value in (("reason", reason_bytes), ("key", _encode(key, KEY_WIDTH, "key"))):
             ds = self._failures[name]
             ds.resize(n + 1, axis=0)
             ds[n] = value
@@ -307,7 +331,8 @@ def read_cache(
     """Read a cache's metadata and the named array columns.
 
     Raises :class:`CacheError` naming the file and what to do when it is not a
-    cache, has another schema version, or lacks a requested array.
+    cache, has another schema version, or lacks a requested array. A cache of an
+    older version in :data:`SHIFTED_COLUMNS` is read for its other columns only.
     """
     path = Path(path)
     if not path.is_file():
@@ -320,7 +345,15 @@ def read_cache(
         if "schema_version" not in f.attrs or "samples" not in f:
             raise CacheError(f"{path}: not an fr-mer cache (no schema_version); run `fr-mer preprocess`")
         version = int(f.attrs["schema_version"])
-        if version != SCHEMA_VERSION:
+        arrays = list(arrays)
+        shifted = sorted(set(arrays) & set(SHIFTED_COLUMNS.get(version, ())))
+        if shifted:
+            raise CacheError(
+                f"{path}: cache schema version {version} holds {', '.join(shifted)} shifted against the "
+                f"flow crop (fixed in version {SCHEMA_VERSION}); re-run `fr-mer preprocess` into a new --out "
+                "(or with --overwrite) to use them"
+            )
+        if version != SCHEMA_VERSION and version not in SHIFTED_COLUMNS:
             raise CacheError(
                 f"{path}: cache schema version {version}, this fr-mer reads {SCHEMA_VERSION}; "
                 "re-run `fr-mer preprocess --overwrite` to rebuild it"

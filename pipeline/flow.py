@@ -7,10 +7,10 @@ v (vertical, +y = down), in pixels of the image it was computed on, from
 """
 from __future__ import annotations
 
-import dataclasses
-
 import cv2
 import numpy as np
+
+from fr_mer.config import settings
 
 #: Side of the aligned face crop on which the flow is computed by default (an
 #: inter-ocular distance of 92 px, near the native resolution of CASME II's
@@ -35,14 +35,15 @@ NORMALISATIONS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class TVL1Params:
     """Parameters of ``cv2.optflow.DualTVL1OpticalFlow`` (defaults are OpenCV's).
 
     ``lambda_`` weights the data term (smaller: smoother flow); ``nscales``
     pyramid levels with ``scale_step`` between them; ``warps`` warpings per
     level; ``epsilon`` stopping tolerance; ``median_filtering`` the median
-    filter size applied to the flow between warps.
+    filter size applied to the flow between warps. Recorded with
+    :func:`fr_mer.config.to_record` (the cache's ``params["tvl1"]``).
     """
 
     tau: float = 0.25
@@ -57,10 +58,6 @@ class TVL1Params:
     gamma: float = 0.0
     median_filtering: int = 5
     use_initial_flow: bool = False
-
-    def as_dict(self) -> dict:
-        """Field name -> value (``TVL1Params(**p.as_dict()) == p``), for the cache attributes."""
-        return dataclasses.asdict(self)
 
     def create(self):
         """A new OpenCV solver with these parameters."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import FaceAligner
 
 METHODS = ("none", "rigid", "nose_flow", "rigid_flow")
@@ -60,7 +61,7 @@ TEMPLE_RADIUS = 0.05
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise ValueError(f"unknown head-motion method {method!r}; choose one of {list(METHODS)}")
+        raise ParameterError(f"unknown head-motion method {method!r}; choose one of {list(METHODS)}")
 
 
 def _usable(landmarks) -> bool:

@@ -125,6 +125,29 @@ def test_other_schema_version_is_refused(tmp_path):
         CacheWriter(path, params=PARAMS, arrays=ARRAYS)
 
 
+def test_version_2_cache_serves_its_flow_but_not_its_shifted_crops(tmp_path):
+    """Schema 2 stored the crops 0.25 px off the flow crop: its flow is still read, the rest refused."""
+    path = tmp_path / "c.h5"
+    _write(path, 2)
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 2
+    cache = read_cache(path, arrays=["flow"])
+    assert cache.schema_version == 2 and len(cache) == 2
+    with pytest.raises(CacheError, match=r"c\.h5.*version 2.*onset_face.*shifted.*new --out"):
+        read_cache(path, arrays=["flow", "onset_face"])
+    with pytest.raises(CacheError, match=r"c\.h5.*version 2.*shifted.*new --out"):
+        CacheWriter(path, params=PARAMS, arrays=ARRAYS)
+    assert len(read_cache(path)) == 2  # refused, not touched
+
+
+def test_long_reasons_are_cut_at_a_character_boundary(tmp_path):
+    path = tmp_path / "c.h5"
+    with CacheWriter(path, params=PARAMS, arrays=ARRAYS) as w:
+        w.append_failure("k", "x" + "é" * 400)  # 801 bytes: the cut falls inside a character
+    reason = read_cache(path).failures["k"]
+    assert reason.startswith("xé") and len(reason.encode()) <= 512
+
+
 def test_bad_samples_and_bad_files_are_refused_with_messages(tmp_path):
     path = tmp_path / "c.h5"
     with CacheWriter(path, params=PARAMS, arrays=ARRAYS) as w:

@@ -3,6 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fr_mer.config import from_record, to_record
 from fr_mer.pipeline.flow import NORMALISATIONS, TVL1Params, flow_features, tvl1_flow
 
 N, BORDER = 96, 12
@@ -73,8 +74,9 @@ def test_params_are_opencv_defaults_and_reach_the_solver():
     s = p.create()
     assert (s.getTau(), s.getLambda(), s.getScalesNumber(), s.getWarpingsNumber(), s.getInnerIterations(),
             s.getMedianFiltering()) == pytest.approx((0.2, 0.3, 3, 2, 7, 3))
-    assert TVL1Params(**p.as_dict()) == p
-    assert p.as_dict()["lambda_"] == 0.3
+    assert TVL1Params(**to_record(p)) == p
+    assert to_record(p)["lambda_"] == 0.3
+    assert from_record(TVL1Params, to_record(p)) == p
 
 
 def ramps(n=56):

@@ -15,7 +15,7 @@ import pytest
 import skimage.data
 from click.testing import CliRunner
 
-from fr_mer.pipeline.align import FaceAligner
+from fr_mer.pipeline.align import FaceAligner, rescale_matrix
 from fr_mer.pipeline.cache import CacheError, read_cache
 from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip
 from fr_mer.pipeline.layouts import ClipSpec, write_smic
@@ -166,7 +166,7 @@ def test_clip_frames_and_dynamic_images_of_a_brightness_ramp(tmp_path):
     assert np.abs(steps - 6).max() <= 1 and steps.mean() == pytest.approx(6, abs=0.01)
     # the same transform as the faces, at 32 px
     aligner = FaceAligner(params.align)
-    expected_first = aligner.warp(frames[20], arrays["align_matrix"] * (32 / params.face_size), 32)
+    expected_first = aligner.warp(frames[20], rescale_matrix(arrays["align_matrix"], params.face_size, 32), 32)
     np.testing.assert_array_equal(clip_frames[0], expected_first)  # resampling keeps the ends
     dynamic = arrays["dynamic_images"]
     assert dynamic.shape == (3, 24, 24) and dynamic.dtype == np.float32

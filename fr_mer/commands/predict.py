@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import user_errors
-
 
 @click.command("predict")
 @click.option("--model", "checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -17,16 +15,11 @@ from fr_mer.commands.common import user_errors
 @click.option("--apex", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="Apex frame image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@user_errors
 def command(checkpoint: Path, onset: Path, apex: Path, as_json: bool) -> None:
     """Align the faces, compute the onset->apex flow and strain, and classify."""
     from fr_mer.inference import predict_pair
-    from fr_mer.pipeline.preprocess import SampleError
 
-    try:
-        result = predict_pair(checkpoint, onset, apex)
-    except SampleError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = predict_pair(checkpoint, onset, apex)
     if as_json:
         click.echo(json.dumps({"probabilities": result.probabilities, "predicted": result.predicted,
                                "flags": result.flags, "note": result.params_note}, indent=2))

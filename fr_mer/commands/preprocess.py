@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from fr_mer.commands.scan import clips_from_options, dataset_options
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams
-from fr_mer.pipeline.cache import CacheError
 from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
 from fr_mer.pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
 from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
@@ -53,7 +53,7 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
         changes[name] = value
     try:
         return dataclasses.replace(defaults, **changes)
-    except ValueError as error:
+    except ParameterError as error:  # a NAME=VALUE out of its range: the option's own value is wrong
         raise click.BadParameter(str(error), param_hint=option) from None
 
 
@@ -133,24 +133,20 @@ def command(
     cannot be made is recorded with its reason and the run goes on; the exit status
     is 0 when the run finished, whatever the samples' fate.
     """
-    align = _overrides(AlignParams, align_items, "--align")
-    try:
-        align = dataclasses.replace(align, face_size=face_size)
-        params = PreprocessParams(
-            flow_size=flow_size,
-            feature_size=feature_size,
-            normalisation=normalisation,
-            tvl1=_overrides(TVL1Params, tvl1_items, "--tvl1"),
-            align=align,
-            head_motion=head_motion,
-            smic_apex=str(dataset.get("smic_apex") or "middle"),
-            clip=ClipOptions(clip_length, clip_size) if with_clip else None,
-            dynamic_images=DynamicImageOptions(di_segments, di_size, di_frames_per_segment or None)
-            if with_dynamic_images else None,
-            predictor=str(landmarks_model) if landmarks_model else None,
-        )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    align = dataclasses.replace(_overrides(AlignParams, align_items, "--align"), face_size=face_size)
+    params = PreprocessParams(
+        flow_size=flow_size,
+        feature_size=feature_size,
+        normalisation=normalisation,
+        tvl1=_overrides(TVL1Params, tvl1_items, "--tvl1"),
+        align=align,
+        head_motion=head_motion,
+        smic_apex=str(dataset.get("smic_apex") or "middle"),
+        clip=ClipOptions(clip_length, clip_size) if with_clip else None,
+        dynamic_images=DynamicImageOptions(di_segments, di_size, di_frames_per_segment or None)
+        if with_dynamic_images else None,
+        predictor=str(landmarks_model) if landmarks_model else None,
+    )
 
     clips = clips_from_options(**dataset)
     if not clips:
@@ -163,13 +159,7 @@ def command(
         f"{statuses[UNUSABLE]} unusable (recorded as failures)",
         err=True,
     )
-    try:
-        run = PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite)
-    except (CacheError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from None
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    with run:
+    with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite) as run:
         click.echo(
             f"{out}: {len(run)} to make, {run.summary.skipped} already cached; {run.jobs} job(s)", err=True
         )

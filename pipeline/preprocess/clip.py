@@ -1,0 +1,222 @@
+"""One scanned clip to one cache sample: read its frames, then :func:`process_pair`.
+
+:func:`process_clip` reads the onset and apex frames as grayscale (``read``);
+SMIC clips scanned with ``--smic-apex spot`` (``Clip.apex_frame`` None) first get
+their apex spotted (``spot``, :func:`pipeline.spotting.spot_apex`) on all their
+frames, aligned by the onset's transform. The frames onset..offset of the clip
+models' inputs are read one at a time as :func:`process_pair` asks for them. The
+clip's annotation gives the sample's metadata (the cache's metadata columns).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import cv2
+import numpy as np
+
+from fr_mer.pipeline.align import AlignedPair
+from fr_mer.pipeline.clips import REPAIRED, Clip
+from fr_mer.pipeline.labels import CLASS_INDEX
+from fr_mer.pipeline.preprocess.params import PreprocessParams
+from fr_mer.pipeline.preprocess.sample import (
+    SampleError,
+    StageClock,
+    TimedAligner,
+    aligner_for,
+    cache_flags,
+    process_pair,
+)
+from fr_mer.pipeline.spotting import spot_apex
+
+#: Flags of apexes that are not the annotated frame, by the reader's ``Clip.apex_rule``.
+_APEX_FLAGS = {"middle": "apex_middle", "nearest": "apex_nearest"}
+
+#: Folder names of the cropped releases (CASME II ``Cropped``, ``SMIC_all_cropped``).
+_CROPPED_FOLDERS = {"cropped", "smic_all_cropped"}
+
+
+@dataclasses.dataclass
+class Sample:
+    """A finished sample: cache metadata (``flags`` a list), arrays, seconds per stage."""
+
+    key: str
+    meta: dict[str, object]
+    arrays: dict[str, np.ndarray]
+    timings: dict[str, float]
+    repaired: bool = False
+    cpu_seconds: float = 0.0  # CPU time of the worker on this sample (wall time is in timings)
+
+
+def read_gray(path: Path | str) -> np.ndarray:
+    """A frame file as a (H, W) uint8 grayscale image (colour frames converted).
+
+    Raises :class:`SampleError` naming the file when it is missing, empty,
+    truncated or not an image OpenCV can decode.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SampleError(f"{path}: cannot read the frame ({exc.strerror or exc})") from exc
+    if not data:
+        raise SampleError(f"{path}: empty file (0 bytes); copy it again from the release")
+    # Some OpenCV builds decode the top of a truncated JPEG as if it were whole;
+    # the missing end-of-image marker is what tells.
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise SampleError(f"{path}: truncated JPEG (no end-of-image marker); copy it again from the release")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None or image.size == 0:
+        raise SampleError(f"{path}: unreadable or truncated image; copy it again from the release")
+    return image
+
+
+def _frame_path(clip: Clip, number: int, role: str) -> Path:
+    path = clip.frames.get(number)
+    if path is None:
+        found = f"{min(clip.frames)}..{max(clip.frames)}" if clip.frames else "none"
+        raise SampleError(f"{clip.key}: {role} frame {number} has no file (frames on disk: {found})")
+    return path
+
+
+def is_pre_cropped(clip: Clip) -> bool:
+    """Whether the clip's frames come from a cropped release (face fills the frame): :func:`is_pre_cropped_path`
+    of its first frame."""
+    path = next(iter(clip.frames.values()), None)
+    return path is not None and is_pre_cropped_path(path)
+
+
+def is_pre_cropped_path(path: Path | str) -> bool:
+    """Whether a frame file comes from a cropped release: CASME II's ``Cropped``
+    (``reg_img46.jpg``) and ``SMIC_all_cropped``, told by the release folder's name
+    or the ``reg_`` file prefix."""
+    path = Path(path)
+    return path.name.lower().startswith("reg_") or any(part.lower() in _CROPPED_FOLDERS for part in path.parts[:-1])
+
+
+def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
+    """Turn one clip into a cache sample: its frames read, then :func:`process_pair`.
+
+    Raises :class:`SampleError` with the reason when the clip cannot be used.
+    Frames are read one at a time; whole frames are held together only to spot
+    an SMIC apex (one SMIC clip: tens of 640x480 frames).
+    """
+    if not clip.usable:
+        raise SampleError(f"{clip.key}: unusable in the scan: {clip.problem or 'no reason given'}")
+    if clip.onset_frame is None or not clip.frames:
+        raise SampleError(f"{clip.key}: no onset frame or no frame files")
+    cpu_start = time.process_time()
+    clock = StageClock()
+    flags: list[str] = []
+    full: dict[int, np.ndarray] = {}
+    aligned: AlignedPair | None = None
+    apex_frame = clip.apex_frame
+    if apex_frame is None:
+        with clock("setup"):
+            aligner = aligner_for(params)
+        apex_frame, aligned = _spot(clip, params, aligner, full, clock)
+        flags.append("apex_spotted")
+    elif clip.apex_rule in _APEX_FLAGS:
+        flags.append(_APEX_FLAGS[clip.apex_rule])
+
+    with clock("read"):
+        onset = full.get(clip.onset_frame)
+        if onset is None:
+            onset = read_gray(_frame_path(clip, clip.onset_frame, "onset"))
+        apex = full.get(apex_frame)
+        if apex is None:
+            apex = read_gray(_frame_path(clip, apex_frame, "apex"))
+    if onset.shape != apex.shape:
+        raise SampleError(
+            f"{clip.key}: onset {onset.shape[::-1]} and apex {apex.shape[::-1]} frames differ in size"
+        )
+    clip_frames = None
+    if params.clip or params.dynamic_images:
+        first = clip.onset_frame
+        last = clip.offset_frame if clip.offset_frame is not None else max(clip.frames)
+        numbers = [n for n in sorted(clip.frames) if first <= n <= last]
+        if len(numbers) < 2:
+            raise SampleError(f"{clip.key}: fewer than two frames from onset {first} to offset {last}")
+        if len(numbers) < last - first + 1:
+            flags.append("frames_missing")
+        clip_frames = _read_frames(clip, numbers, full, onset.shape)
+    try:
+        pair = process_pair(onset, apex, params, clip_frames=clip_frames, pre_cropped=is_pre_cropped(clip),
+                            aligned=aligned)
+    except SampleError as error:
+        raise SampleError(f"{clip.key}: {error}") from None
+    finally:
+        full.clear()
+    clock.add(pair.timings)
+    flags.extend(pair.flags)
+
+    repaired = clip.status == REPAIRED
+    if repaired:
+        flags.append("repaired")
+    meta = {
+        "key": clip.key,
+        "database": clip.dataset,
+        "subject": clip.subject,
+        "clip": clip.clip,
+        "emotion": clip.emotion,
+        "label": CLASS_INDEX.get(clip.label, -1) if clip.label else -1,
+        "onset_frame": clip.onset_frame,
+        "apex_frame": apex_frame,
+        "offset_frame": clip.offset_frame,
+        "flags": cache_flags(flags),
+    }
+    return Sample(clip.key, meta, pair.arrays, clock.seconds, repaired=repaired,
+                  cpu_seconds=time.process_time() - cpu_start)
+
+
+def _read_frames(clip: Clip, numbers: list[int], full: Mapping[int, np.ndarray],
+                 frame_shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """The frames ``numbers`` of ``clip``, read when asked for (those in ``full`` are not read again)."""
+    for number in numbers:
+        image = full.get(number)
+        if image is None:
+            image = read_gray(clip.frames[number])
+        if image.shape != tuple(frame_shape):
+            raise SampleError(
+                f"{clip.frames[number]}: frame size {image.shape[::-1]} differs from the onset's "
+                f"{tuple(frame_shape)[::-1]}"
+            )
+        yield image
+
+
+def _spot(
+    clip: Clip, params: PreprocessParams, aligner: TimedAligner, full: dict[int, np.ndarray], clock: StageClock
+) -> tuple[int, AlignedPair | None]:
+    """Spot the apex of a clip without one; returns it and, when it is exact, the aligned pair.
+
+    The spotter measures motion on frames aligned with one matrix. The onset's
+    matrix does not depend on the apex unless the onset has no face; then the
+    pair is left to be aligned again with the spotted apex (None is returned).
+    ``full`` receives the clip's frames, for the stages after.
+    """
+    _frame_path(clip, clip.onset_frame, "onset")
+    numbers = sorted(clip.frames)
+    with clock("read"):
+        for number in numbers:
+            full[number] = read_gray(clip.frames[number])
+    shapes = {image.shape for image in full.values()}
+    if len(shapes) > 1:
+        raise SampleError(f"{clip.key}: frames of different sizes {sorted(s[::-1] for s in shapes)}")
+    onset_index = numbers.index(clip.onset_frame)
+    offset_index = numbers.index(clip.offset_frame) if clip.offset_frame in full else len(numbers) - 1
+    middle = full[numbers[(onset_index + offset_index + 1) // 2]]
+    before = dict(aligner.seconds)
+    with clock("align"):
+        first = aligner.align_pair(full[clip.onset_frame], middle, size=params.flow_size,
+                                   pre_cropped=is_pre_cropped(clip))
+        aligned = [aligner.warp(full[n], first.matrix, params.flow_size) for n in numbers]
+    aligner.book(before, clock, "align")
+    with clock("spot"):
+        index = int(spot_apex(aligned, onset_index=onset_index, offset_index=offset_index))
+    if first.flags:  # the transform came from the middle frame, not the onset
+        return numbers[index], None
+    pair = AlignedPair(onset=first.onset, apex=aligned[index], matrix=first.matrix,
+                       landmarks=first.landmarks, flags=[])
+    return numbers[index], pair

@@ -1,0 +1,275 @@
+"""The parallel runner of ``fr-mer preprocess``: annotated clips in, cache samples out.
+
+:class:`PreprocessRun` fans clips out to ``jobs`` processes (joblib's loky
+backend), takes the results back in order of completion, and writes them from the
+main process only (``write``) through :class:`pipeline.cache.CacheWriter`: samples
+already in the cache with the same parameters are skipped, a sample that cannot be
+made is recorded as a failure with its reason while the others go on, and a run
+killed at any moment loses at most the samples in flight.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import cv2
+
+from fr_mer.errors import ParameterError
+from fr_mer.pipeline.cache import CacheError, CacheWriter
+from fr_mer.pipeline.clips import Clip
+from fr_mer.pipeline.preprocess.clip import Sample, process_clip
+from fr_mer.pipeline.preprocess.params import PreprocessParams, software_versions
+from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
+from fr_mer.pipeline.readers import SMIC_APEX_RULES
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a worker sends back: a sample, or the reason there is none."""
+
+    key: str
+    sample: Sample | None
+    reason: str = ""
+
+
+def _work(clip: Clip, params: PreprocessParams) -> Outcome:
+    """Worker entry point: one sample; a problem with it becomes a failure reason.
+
+    OpenCV runs one thread per job, so ``--jobs`` is the number of busy cores.
+    """
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return Outcome(clip.key, process_clip(clip, params))
+    except SampleError as exc:
+        return Outcome(clip.key, None, str(exc))
+    except (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError) as exc:
+        # One odd clip must not stop a run of hundreds: record it and go on.
+        return Outcome(clip.key, None, f"{clip.key}: {type(exc).__name__}: {exc}")
+    finally:
+        cv2.setNumThreads(threads)
+
+
+# -- the run -------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PreprocessSummary:
+    """Counts of a run and where its time went."""
+
+    out: Path
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    repaired: int = 0
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    flags: Counter = dataclasses.field(default_factory=Counter)
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    wall_seconds: float = 0.0
+    jobs: int = 1
+    cpu_seconds: float = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.done / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def stage_fractions(self) -> dict[str, float]:
+        """Share of each per-sample stage in their summed time (all workers; ``setup`` apart)."""
+        per_sample = {k: v for k, v in self.stage_seconds.items() if k != "setup"}
+        total = sum(per_sample.values())
+        return {k: (v / total if total else 0.0) for k, v in per_sample.items()}
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "out": str(self.out),
+            "total": self.total,
+            "done": self.done,
+            "skipped": self.skipped,
+            "repaired": self.repaired,
+            "failed": dict(self.failed),
+            "flags": dict(self.flags),
+            "stage_seconds": dict(self.stage_seconds),
+            "wall_seconds": self.wall_seconds,
+            "samples_per_second": self.samples_per_second,
+            "jobs": self.jobs,
+            "cpu_seconds": self.cpu_seconds,
+        }
+
+    def lines(self) -> list[str]:
+        """The summary ``fr-mer preprocess`` prints."""
+        out = [
+            f"{self.out}: {self.done} done, {self.skipped} skipped (already cached), "
+            f"{self.repaired} repaired, {len(self.failed)} failed "
+            f"({self.total} clips, {self.wall_seconds:.1f} s, {self.jobs} job{'s' * (self.jobs > 1)})"
+        ]
+        if self.flags:
+            out.append("flags: " + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
+        if self.done:
+            fractions = self.stage_fractions()
+            busy = [f"{k} {100 * v:.0f}%" for k, v in fractions.items() if self.stage_seconds[k] > 0]
+            out.append(
+                f"{self.samples_per_second:.2f} samples/s; time per stage: " + ", ".join(busy)
+                + f" (plus {self.stage_seconds['setup']:.1f} s loading dlib's models)"
+            )
+        if self.failed:
+            out.append("failed:")
+            out.extend(f"  {key}: {reason}" for key, reason in sorted(self.failed.items()))
+        return out
+
+
+def default_jobs() -> int:
+    """All the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class PreprocessRun:
+    """One resumable run: opening it opens the cache, iterating it makes the samples.
+
+    ``for outcome in run: ...`` yields one :class:`Outcome` per sample made or
+    failed, as they finish (``len(run)`` of them after the scan's unusable
+    clips are recorded); ``run.summary`` holds the counts. Opening raises
+    :class:`pipeline.cache.CacheError` when ``out`` was made with other
+    parameters (or another schema) and ``overwrite`` is false, and
+    :class:`~fr_mer.errors.ParameterError`
+    when the clips were scanned with another SMIC apex rule than ``params``.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[Clip],
+        out: str | Path,
+        params: PreprocessParams,
+        *,
+        jobs: int | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+            raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
+        clips = list(clips)
+        self.params = params
+        self.jobs = jobs or default_jobs()
+        _check_apex_rule(clips, params.smic_apex)
+        self.summary = PreprocessSummary(out=Path(out), total=len(clips), jobs=self.jobs)
+        self.writer = CacheWriter(
+            out,
+            params=params.as_dict(),
+            arrays=params.array_specs(),
+            software=software_versions(),
+            overwrite=overwrite,
+        )
+        done = self.writer.done_keys()
+        self.unusable: list[tuple[str, str]] = []
+        self.todo: list[Clip] = []
+        seen: set[str] = set()
+        for clip in clips:
+            key = clip.key
+            if key in seen:
+                where = f" ({clip.source} row {clip.row})" if clip.source else ""
+                self.unusable.append((key, f"{key}: listed twice{where}; the first is kept"))
+                continue
+            seen.add(key)
+            if key in done:
+                self.summary.skipped += 1
+            elif not clip.usable:
+                self.unusable.append((key, f"unusable in the scan: {clip.problem or 'no reason given'}"))
+            else:
+                self.todo.append(clip)
+
+    def __len__(self) -> int:
+        """Samples this run will try to make (the progress bar's length)."""
+        return len(self.todo)
+
+    def __enter__(self) -> "PreprocessRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __iter__(self) -> Iterator[Outcome]:
+        start = time.perf_counter()
+        try:
+            for key, reason in self.unusable:
+                if key not in self.summary.failed:
+                    self.writer.append_failure(key, reason)
+                    self.summary.failed[key] = reason
+            jobs = min(self.jobs, len(self.todo))
+            if jobs <= 1:
+                # In-process: no worker start-up, and the caller's debugger works.
+                results: Iterable[Outcome] = (_work(clip, self.params) for clip in self.todo)
+            else:
+                from joblib import Parallel, delayed
+
+                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
+                    delayed(_work)(clip, self.params) for clip in self.todo
+                )
+            for outcome in results:
+                self._record(outcome)
+                yield outcome
+        finally:
+            self.summary.wall_seconds = time.perf_counter() - start
+            self.close()
+
+    def _record(self, outcome: Outcome) -> None:
+        summary = self.summary
+        if outcome.sample is None:
+            self.writer.append_failure(outcome.key, outcome.reason)
+            summary.failed[outcome.key] = outcome.reason
+            return
+        sample = outcome.sample
+        start = time.perf_counter()
+        try:
+            self.writer.append(sample.meta, sample.arrays)
+        except CacheError as error:  # e.g. a clip name too long for its column
+            self.writer.append_failure(outcome.key, str(error))
+            summary.failed[outcome.key] = str(error)
+            return
+        summary.stage_seconds["write"] += time.perf_counter() - start
+        for stage, seconds in sample.timings.items():
+            summary.stage_seconds[stage] += seconds
+        summary.done += 1
+        summary.cpu_seconds += sample.cpu_seconds
+        summary.repaired += int(sample.repaired)
+        summary.flags.update(sample.meta["flags"])
+
+    def run(self, progress: Callable[[Outcome], None] | None = None) -> PreprocessSummary:
+        """Make every sample; ``progress`` is called after each one."""
+        for outcome in self:
+            if progress is not None:
+                progress(outcome)
+        return self.summary
+
+
+def _check_apex_rule(clips: Sequence[Clip], smic_apex: str) -> None:
+    """SMIC clips must have been scanned with the rule the cache will record."""
+    other = sorted({
+        c.apex_rule for c in clips
+        if c.dataset == "smic" and c.apex_rule in SMIC_APEX_RULES and c.apex_rule != smic_apex
+    })
+    if other:
+        raise ParameterError(
+            f"SMIC clips were scanned with apex rule {', '.join(other)} but the parameters say "
+            f"smic_apex={smic_apex!r}; scan and preprocess with the same --smic-apex"
+        )
+
+
+def preprocess(
+    clips: Sequence[Clip],
+    out: str | Path,
+    params: PreprocessParams | None = None,
+    *,
+    jobs: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Outcome], None] | None = None,
+) -> PreprocessSummary:
+    """Make (or complete) the cache ``out`` from ``clips``; returns the run's summary."""
+    run = PreprocessRun(clips, out, params or PreprocessParams(), jobs=jobs, overwrite=overwrite)
+    return run.run(progress)
