@@ -8,12 +8,14 @@ folders reads the releases users have. What each writer reproduces is in
 from __future__ import annotations
 
 import dataclasses
+import errno
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fr_mer.pipeline.labels import canonical_smic_clip, canonical_subject, disk_subject
+from fr_mer.errors import ParameterError
+from fr_mer.pipeline.labels import SMIC_CODES, canonical_smic_clip, canonical_subject, disk_subject
 
 #: Spreadsheet file names and headers as released. ``None`` is a blank header cell.
 CASME2_SPREADSHEETS = {
@@ -40,7 +42,8 @@ SAMM_FOLDER = "SAMM"
 
 SMIC_FOLDERS = {"raw": "SMIC_all_raw", "cropped": "SMIC_all_cropped"}
 SMIC_RAW_PATTERN = "image{:06d}.bmp"
-SMIC_EMOTION_CODES = {"negative": "ne", "positive": "po", "surprise": "sur"}
+#: Class code of each SMIC emotion in clip names (``s1_ne_01``).
+SMIC_EMOTION_CODES = {emotion: code for code, emotion in SMIC_CODES.items()}
 
 #: Invented "Objective Classes" value per emotion (the readers do not use the column).
 _OBJECTIVE = {"happiness": 1, "disgust": 2, "repression": 2, "surprise": 3, "fear": 4,
@@ -99,7 +102,7 @@ def write_frames(folder: Path | str, numbers: Iterable[int], name: str, frame: F
             raise ValueError(f"frame {n}: expected a uint8 image, got {image.dtype}")
         path = folder / name.format(n)
         if not cv2.imwrite(str(path), image):
-            raise OSError(f"{path}: OpenCV could not write the image")
+            raise OSError(errno.EIO, "OpenCV could not write the image", str(path))
         written.append(path)
     return written
 
@@ -151,9 +154,9 @@ def write_casme2(
     spreadsheet's path.
     """
     if release not in CASME2_FOLDERS:
-        raise ValueError(f"release must be one of {sorted(CASME2_FOLDERS)}, not {release!r}")
+        raise ParameterError(f"release must be one of {sorted(CASME2_FOLDERS)}, not {release!r}")
     if spreadsheet not in CASME2_SPREADSHEETS:
-        raise ValueError(
+        raise ParameterError(
             f"spreadsheet must be one of {sorted(CASME2_SPREADSHEETS)}, not {spreadsheet!r}"
         )
     root = Path(root)
@@ -255,7 +258,7 @@ def write_smic(
     release and must be ignored: ``NIR`` and ``VIS`` trees and ``non_micro`` clips.
     """
     if release not in SMIC_FOLDERS:
-        raise ValueError(f"release must be one of {sorted(SMIC_FOLDERS)}, not {release!r}")
+        raise ParameterError(f"release must be one of {sorted(SMIC_FOLDERS)}, not {release!r}")
     top = Path(root) / SMIC_FOLDERS[release]
     pattern = SMIC_RAW_PATTERN if release == "raw" else cropped_pattern
     subjects = set()

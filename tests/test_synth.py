@@ -14,12 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from fr_mer.cli import main
+from fr_mer.config import from_record, to_record
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.flow import tvl1_flow
-from fr_mer.pipeline.labels import CLASSES
+from fr_mer.pipeline.labels import CLASSES, composite_class
+from fr_mer.pipeline.layouts import SMIC_EMOTION_CODES
 from fr_mer.pipeline.readers import read_database
 from fr_mer.pipeline.scan import read_scan_table
-from fr_mer.pipeline.synth import faces, generator, motion
-from fr_mer.pipeline.synth.generator import Nuisances
+from fr_mer.pipeline.synth import faces, motion, planning, rendering, writing
+from fr_mer.pipeline.synth.config import Nuisances, SynthSettings
 
 SMALL = dict(subjects=1, clips_per_subject=3, seed=7)
 
@@ -37,7 +40,7 @@ def identities(photos):
 @pytest.fixture(scope="module")
 def composite(photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "composite"
-    return generator.generate_composite(out, photos=photos, **SMALL)
+    return writing.generate_composite(out, photos=photos, **SMALL)
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -117,21 +120,21 @@ def test_overwrite_never_deletes_a_foreign_folder(tmp_path):
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")
     with pytest.raises(FileExistsError, match="not written by fr-mer synth"):
-        generator.prepare_out_dir(folder, overwrite=True)
+        writing.prepare_out_dir(folder, overwrite=True)
     assert (folder / "thesis.tex").read_text() == "precious"
 
 
 # -- determinism ---------------------------------------------------------------------
 
 def test_same_seed_same_bytes(composite, photos, tmp_path):
-    again = generator.generate_composite(tmp_path / "again", photos=photos, **SMALL)
+    again = writing.generate_composite(tmp_path / "again", photos=photos, **SMALL)
     first, second = _tree_digest(composite.out_dir), _tree_digest(again.out_dir)
     assert len(first) > 100 and first == second
     for name in ("casme2", "samm"):
         assert _sheet_values(composite.databases[name].annotations) == _sheet_values(
             again.databases[name].annotations
         )
-    other = generator.generate(tmp_path / "other", layout="smic", photos=photos,
+    other = writing.generate(tmp_path / "other", layout="smic", photos=photos,
                                **{**SMALL, "seed": SMALL["seed"] + 1})
 
     def hs_frames(digest):  # NIR/VIS/non_micro hold the layout writer's fixed dummy frames
@@ -141,13 +144,27 @@ def test_same_seed_same_bytes(composite, photos, tmp_path):
     assert theirs and ours and not ours & theirs
 
 
+#: sha256 over (path, sha256 of the bytes) of the SMALL composite's files but the .xlsx
+#: (openpyxl stamps the save time into them), as the generator wrote it before it was split
+#: into configuration, planning, rendering and writing. It changes only when the frames,
+#: the composite list or the manifest change: a new OpenCV (remap, JPEG) is one reason.
+SMALL_COMPOSITE_SHA256 = "0408c59f34aab0cfb0a3aff7eebf1facb4f2228a28f80b84c05b57fb34ed6142"
+
+
+def test_output_bytes_are_those_of_the_unsplit_generator(composite):
+    digest = hashlib.sha256()
+    for path, file_hash in sorted(_tree_digest(composite.out_dir).items()):
+        digest.update(path.encode() + b"\0" + bytes.fromhex(file_hash))
+    assert digest.hexdigest() == SMALL_COMPOSITE_SHA256
+
+
 def test_frame_depends_only_on_clip_and_number(photos):
-    identities, clips = generator.plan_database("casme2", subjects=1, clips_per_subject=1,
+    identities, clips = planning.plan_database("casme2", subjects=1, clips_per_subject=1,
                                                 photos=photos, seed=5)
     clip = clips[0]
-    renderer = generator.ClipRenderer(identities[0], clip, 5)
+    renderer = rendering.ClipRenderer(identities[0], clip, 5)
     forward = [renderer(n) for n in range(clip.onset, clip.offset + 1)]
-    fresh = generator.ClipRenderer(identities[0], clip, 5)
+    fresh = rendering.ClipRenderer(identities[0], clip, 5)
     backward = [fresh(n) for n in range(clip.offset, clip.onset - 1, -1)][::-1]
     assert all(np.array_equal(a, b) for a, b in zip(forward, backward))
 
@@ -183,17 +200,17 @@ def test_apex_amplitude_is_bounded_and_local(identities):
 
 def test_rendered_apex_moves_the_face_as_the_field_says(photos):
     """No nuisance: pixels outside the regions do not change; inside, TV-L1 sees the field."""
-    identities, clips = generator.plan_database(
+    identities, clips = planning.plan_database(
         "casme2", subjects=1, clips_per_subject=3, photos=photos, seed=11, nuisances=Nuisances.none()
     )
     identity = identities[0]
     frame = motion.FaceFrame.from_landmarks(identity.landmarks)
     for clip in clips:
-        renderer = generator.ClipRenderer(identity, clip, 11)
+        renderer = rendering.ClipRenderer(identity, clip, 11)
         onset = cv2.cvtColor(renderer(clip.onset), cv2.COLOR_BGR2GRAY)
         apex = cv2.cvtColor(renderer(clip.apex), cv2.COLOR_BGR2GRAY)
-        field = generator.apex_displacement(identity, clip)
-        region = generator.au_region_mask(identity, clip)
+        field = rendering.apex_displacement(identity, clip)
+        region = rendering.au_region_mask(identity, clip)
         near = cv2.dilate(region.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
         assert np.array_equal(onset[~near], apex[~near])
         assert np.abs(onset[region].astype(int) - apex[region]).max() > 5
@@ -238,7 +255,7 @@ def test_classes_move_different_regions_in_different_directions(identities):
 
 def test_nuisances_do_not_depend_on_the_class(identities):
     params = {
-        label: generator.draw_clip(9, (1, 0, 0, 0), dataset="samm", subject="006", clip="006_1_1",
+        label: planning.draw_clip(9, (1, 0, 0, 0), dataset="samm", subject="006", clip="006_1_1",
                                    label=label, identity=identities[0])
         for label in CLASSES
     }
@@ -304,6 +321,61 @@ def test_identities_differ(identities, photos):
     assert a.source == b.source == "astronaut"
     assert np.abs(a.image - b.image).mean() > 10
     assert np.abs(a.landmarks - b.landmarks).mean() > 2
+
+
+def test_manifest_settings_read_back(composite):
+    assert writing.read_settings(composite.manifest) == SynthSettings(layout="composite", **SMALL)
+    record = to_record(SynthSettings(nuisances=Nuisances.none()))
+    assert record["nuisances"]["jpeg_quality"] is None and record["frame_size"] == [320, 240]
+    assert from_record(SynthSettings, record) == SynthSettings(nuisances=Nuisances.none())
+    # an older record without a key takes the default; an unknown key is refused
+    assert from_record(SynthSettings, {"seed": 3}) == SynthSettings(seed=3)
+    with pytest.raises(ParameterError, match="manifest.json: colour: unknown setting"):
+        from_record(SynthSettings, {**record, "colour": True}, source="manifest.json")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"subjects": 0}, "subjects must be a positive integer"),
+    ({"frame_size": (320, 64)}, "too small for the face detector"),
+    ({"amplitude": (1.0, 3.0)}, "amplitude range"),
+    ({"duration_s": (0.1, 0.05)}, "duration range"),
+    ({"layout": "casme1"}, "unknown layout 'casme1'"),
+])
+def test_settings_out_of_range_are_refused(bad, match):
+    with pytest.raises(ParameterError, match=match):
+        SynthSettings(**bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"blink_probability": 1.5}, "blink_probability"),
+    ({"jpeg_quality": (95, 80)}, "jpeg_quality"),
+    ({"head_shift": -0.1}, "head_shift must be >= 0"),
+])
+def test_nuisances_out_of_range_are_refused(bad, match):
+    with pytest.raises(ParameterError, match=match):
+        Nuisances(**bad)
+    with pytest.raises(ParameterError, match=match):
+        from_record(SynthSettings, {"nuisances": {**to_record(Nuisances()), **bad}})
+
+
+def test_bad_settings_write_nothing(tmp_path, photos):
+    with pytest.raises(ParameterError, match="too small"):
+        writing.generate(tmp_path / "out", photos=photos, frame_size=(50, 50))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_without_photos_is_one_line_exit_1(tmp_path):
+    (tmp_path / "faces").mkdir()
+    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "out"), "--faces", str(tmp_path / "faces")])
+    assert result.exit_code == 1
+    assert "no image files" in result.output and "Traceback" not in result.output
+
+
+def test_emotions_are_spelt_as_the_databases_map_them():
+    assert SMIC_EMOTION_CODES == {"negative": "ne", "positive": "po", "surprise": "sur"}
+    for dataset, by_class in planning.EMOTIONS.items():
+        for label, weights in by_class.items():
+            assert {composite_class(dataset, emotion) for emotion in weights} == {label}
 
 
 def test_manifest_records_ground_truth(composite):

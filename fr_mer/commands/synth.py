@@ -7,8 +7,17 @@ from pathlib import Path
 
 import click
 
-from fr_mer.pipeline.synth.faces import DEFAULT_FRAME_SIZE
-from fr_mer.pipeline.synth.generator import LAYOUTS, generate, generate_composite
+from fr_mer.pipeline.synth.config import (
+    COMPOSITE,
+    DEFAULT_CLIPS_PER_SUBJECT,
+    DEFAULT_FRAME_SIZE,
+    DEFAULT_SEED,
+    DEFAULT_SUBJECTS,
+    LAYOUTS,
+    MIN_FRAME_SIDE,
+    SynthSettings,
+)
+from fr_mer.pipeline.synth.writing import write_synth
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -18,26 +27,29 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     if match is None:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 320x240")
     width, height = int(match.group(1)), int(match.group(2))
-    if width < 96 or height < 96:
-        raise click.BadParameter(f"{value} is too small for the face detector; use at least 96x96")
+    if width < MIN_FRAME_SIDE or height < MIN_FRAME_SIDE:
+        raise click.BadParameter(
+            f"{value} is too small for the face detector; use at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}"
+        )
     return width, height
 
 
 @click.command("synth")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder to write (created; must be empty unless --overwrite).")
-@click.option("--layout", type=click.Choice((*LAYOUTS, "composite")), default="composite",
+@click.option("--layout", type=click.Choice((*LAYOUTS, COMPOSITE)), default=COMPOSITE,
               show_default=True,
               help="Database layout to write; 'composite' writes all three under OUT/casme2, "
                    "OUT/samm, OUT/smic and a composite list for them.")
-@click.option("--subjects", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--subjects", type=click.IntRange(min=1), default=DEFAULT_SUBJECTS, show_default=True,
               help="Subjects per database (distinct derived identities).")
-@click.option("--clips-per-subject", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--clips-per-subject", type=click.IntRange(min=1), default=DEFAULT_CLIPS_PER_SUBJECT,
+              show_default=True,
               help="Clips per subject; the three classes are balanced within each subject.")
 @click.option("--faces", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               help="Folder of face photos (upright, frontal, one face each) to derive subjects "
                    "from. Default: scikit-image's bundled astronaut photo.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
               help="Random seed; the same seed and options write the same frame bytes.")
 @click.option("--size", "frame_size", default=f"{DEFAULT_FRAME_SIZE[0]}x{DEFAULT_FRAME_SIZE[1]}",
               show_default=True, callback=_parse_size,
@@ -57,21 +69,10 @@ def command(out: Path, layout: str, subjects: int, clips_per_subject: int, faces
     The output reads like the real releases: `fr-mer scan` and `fr-mer preprocess`
     take the paths printed at the end. See docs/synthetic-data.md.
     """
-    n_layouts = len(LAYOUTS) if layout == "composite" else 1
-    total = n_layouts * subjects * clips_per_subject
-    options = dict(subjects=subjects, clips_per_subject=clips_per_subject, faces=faces, seed=seed,
-                   frame_size=frame_size, overwrite=overwrite)
-    try:
-        with click.progressbar(length=total, label="synth", file=sys.stderr,
-                               show_pos=True) as bar:
-            def progress(clip: object) -> None:
-                bar.update(1)
-
-            if layout == "composite":
-                summary = generate_composite(out, progress=progress, **options)
-            else:
-                summary = generate(out, layout=layout, progress=progress, **options)
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+    settings = SynthSettings(layout=layout, subjects=subjects, clips_per_subject=clips_per_subject,
+                             faces=None if faces is None else str(faces), seed=seed, frame_size=frame_size)
+    total = len(settings.databases) * subjects * clips_per_subject
+    with click.progressbar(length=total, label="synth", file=sys.stderr, show_pos=True) as bar:
+        summary = write_synth(out, settings, overwrite=overwrite, progress=lambda clip: bar.update(1))
     for line in summary.lines():
         click.echo(line)

@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fr_mer.errors import FrMerError
 from fr_mer.pipeline.clips import FRAME_SUFFIXES
+from fr_mer.pipeline.synth.config import DEFAULT_FRAME_SIZE
 
-#: Default frame size (width, height): CASME II's 4:3 at half size, for speed.
-DEFAULT_FRAME_SIZE = (320, 240)
 #: iBUG 68-point index of each landmark's mirror image (the left/right swap of a flip).
 _MIRRORED = np.array(
     list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
@@ -28,6 +28,10 @@ _MIRRORED = np.array(
 _MAX_FACE_WIDTH = 320.0
 #: Draws of derivation parameters tried before a subject is declared undetectable.
 _ATTEMPTS = 12
+
+
+class PhotoError(FrMerError, ValueError):
+    """A face photo (or the folder of them) that cannot make a subject; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,22 +117,22 @@ def load_photos(faces: Path | str | None = None) -> list[Photo]:
         return [photo]
     folder = Path(faces)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder of face photos; check --faces")
+        raise PhotoError(f"{folder}: not a folder of face photos; check --faces")
     files = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES
     )
     if not files:
-        raise FileNotFoundError(
+        raise PhotoError(
             f"{folder}: no image files ({', '.join(FRAME_SUFFIXES)}); check --faces"
         )
     photos = []
     for path in files:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError(f"{path}: cannot be read as an image; remove it from {folder}")
+            raise PhotoError(f"{path}: cannot be read as an image; remove it from {folder}")
         photo = _photo(path.stem, image)
         if photo is None:
-            raise ValueError(
+            raise PhotoError(
                 f"{path}: no face found by dlib's frontal detector; use an upright, frontal "
                 f"photo with one face, or remove it from {folder}"
             )
@@ -254,7 +258,7 @@ def derive_identity(
         if error > 0.1 * params["face_width"]:
             continue
         return Identity(name, photo.name, image, landmarks, params)
-    raise ValueError(
+    raise PhotoError(
         f"photo {photo.name!r}: the detector missed the face in {_ATTEMPTS} derived subjects at "
         f"frame size {frame_size[0]}x{frame_size[1]}; use a larger --size or a clearer photo"
     )
@@ -274,7 +278,7 @@ def derive_identities(
     same subject whatever else is generated, in any order.
     """
     if not photos:
-        raise ValueError("no face photos to derive subjects from")
+        raise PhotoError("no face photos to derive subjects from")
     return [
         derive_identity(
             photos[i % len(photos)],
