@@ -14,10 +14,11 @@ from importlib import resources
 from pathlib import Path
 
 from fr_mer.errors import FrMerError
-from fr_mer.pipeline.labels import CLASSES, DATABASES, canonical_smic_clip, canonical_subject
+from fr_mer.pipeline.labels import CLASSES, DATABASES, canonical_smic_clip, canonical_subject, sample_key
 
 OFFICIAL_FILENAME = "combined_3class_gt.csv"
 OFFICIAL_SHA256 = "adf1de4a088d4c3b3bd01cc8d061e836264d0e05140266eb15d8dc1050f484a7"
+#: Samples of each database in the official list (442 in all).
 OFFICIAL_COUNTS = {"casme2": 145, "samm": 133, "smic": 164}
 
 
@@ -33,7 +34,7 @@ class CompositeEntry:
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.subject}/{self.clip}"
+        return sample_key(self.dataset, self.subject, self.clip)
 
 
 class CompositeListError(FrMerError, ValueError):

@@ -1,16 +1,23 @@
-"""The label facts of the MEGC2019 composite protocol, in one place.
+"""The database and label facts of fr-mer, in one place.
 
-Classes, the emotion-to-class mapping of each database, and the subject id
-formats. Everything that turns a spreadsheet cell or a folder name into a
-class or a subject id goes through here.
+The databases and their titles, the composite classes, the emotion-to-class
+mapping of each database, the SMIC class codes, and the id formats (subject,
+sample key). Everything that turns a spreadsheet cell or a folder name into a
+class or an id goes through here; nothing else spells these formats.
 """
 from __future__ import annotations
 
 import re
 
+from fr_mer.errors import ParameterError
+
 #: Composite classes, in the order of the official list's class index (0, 1, 2).
 CLASSES: tuple[str, ...] = ("negative", "positive", "surprise")
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+#: Every database fr-mer reads -> its name in messages. The first three are the
+#: MEGC2019 composite's, in the order the protocol reports them.
+DATABASE_TITLES: dict[str, str] = {"casme2": "CASME II", "samm": "SAMM", "smic": "SMIC-HS"}
 
 #: Databases of the composite, in the order the protocol reports them.
 DATABASES: tuple[str, ...] = ("casme2", "samm", "smic")
@@ -41,22 +48,25 @@ EMOTION_TO_CLASS: dict[str, dict[str, str]] = {
     },
 }
 
-#: SMIC clip codes (``s1_ne_01``) to the emotion they name.
-SMIC_CODES: dict[str, str] = {"ne": "negative", "po": "positive", "sur": "surprise"}
+#: SMIC-HS names each clip by the code of its class (``s1_ne_01``): class -> code.
+SMIC_CLASS_CODES: dict[str, str] = {"negative": "ne", "positive": "po", "surprise": "sur"}
+#: The same table read the other way: code -> the emotion (= class) it names.
+SMIC_CODES: dict[str, str] = {code: emotion for emotion, code in SMIC_CLASS_CODES.items()}
+
+
+def check_database(database: str) -> str:
+    """``database`` when fr-mer knows it; ParameterError naming the known ones otherwise."""
+    if database not in DATABASE_TITLES:
+        raise ParameterError(
+            f"unknown database {database!r}: expected one of {', '.join(DATABASE_TITLES)}"
+        )
+    return database
 
 
 def composite_class(database: str, emotion: str) -> str | None:
     """Composite class name of ``emotion`` in ``database``, or None when dropped."""
     check_database(database)
     return EMOTION_TO_CLASS[database].get(str(emotion).strip().lower())
-
-
-def check_database(database: str) -> str:
-    if database not in DATABASES:
-        raise ValueError(
-            f"unknown database {database!r}: expected one of {', '.join(DATABASES)}"
-        )
-    return database
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -98,7 +108,7 @@ def global_subject(database: str, subject: str) -> str:
 
 def sample_key(database: str, subject: str, clip: str) -> str:
     """Unique key of one sample: ``database/subject/clip`` (canonical ids)."""
-    return f"{database}/{subject}/{clip}"
+    return f"{global_subject(database, subject)}/{clip}"
 
 
 def canonical_smic_clip(clip: str) -> str:

@@ -16,16 +16,17 @@ from typing import TextIO
 from fr_mer.errors import FrMerError
 from fr_mer.pipeline.clips import OK, REPAIRED, SCAN_COLUMNS, UNUSABLE, Clip
 from fr_mer.pipeline.composite import describe_list, read_composite_list
-from fr_mer.pipeline.labels import CLASSES, DATABASES
-from fr_mer.pipeline.readers import DATASET_TITLES, read_database, resolve_composite, subject_folders
-from fr_mer.pipeline.readers.common import unannotated_folders
+from fr_mer.pipeline.labels import CLASSES, DATABASE_TITLES, DATABASES
+from fr_mer.pipeline.readers import read_database, resolve_composite, subject_folders
+from fr_mer.pipeline.readers.discovery import unannotated_folders
+from fr_mer.pipeline.readers.releases import ANNOTATED_RELEASES
 
-#: Values of ``--dataset``.
-SCAN_DATASETS = DATABASES + ("composite",)
+#: Values of ``--dataset``: each database, or the composite list over those of the composite.
+SCAN_DATASETS = tuple(DATABASE_TITLES) + ("composite",)
 
-#: Per-database options of a composite scan, by database.
-COMPOSITE_ROOTS = {"casme2": "casme2_root", "samm": "samm_root", "smic": "smic_root"}
-COMPOSITE_ANNOTATIONS = {"casme2": "casme2_annotations", "samm": "samm_annotations"}
+#: Per-database options of a composite scan, by database (SMIC-HS has no annotation file).
+COMPOSITE_ROOTS = {db: f"{db}_root" for db in DATABASES}
+COMPOSITE_ANNOTATIONS = {db: f"{db}_annotations" for db in DATABASES if db in ANNOTATED_RELEASES}
 
 #: How many problems the summary lists before pointing at the table.
 MAX_LISTED_PROBLEMS = 40
@@ -222,9 +223,9 @@ def format_summary(result: ScanResult, *, table: str | None = None,
             digest = str(info["sha256"])[:12]
             out.write(f"  composite list: {info['path']} ({kind}, sha256 {digest}...)\n")
             continue
-        out.write(f"  {DATASET_TITLES[name]}: frames in {info['folder']}\n")
+        out.write(f"  {DATABASE_TITLES[name]}: frames in {info['folder']}\n")
         if "annotations" in info:
-            out.write(f"  {DATASET_TITLES[name]}: annotations {info['annotations']}\n")
+            out.write(f"  {DATABASE_TITLES[name]}: annotations {info['annotations']}\n")
 
     columns = list(CLASSES) + [NO_CLASS] + list(STATUSES) + ["total"]
     width = max(len(c) for c in columns) + 1
@@ -259,7 +260,7 @@ def format_summary(result: ScanResult, *, table: str | None = None,
             out.write(f"  ... and {len(problems) - max_problems} more ({hint})\n")
     for name, folders in result.unannotated.items():
         out.write(
-            f"\n{DATASET_TITLES[name]}: {len(folders)} clip folder(s) on disk without an "
+            f"\n{DATABASE_TITLES[name]}: {len(folders)} clip folder(s) on disk without an "
             f"annotation row (not scanned): {', '.join(folders)}\n"
         )
     if table:

@@ -512,3 +512,75 @@ def test_resolve_composite_missing_roots(composite_release, tmp_path):
     clips = resolve_composite(entries, roots, {}, absent_ok=("samm", "smic"))
     assert all(c.status == UNUSABLE for c in clips if c.dataset != "casme2")
     assert any(c.status == OK for c in clips if c.dataset == "casme2")
+
+
+# --------------------------------------------------------------------------- one home per fact
+
+
+def test_smic_codes_are_one_table_read_both_ways():
+    from fr_mer.pipeline.labels import SMIC_CLASS_CODES, SMIC_CODES, smic_emotion_from_clip
+
+    assert set(SMIC_CLASS_CODES) == set(CLASS_INDEX)
+    for emotion, code in SMIC_CLASS_CODES.items():
+        assert SMIC_CODES[code] == emotion
+        assert smic_emotion_from_clip(f"s1_{code}_01") == emotion
+
+
+def test_list_rows_and_clips_share_one_key_format(composite_release):
+    from fr_mer.pipeline.labels import global_subject, sample_key
+
+    folder, listed, releases = composite_release
+    entries = read_composite_list(listed)
+    clips = resolve_composite(entries, {db: r.root for db, r in releases.items()}, {})
+    for entry, clip in zip(entries, clips):
+        assert entry.key == clip.key == sample_key(entry.dataset, entry.subject, entry.clip)
+        assert clip.key.startswith(global_subject(clip.dataset, clip.subject) + "/")
+
+
+def test_unknown_database_is_a_parameter_error(tmp_path):
+    from fr_mer.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="unknown database 'casme9'"):
+        read_database("casme9", tmp_path)
+
+
+def test_a_release_described_as_data_is_read_by_the_generic_reader(casme2_release):
+    """A copy of the CASME II description under other column names reads the same clips."""
+    import dataclasses
+
+    from fr_mer.pipeline.readers.annotated import read_annotated_release
+    from fr_mer.pipeline.readers.releases import CASME2
+
+    renamed = casme2_release.root.parent / "renamed.csv"
+    with open(renamed, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        book = openpyxl.load_workbook(casme2_release.annotations)["Sheet1"]
+        for number, row in enumerate(book.iter_rows(values_only=True)):
+            cells = ["" if v is None else v for v in row]
+            if number == 0:
+                cells = ["Subj", "Clip", "", "Start", "Peak", "End", "", "AU", "Emotion"]
+            writer.writerow(cells)
+    columns = dict(CASME2.columns, subject=("Subj",), filename=("Clip",), onset=("Start",),
+                   apex=("Peak",), offset=("End",), emotion=("Emotion",))
+    described = dataclasses.replace(CASME2, columns=columns)
+    expected = read_database("casme2", casme2_release.root)
+    found = read_annotated_release(described, casme2_release.root, renamed)
+    assert [(c.key, c.status, c.onset_frame, c.apex_frame, c.offset_frame, c.label) for c in found] == [
+        (c.key, c.status, c.onset_frame, c.apex_frame, c.offset_frame, c.label) for c in expected
+    ]
+
+
+def test_docs_name_only_rules_that_exist():
+    import re
+
+    from fr_mer.pipeline.readers import discovery, repairs
+
+    text = (Path(__file__).parents[1] / "docs" / "datasets.md").read_text(encoding="utf-8")
+    table = text.split("### CASME II and SAMM (annotated rows)")[1].split("**The middle frame**")[0]
+    named = re.findall(r"\| `([a-z_.]+)` \|", table)
+    assert len(named) >= 10
+    for name in named:
+        module, _, function = name.rpartition(".")
+        owner = {"": repairs, "discovery": discovery}.get(module)
+        if owner is not None:
+            assert callable(getattr(owner, function)), name

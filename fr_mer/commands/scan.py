@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import click
 
+from fr_mer.errors import FrMerError
 from fr_mer.pipeline.clips import Clip
-from fr_mer.pipeline.composite import CompositeListError
-from fr_mer.pipeline.readers import SMIC_APEX_RULES, DatasetError
+from fr_mer.pipeline.readers import SMIC_APEX_RULES
 from fr_mer.pipeline.scan import (
     SCAN_DATASETS,
     ScanOptionsError,
@@ -88,7 +88,10 @@ def scan_from_options(**kwargs: object) -> ScanResult:
     Keywords other than DATASET_OPTION_NAMES are ignored, so a command may pass
     all of its own. Bad combinations raise ``click.UsageError`` (exit 2); an input
     that cannot be used raises ``click.ClickException`` (exit 1) whose message
-    names the file and what to do.
+    names the file and what to do. fr-mer's own group would print the same line
+    for the library's error (``fr_mer.cli``); the conversion is here for click
+    commands outside that group that reuse :func:`dataset_options`. Anything that
+    is not an expected failure (a bug) passes through untouched.
     """
     values = {name: kwargs.get(name) for name in DATASET_OPTION_NAMES}
     values["smic_apex"] = values["smic_apex"] or "middle"
@@ -99,7 +102,7 @@ def scan_from_options(**kwargs: object) -> ScanResult:
         return scan(str(dataset), **values)
     except ScanOptionsError as error:
         raise click.UsageError(str(error)) from None
-    except (DatasetError, CompositeListError) as error:
+    except FrMerError as error:
         raise click.ClickException(str(error)) from None
 
 

@@ -1,5 +1,11 @@
 """Readers of CASME II, SAMM and SMIC-HS as released, and of the MEGC2019 composite list.
 
+Layout of the package: ``discovery`` finds folders and annotation files,
+``repairs`` holds the named rules from an annotated row to frame files,
+``releases`` describes each annotated release as data and ``annotated`` reads
+any release so described; ``smic`` reads SMIC-HS's folder-labelled clips and
+``composite`` maps the composite list onto what the readers found.
+
 Every reader returns :class:`pipeline.clips.Clip` records: one per annotated
 clip (SMIC: per clip folder), canonical subject ids (``sub01``, ``006``,
 ``s01``), SMIC clip ids canonical (``s01_ne_01``), ``frames`` = the onset..offset
@@ -14,20 +20,19 @@ from pathlib import Path
 
 from fr_mer.pipeline.clips import Clip
 from fr_mer.pipeline.composite import CompositeEntry
-from fr_mer.pipeline.labels import DATABASES
-from fr_mer.pipeline.readers import casme2, samm, smic
+from fr_mer.pipeline.labels import check_database
+from fr_mer.pipeline.readers import annotated, smic
 from fr_mer.pipeline.readers import composite as _composite
-from fr_mer.pipeline.readers.common import (
-    TITLES,
+from fr_mer.pipeline.readers.discovery import (
     DatasetError,
     DatasetNotFoundError,
     SubjectFolders,
     unannotated_folders,
 )
+from fr_mer.pipeline.readers.releases import ANNOTATED_RELEASES
 from fr_mer.pipeline.readers.smic import SMIC_APEX_RULES
 
 __all__ = [
-    "DATASET_TITLES",
     "DatasetError",
     "DatasetNotFoundError",
     "SMIC_APEX_RULES",
@@ -36,16 +41,6 @@ __all__ = [
     "subject_folders",
     "unannotated_clip_folders",
 ]
-
-_MODULES = {"casme2": casme2, "samm": samm, "smic": smic}
-
-#: Database names in messages (``CASME II``, ``SAMM``, ``SMIC-HS``).
-DATASET_TITLES = TITLES
-
-
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATABASES:
-        raise ValueError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATABASES)}")
 
 
 def read_database(
@@ -68,16 +63,16 @@ def read_database(
     Raises :class:`DatasetError` (message names the file and what to do) when
     the root or the annotation file cannot be used at all.
     """
-    _check_dataset(dataset)
+    check_database(dataset)
     smic.check_apex_rule(smic_apex)
-    if dataset == "smic":
+    if dataset == smic.DATASET:
         if annotations is not None:
             raise DatasetError(
                 f"{annotations}: SMIC-HS has no annotation file (clips are labelled by their "
                 "folder names and have no apex annotation); leave the annotation file out"
             )
         return smic.read(root, smic_apex=smic_apex)
-    return _MODULES[dataset].read(root, annotations)
+    return annotated.read_annotated_release(ANNOTATED_RELEASES[dataset], root, annotations)
 
 
 def resolve_composite(
@@ -112,12 +107,14 @@ def resolve_composite(
 
 def subject_folders(dataset: str, root: Path | str) -> SubjectFolders:
     """Where the subject folders of ``dataset`` are below ``root`` (raises DatasetError)."""
-    _check_dataset(dataset)
-    return _MODULES[dataset].subject_folders(root)
+    check_database(dataset)
+    if dataset == smic.DATASET:
+        return smic.subject_folders(root)
+    return annotated.subject_folders(ANNOTATED_RELEASES[dataset], root)
 
 
 def unannotated_clip_folders(dataset: str, root: Path | str, clips: list[Clip]) -> list[str]:
     """``subject/clip`` folders on disk that no annotation row names (empty for SMIC)."""
-    if dataset == "smic":
+    if dataset == smic.DATASET:
         return []
     return unannotated_folders(subject_folders(dataset, root), clips)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from fr_mer.pipeline.clips import UNUSABLE, Clip
 from fr_mer.pipeline.composite import CompositeEntry
-from fr_mer.pipeline.labels import DATABASES
-from fr_mer.pipeline.readers.common import TITLES, DatasetNotFoundError
+from fr_mer.pipeline.labels import DATABASE_TITLES, DATABASES
+from fr_mer.pipeline.readers.discovery import DatasetNotFoundError
 
 
 def resolve(
@@ -35,7 +35,7 @@ def resolve(
     for dataset in needed:
         root = roots.get(dataset)
         if root is None:
-            absent[dataset] = f"no {TITLES[dataset]} root given (fr-mer: --{dataset}-root)"
+            absent[dataset] = f"no {DATABASE_TITLES[dataset]} root given (fr-mer: --{dataset}-root)"
             continue
         try:
             clips = read_database(dataset, root, annotations.get(dataset), smic_apex=smic_apex)

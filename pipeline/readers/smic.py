@@ -10,23 +10,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, numbered_frames
 from fr_mer.pipeline.labels import (
     CLASSES,
+    DATABASE_TITLES,
     canonical_smic_clip,
     canonical_subject,
     composite_class,
     smic_emotion_from_clip,
 )
-from fr_mer.pipeline.readers.common import (
+from fr_mer.pipeline.readers.discovery import (
     SubjectFolders,
-    check_nonempty,
     check_root,
-    describe_gaps,
     find_subject_folders,
-    middle_frame,
+    holds_micro,
     natural_key,
 )
+from fr_mer.pipeline.readers.repairs import describe_gaps, empty_files, middle_frame
 
 DATASET = "smic"
 
@@ -41,13 +42,6 @@ _SUBJECT = re.compile(r"s\d+", re.IGNORECASE)
 SKIP = ("nir", "vis", "non_micro", "nonmicro")
 
 
-def _holds_micro(folder: Path) -> bool:
-    try:
-        return any(p.is_dir() and p.name.lower() == "micro" for p in folder.iterdir())
-    except OSError:
-        return False
-
-
 def subject_folders(root: Path | str) -> SubjectFolders:
     """``sN`` folders holding ``micro/`` below ``root``; those under an ``HS`` folder win."""
     return find_subject_folders(
@@ -55,7 +49,7 @@ def subject_folders(root: Path | str) -> SubjectFolders:
         DATASET,
         pattern=_SUBJECT,
         canonical=lambda name: canonical_subject(DATASET, name),
-        accept=_holds_micro,
+        accept=holds_micro,
         example="HS/s1/micro, HS/s2/micro, ...",
         skip=SKIP,
         prefer="HS",
@@ -63,8 +57,9 @@ def subject_folders(root: Path | str) -> SubjectFolders:
 
 
 def check_apex_rule(smic_apex: str) -> str:
+    """``smic_apex`` when it names a rule of SMIC_APEX_RULES; ParameterError otherwise."""
     if smic_apex not in SMIC_APEX_RULES:
-        raise ValueError(
+        raise ParameterError(
             f"smic_apex must be one of {', '.join(SMIC_APEX_RULES)}, not {smic_apex!r}"
         )
     return smic_apex
@@ -73,7 +68,7 @@ def check_apex_rule(smic_apex: str) -> str:
 def read(root: Path | str, *, smic_apex: str = "middle") -> list[Clip]:
     """One :class:`Clip` per clip folder under ``sN/micro/<emotion>/``, by subject then name."""
     check_apex_rule(smic_apex)
-    subjects = subject_folders(check_root(root, "SMIC-HS"))
+    subjects = subject_folders(check_root(root, DATABASE_TITLES[DATASET]))
     clips: list[Clip] = []
     for subject, subject_folder in subjects.subjects.items():
         micro = next(
@@ -135,5 +130,5 @@ def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str) -> Cl
         clip.mark(REPAIRED, missing)
     if smic_apex == "middle":
         clip.apex_frame = middle_frame(frames)
-    check_nonempty(clip)
+    empty_files(clip)
     return clip
