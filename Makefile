@@ -11,11 +11,13 @@ DEMO_OUT ?= fr-mer-demo
 
 .PHONY: demo test setup clean
 
-$(BIN)/fr-mer: pyproject.toml
+# constraints.txt pins every other dependency, so a new machine gets the versions the README's
+# figures were measured with.
+$(BIN)/fr-mer: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	@touch $@
 
 setup: $(BIN)/fr-mer
