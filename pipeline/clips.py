@@ -25,6 +25,8 @@ SCAN_COLUMNS = (
     "onset_frame", "apex_frame", "offset_frame", "onset_path", "apex_path",
     "status", "problem", "n_frames", "apex_rule", "source", "row",
 )
+#: The column the scan table gains when some clip's objective class is known.
+OBJECTIVE_COLUMN = "objective_class"
 
 
 @dataclasses.dataclass
@@ -36,6 +38,8 @@ class Clip:
     is still to be spotted from the frames (SMIC with ``apex_rule='spot'``).
     ``problem`` says what is wrong (unusable) or what was repaired (repaired);
     ``source``/``row`` name the annotation file and its row for messages.
+    ``objective_class``: the MEGC2018 objective class (1-7) when the annotation
+    gives one (CASME II's objective sheet or 2019 coding sheet, SAMM, CAS(ME)^3).
     """
 
     dataset: str
@@ -52,6 +56,7 @@ class Clip:
     apex_rule: str = "annotated"
     source: str = ""
     row: int | None = None
+    objective_class: int | None = None
 
     @property
     def key(self) -> str:
@@ -98,6 +103,7 @@ class Clip:
             "apex_rule": self.apex_rule,
             "source": self.source,
             "row": "" if self.row is None else self.row,
+            OBJECTIVE_COLUMN: "" if self.objective_class is None else self.objective_class,
         }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 from importlib import resources
 from pathlib import Path
 
@@ -64,44 +65,72 @@ def read_composite_list(path: Path | None = None) -> list[CompositeEntry]:
             f"{path}: the shipped official composite list does not match its sha256 "
             f"{OFFICIAL_SHA256}; reinstall fr-mer"
         )
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CompositeListError(
+            f"{path}: not UTF-8 text (byte {error.start}); a composite list is a UTF-8 CSV file "
+            "(dataset, subject, filename, class): save it as UTF-8"
+        ) from None
     entries: list[CompositeEntry] = []
     seen: set[str] = set()
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for number, cells in enumerate(csv.reader(handle), start=1):
-            if not cells or all(not c.strip() for c in cells):
+    reader = csv.reader(io.StringIO(text, newline=""))
+    number = 0
+    try:
+        for number, cells in enumerate(reader, start=1):
+            entry = _entry(path, number, cells)
+            if entry is None:
                 continue
-            if len(cells) < 4:
-                raise CompositeListError(
-                    f"{path}, row {number}: expected 4 columns (dataset, subject, filename, "
-                    f"class), found {len(cells)}: {cells!r}"
-                )
-            dataset, subject, clip, label = (c.strip() for c in cells[:4])
-            dataset = dataset.lower()
-            if dataset not in DATABASES:
-                raise CompositeListError(
-                    f"{path}, row {number}: unknown dataset {dataset!r} "
-                    f"(expected {', '.join(DATABASES)})"
-                )
-            try:
-                class_index = int(label)
-                class_name = CLASSES[class_index]
-                if class_index < 0:
-                    raise IndexError
-            except (ValueError, IndexError):
-                raise CompositeListError(
-                    f"{path}, row {number}: class {label!r} is not 0, 1 or 2"
-                ) from None
-            subject = canonical_subject(dataset, subject)
-            if dataset == "smic":
-                clip = canonical_smic_clip(clip)
-            entry = CompositeEntry(dataset, subject, clip, class_name, number)
             if entry.key in seen:
                 raise CompositeListError(f"{path}, row {number}: {entry.key} is listed twice")
             seen.add(entry.key)
             entries.append(entry)
+    except csv.Error as error:
+        raise CompositeListError(
+            f"{path}, row {number + 1}: cannot be read as CSV ({error}); a composite list holds "
+            "four short columns (dataset, subject, filename, class)"
+        ) from None
     if not entries:
         raise CompositeListError(f"{path}: the composite list is empty")
     return entries
+
+
+def _entry(path: Path, number: int, cells: list[str]) -> CompositeEntry | None:
+    """One row as an entry with canonical ids; None for a blank row; CompositeListError naming
+    the row otherwise."""
+    if not cells or all(not c.strip() for c in cells):
+        return None
+    if len(cells) < 4:
+        raise CompositeListError(
+            f"{path}, row {number}: expected 4 columns (dataset, subject, filename, "
+            f"class), found {len(cells)}: {cells!r}"
+        )
+    dataset, subject, clip, label = (c.strip() for c in cells[:4])
+    dataset = dataset.lower()
+    if dataset not in DATABASES:
+        raise CompositeListError(
+            f"{path}, row {number}: unknown dataset {dataset!r} "
+            f"(expected {', '.join(DATABASES)})"
+        )
+    try:
+        class_index = int(label)
+        class_name = CLASSES[class_index]
+        if class_index < 0:
+            raise IndexError
+    except (ValueError, IndexError):
+        raise CompositeListError(
+            f"{path}, row {number}: class {label!r} is not 0, 1 or 2"
+        ) from None
+    try:
+        subject = canonical_subject(dataset, subject)
+        if dataset == "smic":
+            clip = canonical_smic_clip(clip)
+    except ValueError as error:
+        raise CompositeListError(
+            f"{path}, row {number}: {error}; write the subject as the official list does "
+            "(sub01, 6, s01)"
+        ) from None
+    return CompositeEntry(dataset, subject, clip, class_name, number)
 
 
 def describe_list(path: Path | None) -> dict[str, object]:

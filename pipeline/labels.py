@@ -7,8 +7,6 @@ class or an id goes through here; nothing else spells these formats.
 """
 from __future__ import annotations
 
-import re
-
 from fr_mer.errors import ParameterError
 
 #: Composite classes, in the order of the official list's class index (0, 1, 2).
@@ -16,8 +14,10 @@ CLASSES: tuple[str, ...] = ("negative", "positive", "surprise")
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 
 #: Every database fr-mer reads -> its name in messages. The first three are the
-#: MEGC2019 composite's, in the order the protocol reports them.
-DATABASE_TITLES: dict[str, str] = {"casme2": "CASME II", "samm": "SAMM", "smic": "SMIC-HS"}
+#: MEGC2019 composite's, in the order the protocol reports them; CAS(ME)^3 is part A.
+DATABASE_TITLES: dict[str, str] = {
+    "casme2": "CASME II", "samm": "SAMM", "smic": "SMIC-HS", "casme3": "CAS(ME)^3",
+}
 
 #: Databases of the composite, in the order the protocol reports them.
 DATABASES: tuple[str, ...] = ("casme2", "samm", "smic")
@@ -46,7 +46,22 @@ EMOTION_TO_CLASS: dict[str, dict[str, str]] = {
         "positive": "positive",
         "surprise": "surprise",
     },
+    # The 3-class protocol of CAS(ME)^3 papers: negative = disgust, fear, anger,
+    # sad; positive = happy; surprise; others dropped.
+    "casme3": {
+        "disgust": "negative",
+        "fear": "negative",
+        "anger": "negative",
+        "sad": "negative",
+        "happy": "positive",
+        "surprise": "surprise",
+    },
 }
+
+#: Objective classes (MEGC2018, Davison et al.): CASME II and SAMM write 1-7,
+#: CAS(ME)^3 the roman numerals I-VII; fr-mer records the number.
+OBJECTIVE_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+_ROMAN = dict(zip(("I", "II", "III", "IV", "V", "VI", "VII"), OBJECTIVE_CLASSES))
 
 #: SMIC-HS names each clip by the code of its class (``s1_ne_01``): class -> code.
 SMIC_CLASS_CODES: dict[str, str] = {"negative": "ne", "positive": "po", "surprise": "sur"}
@@ -69,29 +84,68 @@ def composite_class(database: str, emotion: str) -> str | None:
     return EMOTION_TO_CLASS[database].get(str(emotion).strip().lower())
 
 
-_DIGITS = re.compile(r"(\d+)")
+def objective_class(raw: object) -> int | None:
+    """The objective class of a cell (``3``, ``3.0``, ``'3'``, ``'III'``), None when blank.
+
+    ValueError for anything else (the reader reports it on the row).
+    """
+    if raw is None:
+        return None
+    text = "" if isinstance(raw, bool) else str(raw).strip()
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError(f"{raw!r} is not an objective class (1-7 or I-VII)")
+    if not text:
+        return None
+    if text.upper() in _ROMAN:
+        return _ROMAN[text.upper()]
+    if text.endswith(".0"):
+        text = text[:-2]
+    if text.isdigit() and int(text) in OBJECTIVE_CLASSES:
+        return int(text)
+    raise ValueError(f"{raw!r} is not an objective class (1-7 or I-VII)")
+
+
+#: How each database writes a subject id, and the canonical form: the prefix a cell
+#: or folder name may carry (matched ignoring case) and the format of the number.
+#: CASME II ``sub01``; SAMM ``006`` (three digits, as the folders and STSTNet's weights
+#: are); SMIC ``s01`` (padded, as the official list; the folders are not); CAS(ME)^3
+#: ``spNO.1`` (as the folders and the annotation file).
+SUBJECT_FORMATS: dict[str, tuple[str, str]] = {
+    "casme2": ("sub", "sub{:02d}"),
+    "samm": ("", "{:03d}"),
+    "smic": ("s", "s{:02d}"),
+    "casme3": ("spno.", "spNO.{}"),
+}
+
+#: Subject numbers have at most this many digits (the largest release has ~100
+#: subjects); a longer number is a typo or a hostile cell, never a subject.
+MAX_SUBJECT_DIGITS = 4
 
 
 def canonical_subject(database: str, raw: object) -> str:
     """The subject id used everywhere in fr-mer (and in the official list's style).
 
-    CASME II ``sub01`` (from ``'01'``, ``1``, ``'sub1'``); SAMM ``006`` (from ``6``,
-    ``'6'``, ``'006'``: padded to three digits as the folders and STSTNet's weights
-    are); SMIC ``s01`` (from ``'s1'``, ``1``).
+    Accepts the database's own prefix or none, then the number: CASME II ``sub01``
+    from ``'01'``, ``1``, ``1.0``, ``'sub1'``; SAMM ``006`` from ``6``, ``'006'``;
+    SMIC ``s01`` from ``'s1'``, ``1``; CAS(ME)^3 ``spNO.1`` from ``'spNO.1'``, ``1``.
+    Anything else (``'1/../etc'``, ``'1e25'``, ``'subXX'``, a fraction, a number of
+    more than MAX_SUBJECT_DIGITS digits) raises ValueError: reading the first digits
+    of such a cell would file the row under the wrong subject.
     """
     check_database(database)
-    text = str(raw).strip()
-    if text.endswith(".0"):  # spreadsheet cells read as floats
+    prefix, form = SUBJECT_FORMATS[database]
+    if isinstance(raw, bool):
+        raise ValueError(f"{database}: {raw!r} is not a subject id")
+    if isinstance(raw, float) and not raw.is_integer():
+        raise ValueError(f"{database}: {raw!r} is not a subject number")
+    text = str(int(raw)) if isinstance(raw, float) else str(raw).strip()
+    if text.endswith(".0"):  # spreadsheet cells read as floats, then as text
         text = text[:-2]
-    match = _DIGITS.search(text)
-    if match is None:
+    if prefix and text.lower().startswith(prefix):
+        text = text[len(prefix):]
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_SUBJECT_DIGITS:
         raise ValueError(f"{database}: cannot read a subject number from {raw!r}")
-    number = int(match.group(1))
-    if database == "casme2":
-        return f"sub{number:02d}"
-    if database == "samm":
-        return f"{number:03d}"
-    return f"s{number:02d}"
+    return form.format(int(text))
 
 
 def disk_subject(database: str, subject: str) -> str:

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import TextIO
 
 from fr_mer.errors import FrMerError
-from fr_mer.pipeline.clips import OK, REPAIRED, SCAN_COLUMNS, UNUSABLE, Clip
+from fr_mer.pipeline.clips import OBJECTIVE_COLUMN, OK, REPAIRED, SCAN_COLUMNS, UNUSABLE, Clip
 from fr_mer.pipeline.composite import describe_list, read_composite_list
-from fr_mer.pipeline.labels import CLASSES, DATABASE_TITLES, DATABASES
-from fr_mer.pipeline.readers import read_database, resolve_composite, subject_folders
-from fr_mer.pipeline.readers.discovery import unannotated_folders
+from fr_mer.pipeline.labels import CLASSES, DATABASE_TITLES, DATABASES, OBJECTIVE_CLASSES
+from fr_mer.pipeline.readers import read_database, resolve_composite, subject_folders, unannotated_clip_folders
 from fr_mer.pipeline.readers.releases import ANNOTATED_RELEASES
 
 #: Values of ``--dataset``: each database, or the composite list over those of the composite.
@@ -71,6 +70,9 @@ def scan(
     smic_root: Path | str | None = None,
     composite_list: Path | str | None = None,
     smic_apex: str = "middle",
+    casme3_root: Path | str | None = None,
+    casme3_annotations: Path | str | None = None,
+    casme2_objective: Path | str | None = None,
 ) -> ScanResult:
     """Resolve the clips of one database (``root``, ``annotations``) or of the composite list.
 
@@ -78,7 +80,9 @@ def scan(
     file; ``root`` may stand for every database root not given (a folder that
     holds all three; databases not found under it give unusable rows).
     ``composite_list`` None means the official list shipped with fr-mer.
-    Raises :class:`ScanOptionsError` for options that do not go together,
+    CAS(ME)^3 (not in the composite): ``casme3_root``/``casme3_annotations`` stand
+    for ``root``/``annotations``. ``casme2_objective``: CASME II's objective-class
+    sheet (``--dataset casme2`` or ``composite``). Raises :class:`ScanOptionsError` for options that do not go together,
     ``pipeline.readers.DatasetError`` / ``pipeline.composite.CompositeListError``
     when an input cannot be used.
     """
@@ -91,6 +95,9 @@ def scan(
         raise ScanOptionsError(
             f"--dataset must be one of {', '.join(SCAN_DATASETS)}, not {dataset!r}"
         )
+    if casme2_objective is not None and dataset not in ("casme2", "composite"):
+        raise ScanOptionsError("--casme2-objective is for --dataset casme2 or composite")
+    root, annotations = _casme3_inputs(dataset, root, annotations, casme3_root, casme3_annotations)
     if dataset != "composite":
         given = [name for name, value in per_db.items() if value is not None]
         if given:
@@ -109,11 +116,14 @@ def scan(
                 "SMIC-HS has no annotation file (labels come from the clip folder names): "
                 "leave out --annotations"
             )
-        clips = read_database(dataset, root, annotations, smic_apex=smic_apex)
+        clips = read_database(dataset, root, annotations, smic_apex=smic_apex,
+                              objective=casme2_objective)
         folders = subject_folders(dataset, root)
         result = ScanResult(dataset, clips)
         result.inputs[dataset] = _inputs(folders.base, clips)
-        missing = [] if dataset == "smic" else unannotated_folders(folders, clips)
+        if casme2_objective is not None:
+            result.inputs[dataset]["objective"] = str(casme2_objective)
+        missing = unannotated_clip_folders(dataset, root, clips, folders)
         if missing:
             result.unannotated[dataset] = missing
         return result
@@ -139,16 +149,37 @@ def scan(
             )
     entries = read_composite_list(composite_list)
     listed = describe_list(composite_list)
+    if casme2_objective is not None and roots["casme2"] is None:
+        raise ScanOptionsError("--casme2-objective needs --casme2-root (or --root)")
     clips = resolve_composite(
-        entries, roots, notes, smic_apex=smic_apex, absent_ok=absent_ok, source=str(listed["path"])
+        entries, roots, notes, smic_apex=smic_apex, absent_ok=absent_ok, source=str(listed["path"]),
+        objective={"casme2": casme2_objective},
     )
     result = ScanResult("composite", clips)
     for db in DATABASES:
         found = [c for c in clips if c.dataset == db and c.frames]
         if found:
             result.inputs[db] = _inputs(subject_folders(db, roots[db]).base, found)
+    if casme2_objective is not None and "casme2" in result.inputs:
+        result.inputs["casme2"]["objective"] = str(casme2_objective)
     result.inputs["composite"] = listed
     return result
+
+
+def _casme3_inputs(dataset, root, annotations, casme3_root, casme3_annotations):
+    """``--casme3-root``/``--casme3-annotations``: the same as --root/--annotations for casme3."""
+    given = [name for name, value in (("--casme3-root", casme3_root),
+                                      ("--casme3-annotations", casme3_annotations)) if value is not None]
+    if not given:
+        return root, annotations
+    if dataset != "casme3":
+        raise ScanOptionsError(f"{', '.join(given)}: only for --dataset casme3 (CAS(ME)^3 is not "
+                               "in the composite list)")
+    if root is not None and casme3_root is not None:
+        raise ScanOptionsError("give --root or --casme3-root, not both")
+    if annotations is not None and casme3_annotations is not None:
+        raise ScanOptionsError("give --annotations or --casme3-annotations, not both")
+    return root or casme3_root, annotations or casme3_annotations
 
 
 def _inputs(base: Path, clips: list[Clip]) -> dict[str, object]:
@@ -160,14 +191,19 @@ def _inputs(base: Path, clips: list[Clip]) -> dict[str, object]:
 
 
 def write_table(clips: Iterable[Clip], out: Path | str | TextIO) -> None:
-    """The scan table: one row per clip, columns ``SCAN_COLUMNS`` (CSV, UTF-8)."""
+    """The scan table: one row per clip, columns ``SCAN_COLUMNS`` (CSV, UTF-8), then
+    ``objective_class`` when some clip's objective class is known."""
     if isinstance(out, (str, Path)):
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as handle:
             write_table(clips, handle)
         return
-    writer = csv.DictWriter(out, fieldnames=list(SCAN_COLUMNS), lineterminator="\n")
+    clips = list(clips)
+    columns = list(SCAN_COLUMNS)
+    if any(c.objective_class is not None for c in clips):
+        columns.append(OBJECTIVE_COLUMN)
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for clip in clips:
         writer.writerow(clip.as_row())
@@ -195,10 +231,16 @@ def summarize(clips: Iterable[Clip]) -> dict[str, object]:
         counter[clip.label or NO_CLASS] += 1
     return {
         "total": len(clips),
-        "by_dataset": {db: dict(by_dataset[db]) for db in DATABASES if db in by_dataset},
+        "by_dataset": {db: dict(by_dataset[db]) for db in DATABASE_TITLES if db in by_dataset},
         "by_label": dict(Counter(c.label or NO_CLASS for c in clips)),
         "by_status": {s: sum(c.status == s for c in clips) for s in STATUSES},
         "usable_by_label": dict(Counter(c.label or NO_CLASS for c in clips if c.usable)),
+        "usable_by_objective_class": {
+            db: dict(sorted(Counter(c.objective_class for c in clips if c.dataset == db and c.usable
+                                    and c.objective_class is not None).items()))
+            for db in DATABASE_TITLES
+            if any(c.dataset == db and c.objective_class is not None for c in clips)
+        },
         "problems": [
             {"key": c.key, "status": c.status, "source": c.source, "row": c.row,
              "problem": c.problem}
@@ -226,6 +268,8 @@ def format_summary(result: ScanResult, *, table: str | None = None,
         out.write(f"  {DATABASE_TITLES[name]}: frames in {info['folder']}\n")
         if "annotations" in info:
             out.write(f"  {DATABASE_TITLES[name]}: annotations {info['annotations']}\n")
+        if "objective" in info:
+            out.write(f"  {DATABASE_TITLES[name]}: objective classes {info['objective']}\n")
 
     columns = list(CLASSES) + [NO_CLASS] + list(STATUSES) + ["total"]
     width = max(len(c) for c in columns) + 1
@@ -245,6 +289,13 @@ def format_summary(result: ScanResult, *, table: str | None = None,
         + ", ".join(f"{c} {usable.get(c, 0)}" for c in list(CLASSES) + [NO_CLASS])
         + "\n"
     )
+
+    for name, counts in summary["usable_by_objective_class"].items():
+        known = sum(counts.values())
+        out.write(
+            f"usable by objective class ({DATABASE_TITLES[name]}, {known} known): "
+            + ", ".join(f"{c} {counts.get(c, 0)}" for c in OBJECTIVE_CLASSES) + "\n"
+        )
 
     problems = summary["problems"]
     if problems:

@@ -17,6 +17,7 @@ import dataclasses
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -207,34 +208,47 @@ def _find_header(rows, keys, required, max_header_row):
     return best
 
 
+#: What a damaged .xlsx raises while it is opened or its sheets are parsed: a broken
+#: zip (or a member failing its CRC), truncated or corrupt XML (ElementTree's and
+#: lxml's parse errors are SyntaxErrors), a missing part, a value the parser refuses.
+_BROKEN_XLSX = (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, ValueError,
+                IndexError, TypeError, SyntaxError)
+
+
 def _xlsx_sheets(path: Path, preferred: Sequence[str]):
     try:
-        import openpyxl
-
-        # read_only streams the sheet; data_only gives the cached value of
-        # formula cells (SAMM's Duration) instead of the formula text.
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
+        return _read_xlsx(path, preferred)
+    except _BROKEN_XLSX as error:
         raise SheetError(
             f"{path}: cannot be read as an .xlsx file ({type(error).__name__}: {error}); "
             "download it again or export its sheet as .csv"
         ) from None
-    names = list(book.sheetnames)
-    lowered = {n.lower(): n for n in names}
-    order = [lowered[p.lower()] for p in preferred if p.lower() in lowered]
-    order += [n for n in names if n not in order]
-    result = []
-    for name in order:
-        sheet = book[name]
-        if hasattr(sheet, "reset_dimensions"):
-            # Some writers store a wrong sheet size; ignore it and read every row.
-            sheet.reset_dimensions()
-        rows = [
-            (number, tuple(values))
-            for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1)
-        ]
-        result.append((name, rows))
-    book.close()
+
+
+def _read_xlsx(path: Path, preferred: Sequence[str]):
+    import openpyxl
+
+    # read_only streams the sheet; data_only gives the cached value of
+    # formula cells (SAMM's Duration) instead of the formula text.
+    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        names = list(book.sheetnames)
+        lowered = {n.lower(): n for n in names}
+        order = [lowered[p.lower()] for p in preferred if p.lower() in lowered]
+        order += [n for n in names if n not in order]
+        result = []
+        for name in order:
+            sheet = book[name]
+            if hasattr(sheet, "reset_dimensions"):
+                # Some writers store a wrong sheet size; ignore it and read every row.
+                sheet.reset_dimensions()
+            rows = [
+                (number, tuple(values))
+                for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1)
+            ]
+            result.append((name, rows))
+    finally:
+        book.close()
     return result
 
 
@@ -253,4 +267,14 @@ def _csv_rows(path: Path) -> list[tuple[int, tuple[str, ...]]]:
     # Records, not physical lines: a quoted Notes cell may hold a line break, and
     # the record number is the row number the spreadsheet showed.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    return [(number, tuple(cells)) for number, cells in enumerate(reader, start=1)]
+    rows: list[tuple[int, tuple[str, ...]]] = []
+    try:
+        for number, cells in enumerate(reader, start=1):
+            rows.append((number, tuple(cells)))
+    except csv.Error as error:
+        # e.g. a cell over the csv module's field limit (128 KiB): not an annotation sheet.
+        raise SheetError(
+            f"{path}, row {len(rows) + 1}: cannot be read as CSV ({error}); give the annotation "
+            "sheet itself (an export of the original spreadsheet)"
+        ) from None
+    return rows

@@ -584,3 +584,64 @@ def test_docs_name_only_rules_that_exist():
         owner = {"": repairs, "discovery": discovery}.get(module)
         if owner is not None:
             assert callable(getattr(owner, function)), name
+
+
+# --------------------------------------------------------------------------- objective classes
+
+
+def test_samm_objective_classes_column(samm_release):
+    clips = by_key(read_database("samm", samm_release.root))
+    # the fixture writes 6 for anger/contempt, 1 for happiness, 7 for other
+    assert clips["samm/006/006_1_2"].objective_class == 6
+    assert clips["samm/007/007_7_1"].objective_class == 1
+    assert clips["samm/011/011_2_3"].objective_class == 7
+
+
+def test_casme2_objective_sheet_wins_over_the_2019_column(tmp_path):
+    release = make_casme2(tmp_path / "c", clips=CASME2_CLIPS[:3], spreadsheet="20190701")
+    from_column = by_key(read_database("casme2", release.root))
+    assert from_column["casme2/sub01/EP02_01f"].objective_class == 2  # disgust -> 2 in the fixture
+    sheet = tmp_path / "CASME2-ObjectiveClasses.xlsx"
+    book = openpyxl.Workbook()
+    book.active.append(["Subject", "Filename", "Objective Class"])
+    book.active.append(["01", "EP02_01f", 5])
+    book.active.append(["04", "ep12_01f", 3])  # file name case differs
+    book.active.append(["26", "EP99_99", 1])  # no such clip: nothing to attach to
+    book.save(sheet)
+    clips = by_key(read_database("casme2", release.root, objective=sheet))
+    first = clips["casme2/sub01/EP02_01f"]
+    assert first.objective_class == 5 and "objective class 2 in the coding sheet, 5 in" in first.problem
+    assert first.status == OK  # a note, not a repair
+    assert clips["casme2/sub04/EP12_01f"].objective_class == 3
+    assert clips["casme2/sub05/EP09_05f"].objective_class == 2  # from the column
+
+
+def test_objective_sheet_is_refused_for_samm_and_smic(samm_release, smic_release, tmp_path):
+    sheet = tmp_path / "objective.xlsx"
+    with pytest.raises(DatasetError, match="no separate objective-class sheet"):
+        read_database("samm", samm_release.root, objective=sheet)
+    with pytest.raises(DatasetError, match="no objective classes"):
+        read_database("smic", smic_release.root, objective=sheet)
+
+
+def test_objective_cells(tmp_path):
+    from fr_mer.pipeline.labels import objective_class
+
+    assert [objective_class(v) for v in (3, 3.0, "3", " III ", "vii", None, "")] == [3, 3, 3, 3, 7, None, None]
+    for bad in (0, 8, "x", 2.5, True):
+        with pytest.raises(ValueError):
+            objective_class(bad)
+
+
+def test_scan_table_gains_objective_column_only_when_known(casme2_release, samm_release, tmp_path):
+    from fr_mer.pipeline.clips import OBJECTIVE_COLUMN, SCAN_COLUMNS
+    from fr_mer.pipeline.scan import format_summary, scan, write_table
+
+    without = scan("casme2", root=casme2_release.root)  # 2014 sheet: no objective column
+    write_table(without.clips, tmp_path / "a.csv")
+    assert tuple(next(csv.reader(open(tmp_path / "a.csv")))) == SCAN_COLUMNS
+    assert "objective class" not in format_summary(without)
+    result = scan("samm", root=samm_release.root)
+    write_table(result.clips, tmp_path / "b.csv")
+    assert tuple(next(csv.reader(open(tmp_path / "b.csv")))) == SCAN_COLUMNS + (OBJECTIVE_COLUMN,)
+    assert "usable by objective class (SAMM, 5 known): 1 1, 2 0, 3 0, 4 0, 5 0, 6 3, 7 1" in format_summary(result)

@@ -30,7 +30,7 @@ F = TypeVar("F", bound=Callable)
 DATASET_OPTION_NAMES = (
     "dataset", "root", "annotations",
     "casme2_root", "casme2_annotations", "samm_root", "samm_annotations", "smic_root",
-    "composite_list", "smic_apex",
+    "composite_list", "smic_apex", "casme3_root", "casme3_annotations", "casme2_objective",
 )
 
 _FOLDER = click.Path(path_type=Path, file_okay=True, dir_okay=True)
@@ -45,15 +45,15 @@ def dataset_options(command: F) -> F:
     """
     options = [
         click.option("--dataset", type=click.Choice(SCAN_DATASETS), required=True,
-                     help="Database to read, or 'composite' for the MEGC2019 composite list "
-                          "over all three."),
+                     help="Database to read (casme3: CAS(ME)^3 part A), or 'composite' for the "
+                          "MEGC2019 composite list over CASME II, SAMM and SMIC-HS."),
         click.option("--root", type=_FOLDER, default=None,
                      help="Folder of the release (its top folder or any folder above the subject "
                           "folders; nested archives are fine). With --dataset composite: a folder "
                           "holding all three databases, used for any --*-root not given."),
         click.option("--annotations", type=_FILE, default=None,
-                     help="Coding spreadsheet (.xlsx, or a .csv export of its sheet) of CASME II "
-                          "or SAMM. Default: looked for beside the release. SMIC-HS has none."),
+                     help="Coding spreadsheet (.xlsx, or a .csv export of its sheet) of CASME II, "
+                          "SAMM or CAS(ME)^3. Default: looked for beside the release. SMIC-HS has none."),
         click.option("--casme2-root", type=_FOLDER, default=None,
                      help="Composite: the CASME II release (CASME2_RAW_selected or Cropped, "
                           "or above)."),
@@ -76,6 +76,15 @@ def dataset_options(command: F) -> F:
                      show_default=True,
                      help="SMIC-HS has no apex annotation: 'middle' takes the middle frame, "
                           "'spot' leaves it to preprocessing to spot from the frames."),
+        click.option("--casme3-root", type=_FOLDER, default=None,
+                     help="--dataset casme3: CAS(ME)^3 part A (the folder holding spNO.1, spNO.2, ..., "
+                          "or above); the same as --root."),
+        click.option("--casme3-annotations", type=_FILE, default=None,
+                     help="--dataset casme3: cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx or a .csv export "
+                          "(default: looked for beside the release); the same as --annotations."),
+        click.option("--casme2-objective", type=_FILE, default=None,
+                     help="CASME II's objective-class sheet (CASME2-ObjectiveClasses.xlsx, MEGC2018), "
+                          "for --dataset casme2 or composite; the table gains an objective_class column."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -49,16 +49,19 @@ def read_database(
     annotations: Path | str | None = None,
     *,
     smic_apex: str = "middle",
+    objective: Path | str | None = None,
 ) -> list[Clip]:
     """Every annotated clip of one database, resolved to its frame files.
 
-    ``dataset``: ``casme2``, ``samm`` or ``smic``. ``root``: the release's top
+    ``dataset``: ``casme2``, ``samm``, ``smic`` or ``casme3``. ``root``: the release's top
     folder or any folder above the subject folders (they are searched for).
     ``annotations``: the coding spreadsheet (.xlsx or a .csv export); None
     looks for it beside the release (CASME II, SAMM); SMIC has none and takes
     none. ``smic_apex``: ``middle`` (the middle frame, ``apex_rule='middle'``)
     or ``spot`` (``apex_frame=None``, ``apex_rule='spot'``: preprocessing spots
-    it from the frames); ignored for CASME II and SAMM.
+    it from the frames); ignored for the annotated releases. ``objective``: CASME II's
+    separate objective-class sheet (``CASME2-ObjectiveClasses.xlsx``), recorded in
+    ``Clip.objective_class`` (the coding sheet's own column is read without it).
 
     Raises :class:`DatasetError` (message names the file and what to do) when
     the root or the annotation file cannot be used at all.
@@ -71,8 +74,16 @@ def read_database(
                 f"{annotations}: SMIC-HS has no annotation file (clips are labelled by their "
                 "folder names and have no apex annotation); leave the annotation file out"
             )
+        if objective is not None:
+            raise DatasetError(f"{objective}: SMIC-HS has no objective classes; leave the sheet out")
         return smic.read(root, smic_apex=smic_apex)
-    return annotated.read_annotated_release(ANNOTATED_RELEASES[dataset], root, annotations)
+    release = ANNOTATED_RELEASES[dataset]
+    if objective is not None and release.objective_sheet is None:
+        raise DatasetError(
+            f"{objective}: {release.title} has no separate objective-class sheet (its coding "
+            "sheet's column is read); leave the sheet out"
+        )
+    return annotated.read_annotated_release(release, root, annotations, objective)
 
 
 def resolve_composite(
@@ -83,6 +94,7 @@ def resolve_composite(
     smic_apex: str = "middle",
     absent_ok: Collection[str] = (),
     source: str = "",
+    objective: Mapping[str, Path | str | None] | None = None,
 ) -> list[Clip]:
     """Map each composite-list row to the user's folders: one :class:`Clip` per row, in list order.
 
@@ -93,6 +105,7 @@ def resolve_composite(
     reason. ``absent_ok``: databases whose root may not hold them (a shared
     root for all three): their rows become unusable instead of raising
     :class:`DatasetNotFoundError`. ``source``: the list's path, for messages.
+    ``objective``: per database, a separate objective-class sheet (CASME II).
     """
     return _composite.resolve(
         entries,
@@ -102,6 +115,7 @@ def resolve_composite(
         smic_apex=smic_apex,
         absent_ok=absent_ok,
         source=source,
+        objective=objective,
     )
 
 
@@ -113,8 +127,13 @@ def subject_folders(dataset: str, root: Path | str) -> SubjectFolders:
     return annotated.subject_folders(ANNOTATED_RELEASES[dataset], root)
 
 
-def unannotated_clip_folders(dataset: str, root: Path | str, clips: list[Clip]) -> list[str]:
-    """``subject/clip`` folders on disk that no annotation row names (empty for SMIC)."""
+def unannotated_clip_folders(dataset: str, root: Path | str, clips: list[Clip],
+                             subjects: SubjectFolders | None = None) -> list[str]:
+    """``subject/clip`` folders on disk that no annotation row names (empty for SMIC).
+
+    ``subjects``: the release's subject folders when already found (else searched for).
+    """
     if dataset == smic.DATASET:
         return []
-    return unannotated_folders(subject_folders(dataset, root), clips)
+    subjects = subject_folders(dataset, root) if subjects is None else subjects
+    return unannotated_folders(subjects, clips, ANNOTATED_RELEASES[dataset].folder_of)

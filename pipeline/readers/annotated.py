@@ -14,13 +14,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fr_mer.pipeline.clips import UNUSABLE, Clip
-from fr_mer.pipeline.labels import DATABASE_TITLES, canonical_subject, composite_class
+from fr_mer.pipeline.labels import DATABASE_TITLES, canonical_subject, composite_class, objective_class
 from fr_mer.pipeline.readers.discovery import (
     DatasetError,
     SubjectFolders,
     check_root,
     find_annotation_file,
     find_subject_folders,
+    frames_folder,
+    frames_inside,
     locate_clip_folder,
 )
 from fr_mer.pipeline.readers.repairs import attach_frames, duplicate_row
@@ -40,11 +42,17 @@ class AnnotatedRelease:
     ``subject_example`` the names shown in messages.
     ``columns``: field -> the header texts that mean it (matched ignoring case,
     spaces and punctuation); the fields of :data:`REQUIRED_FIELDS` must be there.
-    ``sheet``: the sheet to read first in an .xlsx.
+    ``sheet``: the sheet to read first in an .xlsx (None: the sheets in their order).
     ``annotation_file`` / ``annotation_example``: how the spreadsheet beside the
     release is recognised, and its released name(s) for messages.
     ``lower_case_emotion``: the Estimated Emotion cell is stored in lower case
     (CASME II) rather than as written (SAMM's capitalised labels).
+    ``frames_folder``: the folder of the clip folder that holds the frames
+    (CAS(ME)^3's ``color``, beside the ignored ``depth``); None: the clip folder.
+    ``onset_in_id``: one video holds several samples, so a sample's id is
+    ``<Filename>/<onset>`` (CAS(ME)^3 ``j/28``) instead of the Filename alone.
+    ``objective_sheet``: header texts of a separate objective-class sheet
+    (CASME II's ``CASME2-ObjectiveClasses.xlsx``: subject, filename, objective), if any.
     """
 
     dataset: str
@@ -52,14 +60,21 @@ class AnnotatedRelease:
     subject_holds: Callable[[Path], bool]
     subject_example: str
     columns: Mapping[str, tuple[str, ...]]
-    sheet: str
+    sheet: str | None
     annotation_file: re.Pattern[str]
     annotation_example: str
     lower_case_emotion: bool = False
+    frames_folder: str | None = None
+    onset_in_id: bool = False
+    objective_sheet: Mapping[str, tuple[str, ...]] | None = None
 
     @property
     def title(self) -> str:
         return DATABASE_TITLES[self.dataset]
+
+    def folder_of(self, clip_id: str) -> str:
+        """The clip folder a sample id names (``j/28`` -> ``j`` when the onset is in the id)."""
+        return clip_id.split("/", 1)[0] if self.onset_in_id else clip_id
 
 
 def subject_folders(release: AnnotatedRelease, root: Path | str) -> SubjectFolders:
@@ -76,8 +91,9 @@ def subject_folders(release: AnnotatedRelease, root: Path | str) -> SubjectFolde
 
 def read_annotations(release: AnnotatedRelease, path: Path | str) -> Sheet:
     """The annotation sheet's rows; DatasetError naming the file when it cannot be used."""
+    sheets = () if release.sheet is None else (release.sheet,)
     try:
-        sheet = read_table(path, release.columns, required=REQUIRED_FIELDS, sheets=(release.sheet,))
+        sheet = read_table(path, release.columns, required=REQUIRED_FIELDS, sheets=sheets)
     except SheetError as error:
         raise DatasetError(f"{error} (the {release.title} annotation file)") from None
     if not sheet.rows:
@@ -88,13 +104,63 @@ def read_annotations(release: AnnotatedRelease, path: Path | str) -> Sheet:
     return sheet
 
 
+def read_objective_sheet(release: AnnotatedRelease, path: Path | str) -> dict[tuple[str, str], int]:
+    """A separate objective-class sheet: (subject, clip folder in lower case) -> class 1-7.
+
+    A cell that is not a subject or an objective class stops the read with the
+    file and row named (the sheet is a user's choice; a wrong one is refused whole).
+    """
+    if release.objective_sheet is None:
+        raise DatasetError(f"{path}: {release.title} has no separate objective-class sheet")
+    try:
+        sheet = read_table(path, release.objective_sheet)
+    except SheetError as error:
+        raise DatasetError(f"{error} (the {release.title} objective-class sheet)") from None
+    classes: dict[tuple[str, str], int] = {}
+    for row in sheet.rows:
+        try:
+            subject = canonical_subject(release.dataset, row["subject"])
+            value = objective_class(row["objective"])
+        except ValueError as error:
+            raise DatasetError(
+                f"{sheet.where}, row {row.row}: {error}; correct the cell or leave the sheet out"
+            ) from None
+        if value is not None:
+            classes[(subject, cell_text(row["filename"]).lower())] = value
+    return classes
+
+
+def _record_objective(clip: Clip, cell: object, column: str,
+                      objective: Mapping[tuple[str, str], int] | None, folder: str,
+                      source: str | None) -> None:
+    """The clip's objective class: the separate sheet's when given, else the coding sheet's cell."""
+    try:
+        clip.objective_class = objective_class(cell)
+    except ValueError as error:
+        clip.mark(clip.status, f"note: {column} cell {error}; left empty")
+    if objective is None:
+        return
+    separate = objective.get((clip.subject, folder.lower()))
+    if separate is None:
+        return
+    if clip.objective_class is not None and clip.objective_class != separate:
+        clip.mark(clip.status, f"note: objective class {clip.objective_class} in the coding sheet, "
+                               f"{separate} in {source}: {separate} used")
+    clip.objective_class = separate
+
+
 def read_annotated_release(
-    release: AnnotatedRelease, root: Path | str, annotations: Path | str | None = None
+    release: AnnotatedRelease,
+    root: Path | str,
+    annotations: Path | str | None = None,
+    objective: Path | str | None = None,
 ) -> list[Clip]:
     """One :class:`Clip` per spreadsheet row, in row order.
 
-    ``annotations`` None looks for the spreadsheet beside the release. Rows are
-    never dropped: a row that cannot be used comes back unusable with the reason.
+    ``annotations`` None looks for the spreadsheet beside the release.
+    ``objective``: a separate objective-class sheet (CASME II), which wins over
+    the coding sheet's column. Rows are never dropped: a row that cannot be
+    used comes back unusable with the reason.
     """
     dataset = release.dataset
     root_path = check_root(root, release.title)
@@ -104,16 +170,18 @@ def read_annotated_release(
             dataset, root_path, subjects.base, release.annotation_file, release.annotation_example
         )
     sheet = read_annotations(release, annotations)
+    separate = None if objective is None else read_objective_sheet(release, objective)
     clips: list[Clip] = []
     seen: dict[tuple[str, str], int | None] = {}
     for row in sheet.rows:
         spelled = cell_text(row["emotion"])
         if release.lower_case_emotion:
             spelled = spelled.lower()
+        folder_name = cell_text(row["filename"])
         clip = Clip(
             dataset=dataset,
             subject="",
-            clip=cell_text(row["filename"]),
+            clip=f"{folder_name}/{cell_text(row['onset'])}" if release.onset_in_id else folder_name,
             emotion=spelled,
             label=composite_class(dataset, spelled) if spelled else None,
             onset_frame=None,
@@ -128,12 +196,19 @@ def read_annotated_release(
         except ValueError:
             clip.subject = cell_text(row["subject"])
             column = sheet.columns["subject"]
-            clip.mark(UNUSABLE, f"{column} cell {clip.subject!r} is not a subject number")
+            clip.mark(UNUSABLE, f"{column} cell {clip.subject!r} is not a subject number; "
+                                f"correct it ({release.subject_example})")
             continue
+        if "objective" in sheet.columns or separate is not None:
+            _record_objective(clip, row["objective"], sheet.columns.get("objective", "objective"),
+                              separate, folder_name, str(objective))
         if duplicate_row(clip, seen):
             continue
         folder = locate_clip_folder(clip, subjects, row["filename"])
+        if folder is not None and release.frames_folder is not None:
+            folder = frames_folder(clip, subjects.base, folder, release.frames_folder)
         if folder is None:
             continue
         attach_frames(clip, folder, row["onset"], row["apex"], row["offset"], columns=sheet.columns)
+        frames_inside(clip, subjects.base)
     return clips

@@ -26,6 +26,7 @@ def resolve(
     smic_apex: str = "middle",
     absent_ok: Collection[str] = (),
     source: str = "",
+    objective: Mapping[str, Path | str | None] | None = None,
 ) -> list[Clip]:
     """One clip per list row, in list order; see :func:`pipeline.readers.resolve_composite`."""
     needed = [d for d in DATABASES if any(e.dataset == d for e in entries)]
@@ -38,7 +39,8 @@ def resolve(
             absent[dataset] = f"no {DATABASE_TITLES[dataset]} root given (fr-mer: --{dataset}-root)"
             continue
         try:
-            clips = read_database(dataset, root, annotations.get(dataset), smic_apex=smic_apex)
+            clips = read_database(dataset, root, annotations.get(dataset), smic_apex=smic_apex,
+                                  objective=(objective or {}).get(dataset))
         except DatasetNotFoundError as error:
             if dataset not in absent_ok:
                 raise

@@ -88,6 +88,24 @@ def holds_micro(folder: Path) -> bool:
         return False
 
 
+def holds_folder_with(name: str) -> Callable[[Path], bool]:
+    """A test: the folder holds a folder that holds ``name`` (CAS(ME)^3: ``spNO.1/b/color``)."""
+    def test(folder: Path) -> bool:
+        try:
+            return any(p.is_dir() and child_folder(p, name) is not None for p in folder.iterdir())
+        except OSError:
+            return False
+
+    test.__doc__ = f"The folder holds a folder that holds a {name!r} folder."
+    return test
+
+
+def inside(base: Path, path: Path) -> bool:
+    """Whether ``path``, its links resolved, lies in ``base`` (its links resolved too)."""
+    base, resolved = Path(os.path.realpath(base)), Path(os.path.realpath(path))
+    return resolved == base or base in resolved.parents
+
+
 def find_subject_folders(
     root: Path | str,
     dataset: str,
@@ -123,8 +141,11 @@ def find_subject_folders(
             if name.startswith(".") or name.lower() in skip:
                 continue
             if pattern.fullmatch(name) and accept(child):
+                # A subject folder that links out of the root is still found, so each of
+                # its clips is refused by name (locate_clip_folder) instead of vanishing.
                 groups.setdefault(folder, []).append(child)
-            elif depth < MAX_DEPTH:
+            elif depth < MAX_DEPTH and inside(root, child):
+                # The search never follows a link out of the root the user named.
                 walk(child, depth + 1)
 
     walk(root, 0)
@@ -244,12 +265,39 @@ def locate_clip_folder(clip: Clip, subjects: SubjectFolders, name_cell: object) 
         return None
 
 
-def unannotated_folders(subjects: SubjectFolders, clips: Iterable[Clip]) -> list[str]:
+def frames_folder(clip: Clip, base: Path, folder: Path, name: str) -> Path | None:
+    """The folder ``name`` inside a clip folder (CAS(ME)^3's ``color``), inside the release;
+    else the clip is marked unusable."""
+    found = child_folder(folder, name)
+    if found is None:
+        clip.mark(UNUSABLE, f"clip folder {folder} holds no {name} folder (the frames)")
+        return None
+    if not inside(base, found):
+        clip.mark(UNUSABLE, f"{DATABASE_TITLES[clip.dataset]} frames folder refused: {found} "
+                            f"leaves the dataset root {Path(os.path.realpath(base))}")
+        return None
+    return Path(os.path.realpath(found))
+
+
+def frames_inside(clip: Clip, base: Path) -> None:
+    """Unusable when a frame file is a link leading out of the release (never followed)."""
+    for path in clip.frames.values():
+        if not inside(base, path):
+            clip.mark(UNUSABLE, f"frame file {path} is a link leading outside the dataset root "
+                                f"{Path(os.path.realpath(base))}; refused: replace the link by "
+                                "the file itself")
+            return
+
+
+def unannotated_folders(subjects: SubjectFolders, clips: Iterable[Clip],
+                        folder_of: Callable[[str], str] = str) -> list[str]:
     """``subject/clip`` folders on disk that no row names.
 
-    The real CASME II release has two: sub09/EP02_02f and sub24/EP02_07.
+    ``folder_of``: the clip folder a clip id names (the id itself, or CAS(ME)^3's
+    task letter of ``j/28``). The real CASME II release has two: sub09/EP02_02f
+    and sub24/EP02_07.
     """
-    named = {(c.subject, c.clip.lower()) for c in clips}
+    named = {(c.subject, folder_of(c.clip).lower()) for c in clips}
     found = []
     for subject, folder in subjects.subjects.items():
         try:

@@ -24,7 +24,9 @@ from fr_mer.pipeline.readers.discovery import (
     SubjectFolders,
     check_root,
     find_subject_folders,
+    frames_inside,
     holds_micro,
+    inside,
     natural_key,
 )
 from fr_mer.pipeline.readers.repairs import describe_gaps, empty_files, middle_frame
@@ -83,11 +85,11 @@ def read(root: Path | str, *, smic_apex: str = "middle") -> list[Clip]:
             )
         ]
         for emotion_folder, clip_folder in sorted(folders, key=lambda f: natural_key(f[1].name)):
-            clips.append(_clip(subject, emotion_folder.name, clip_folder, smic_apex))
+            clips.append(_clip(subject, emotion_folder.name, clip_folder, smic_apex, subjects.base))
     return clips
 
 
-def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str) -> Clip:
+def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str, base: Path) -> Clip:
     name = folder.name
     coded = smic_emotion_from_clip(name)
     folder_emotion = folder_emotion.lower()
@@ -116,6 +118,12 @@ def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str) -> Cl
                             "label from the code")
     clip.label = composite_class(DATASET, clip.emotion) if clip.emotion else None
 
+    if not inside(base, folder):
+        # A link anywhere on the way (subject, micro, emotion or clip folder) that leads
+        # out of the release is never followed.
+        clip.mark(UNUSABLE, f"clip folder {folder} is a link leading outside the dataset root "
+                            f"{base}; refused: replace the link by the folder itself")
+        return clip
     frames = numbered_frames(folder)
     clip.frames = frames
     if not frames:
@@ -130,5 +138,6 @@ def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str) -> Cl
         clip.mark(REPAIRED, missing)
     if smic_apex == "middle":
         clip.apex_frame = middle_frame(frames)
+    frames_inside(clip, base)
     empty_files(clip)
     return clip
