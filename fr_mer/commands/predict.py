@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import user_errors
-
 
 @click.command("predict")
 @click.option("--model", "checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -17,7 +15,6 @@ from fr_mer.commands.common import user_errors
 @click.option("--apex", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="Apex frame image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@user_errors
 def command(checkpoint: Path, onset: Path, apex: Path, as_json: bool) -> None:
     """Align the faces, compute the onset->apex flow and strain, and classify."""
     from fr_mer.inference import predict_pair

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
 from fr_mer.ops import (avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_channel_statistics,
                         masked_conv_relu_bn_maxpool, update_running_statistics)
@@ -67,8 +67,7 @@ class STSTNet(MERModel):
             bn.running_var if bn.track_running_stats else None,
             training=use_batch_stats, momentum=momentum, eps=bn.eps,
             conv_padding=2, pool_kernel=3, pool_stride=3, pool_padding=1)
-        if self.training and self.dropout > 0:
-            x = dropout(x, self.dropout)
+        x = self.drop(x, self.dropout)
         return {"logits": avg_pool_linear(x, self.fc.weight, self.fc.bias, 2)}
 
     # -- released key names <-> merged layers ------------------------------
@@ -131,6 +130,8 @@ class StackedSTSTNet(nn.Module):
         self.dropout = first.dropout
         self.momentum = float(first.bn.momentum)
         self.eps = first.bn.eps
+        #: The generator dropout draws from (set by fr_mer.fold_stack.train_stacked); None: torch's global one.
+        self.generator: torch.Generator | None = None
         # The hand-fused convolution-ReLU-batch norm-pooling pass (fr_mer.ops); False: plain
         # autograd operations (the reference the fused pass is tested against).
         self.fused = True
@@ -178,7 +179,7 @@ class StackedSTSTNet(nn.Module):
             x = torch.addcmul(shift.view(1, -1, 1, 1), r, scale.view(1, -1, 1, 1))
             x = F.max_pool2d(x, kernel_size=3, stride=3, padding=1)
         if self.training and self.dropout > 0:
-            x = F.dropout(x, self.dropout, training=True)
+            x = dropout(x, self.dropout, generator=self.generator)
         features = F.avg_pool2d(x, kernel_size=2, stride=2).reshape(b, f, -1)
         return torch.einsum("bfk,fnk->bfn", features, self.fc_weight) + self.fc_bias
 
