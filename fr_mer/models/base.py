@@ -49,9 +49,9 @@ class Recipe:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ParameterError(f"recipe {name} (--{name.replace('_', '-')}) must be an integer "
                                      f"of at least {least}, got {value!r}")
-        for name in ("lr", "lr_gamma"):
+        for name, option in (("lr", " (--lr)"), ("lr_gamma", "")):
             if not getattr(self, name) > 0:
-                raise ParameterError(f"recipe {name} must be positive, got {getattr(self, name)!r}")
+                raise ParameterError(f"recipe {name}{option} must be positive, got {getattr(self, name)!r}")
         if not (self.weight_decay >= 0 and self.momentum >= 0):
             raise ParameterError(f"recipe weight_decay and momentum must be >= 0, got "
                                  f"{self.weight_decay!r} and {self.momentum!r}")

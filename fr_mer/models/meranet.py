@@ -189,6 +189,8 @@ class MERANet(MERModel):
             stages.append(nn.Sequential(*blocks))
             previous = channels
         self.stages = nn.Sequential(*stages)
+        if not 0.0 <= dropout < 1.0:
+            raise ParameterError(f"meranet needs 0 <= dropout < 1, got {dropout}")
         self.dropout = dropout
         self.fc = nn.Linear(previous, n_classes)
 

@@ -151,6 +151,8 @@ class SMASTN(MERModel):
         dim = self.cnn.out_channels
         self.non_local = NonLocalBlock2d(dim)
         self.segment_attention = SegmentAttention(dim, segment_hidden)
+        if not 0.0 <= dropout < 1.0:
+            raise ParameterError(f"smastn needs 0 <= dropout < 1, got {dropout}")
         self.dropout = dropout
         self.fc = nn.Linear(dim, n_classes)
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
 from fr_mer.ops import (avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_channel_statistics,
@@ -44,6 +45,8 @@ class STSTNet(MERModel):
 
     def __init__(self, n_classes: int = 3, dropout: float = 0.5) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ParameterError(f"ststnet needs 0 <= dropout < 1, got {dropout}")
         self.n_classes = n_classes
         self.dropout = dropout
         width = sum(c for _, _, c in _STREAMS)
@@ -78,6 +81,9 @@ class STSTNet(MERModel):
         for merged, part in (("conv", 0), ("bn", 1)):
             names = [s[part] for s in _STREAMS]
             suffixes = {k[len(prefix + names[0]) + 1:] for k in state_dict if k.startswith(prefix + names[0] + ".")}
+            # Merge only a complete released layout; anything else is left for load_state_dict to report.
+            if not all(f"{prefix}{n}.{suffix}" in state_dict for n in names for suffix in suffixes):
+                return
             for suffix in suffixes:
                 pieces = [state_dict.pop(f"{prefix}{n}.{suffix}") for n in names]
                 if suffix == "num_batches_tracked":
