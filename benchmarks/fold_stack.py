@@ -33,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fr_mer.data import load_dataset, resolve_device  # noqa: E402
 from fr_mer.evaluation import EvalConfig, run_evaluation, run_fold  # noqa: E402
+from fr_mer.run_plan import FoldJob, make_plan  # noqa: E402
 from fr_mer.fold_stack import train_stacked  # noqa: E402
 from fr_mer.models import create_model, model_class  # noqa: E402
 from fr_mer.protocols import subject_folds  # noqa: E402
-from fr_mer.training import seed_everything  # noqa: E402
+from fr_mer.randomness import seeded_initialisation  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -72,8 +73,9 @@ def step_variants(data, folds, recipe, device: torch.device, steps: int = 40, pr
     counts = torch.full((len(folds),), index.shape[1], device=device)
     rows = []
     for name, fused, compiled in VARIANTS:
-        seed_everything(0)
-        stacked = model_class("ststnet").stacked([create_model("ststnet") for _ in folds]).to(device).train()
+        with seeded_initialisation(0):
+            models = [create_model("ststnet") for _ in folds]
+        stacked = model_class("ststnet").stacked(models).to(device).train()
         stacked.fused = fused
         optimizer = StackedAdam(list(stacked.parameters()), len(folds), lr=recipe.lr)
         forward = stacked
@@ -135,9 +137,10 @@ def main() -> None:
     # Warm-up: library loading, cuDNN's algorithm choice, the allocator.
     warm = recipe.replace(epochs=2)
     config = EvalConfig(model="ststnet", recipe=warm, seeds=(0,))
-    run_fold(data, folds[0], 0, config, 0)
-    seed_everything(0)
-    train_stacked([create_model("ststnet") for _ in folds], data, [f.train_index for f in folds], warm, seed=0)
+    run_fold(make_plan(config, args.cache), data, FoldJob(0, 0, folds[0]))
+    with seeded_initialisation(0):
+        models = [create_model("ststnet") for _ in folds]
+    train_stacked(models, data, [f.train_index for f in folds], warm, seed=0)
     synchronize(device)
 
     if args.step_variants:
@@ -145,12 +148,12 @@ def main() -> None:
 
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     record["cudnn_benchmark"] = args.cudnn_benchmark
-    config = EvalConfig(model="ststnet", recipe=recipe, seeds=(0,))
+    plan = make_plan(EvalConfig(model="ststnet", recipe=recipe, seeds=(0,)), args.cache)
     timed = []
     for index in spread(len(folds), args.fold_by_fold):
         synchronize(device)
         start = time.perf_counter()
-        result = run_fold(data, folds[index], index, config, 0)
+        result = run_fold(plan, data, FoldJob(0, index, folds[index]))
         synchronize(device)
         timed.append({"fold": folds[index].subject, "seconds": time.perf_counter() - start,
                       "correct": int(np.sum(np.asarray(result.true) == np.asarray(result.pred))),
@@ -178,15 +181,15 @@ def main() -> None:
         record["speed_up"] = record["fold_by_fold"]["seconds_per_seed"] / stacked_seconds
 
     if args.compile:
-        seed_everything(0)
-        models = [create_model("ststnet") for _ in folds]
+        with seeded_initialisation(0):
+            models = [create_model("ststnet") for _ in folds]
         synchronize(device)
         start = time.perf_counter()
         train_stacked(models, data, [f.train_index for f in folds], recipe, seed=0, compile=True)
         synchronize(device)
         first = time.perf_counter() - start
-        seed_everything(1)
-        models = [create_model("ststnet") for _ in folds]
+        with seeded_initialisation(1):
+            models = [create_model("ststnet") for _ in folds]
         start = time.perf_counter()
         train_stacked(models, data, [f.train_index for f in folds], recipe, seed=1, compile=True)
         synchronize(device)

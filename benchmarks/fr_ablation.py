@@ -40,11 +40,12 @@ import numpy as np
 import torch
 
 from fr_mer.data import load_dataset, resolve_device
-from fr_mer.evaluation import EvalConfig, FoldResult, pooled_metrics, run_evaluation, run_fold
-from fr_mer.metrics import uar, uf1
+from fr_mer.evaluation import EvalConfig, FoldResult, run_evaluation, run_fold
+from fr_mer.metrics import pooled_metrics, uar, uf1
 from fr_mer.models import create_model, model_class
-from fr_mer.protocols import Fold, subject_folds
 from fr_mer.pipeline.labels import DATABASES
+from fr_mer.protocols import Fold, subject_folds
+from fr_mer.run_plan import FoldJob, make_plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +135,7 @@ def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, o
                        on_fold=lambda r, resumed: resumed or log(_fold_line(name, protocol, r)))
         return []
     data = load_dataset(cache, inputs, device, protocol="composite")
+    plan = make_plan(config, cache)
     results: list[FoldResult] = []
     for seed in seeds:
         if protocol == "composite":
@@ -147,7 +149,7 @@ def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, o
             if path.exists():
                 results.append(FoldResult(**json.loads(path.read_text())))
                 continue
-            result = run_fold(data, fold, index, config, seed)
+            result = run_fold(plan, data, FoldJob(seed, index, fold))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps(dataclasses.asdict(result)))

@@ -51,7 +51,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from fr_mer.data import load_dataset
 from fr_mer.models import create_model, model_class
 from fr_mer.protocols import subject_folds
-from fr_mer.training import predict_proba, seed_everything, train_model
+from fr_mer.randomness import seeded_initialisation
+from fr_mer.training import predict_proba, train_model
 
 DEFAULT_CACHE = Path("/tmp/megc2019.h5")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_speed.json"
@@ -141,8 +142,8 @@ class PublicTraining:
 def frmer_fold(data, train_index: np.ndarray, test_index: np.ndarray, epochs: int, seed: int,
                on_epoch=None) -> dict:
     recipe = model_class("ststnet").recipe.replace(epochs=epochs)
-    seed_everything(seed)
-    model = create_model("ststnet")
+    with seeded_initialisation(seed):
+        model = create_model("ststnet")
     log = train_model(model, data, torch.as_tensor(train_index), recipe, seed=seed, on_epoch=on_epoch)
     predicted = predict_proba(model, data, torch.as_tensor(test_index)).argmax(1)
     truth = data.labels[torch.as_tensor(test_index, device=data.device)]

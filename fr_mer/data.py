@@ -15,9 +15,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import Cache, CacheError, read_cache
 from fr_mer.pipeline.composite import read_composite_list
 from fr_mer.pipeline.labels import CLASSES, DATABASES
+from fr_mer.protocols import PROTOCOLS
 
 
 @dataclasses.dataclass
@@ -47,9 +49,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ParameterError(f"--device {name}: fr-mer runs on auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ParameterError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    return device
 
 
 def flow_channel_index(cache_path: Path, attrs: Mapping[str, object], wanted: Sequence[str]) -> list[int]:
@@ -93,12 +104,12 @@ def select_protocol(cache: Cache, protocol: str, database: str | None = None,
         return np.asarray(sorted(rows), dtype=np.int64), missing
     if protocol == "loso":
         if database not in DATABASES:
-            raise ValueError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+            raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
         rows = np.flatnonzero((dbs == database) & (labels >= 0))
         if rows.size == 0:
             raise CacheError(f"{cache.path}: no labelled {database} samples in this cache")
         return rows.astype(np.int64), []
-    raise ValueError(f"unknown protocol {protocol!r}; choose composite or loso")
+    raise ParameterError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
 def load_dataset(cache_path: str | Path, model_inputs: Mapping[str, Sequence[str] | None],

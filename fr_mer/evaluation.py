@@ -1,137 +1,74 @@
 """Leave-one-subject-out evaluation: folds x seeds, pooled metrics, resumable.
 
-For each seed and each fold, a fresh model (weights re-initialised) is trained
-on the other subjects and predicts the held-out one once; nothing else looks at
-the held-out subject. Each finished fold is written to
-``OUT/folds/seed<S>/<database>-<subject>.json`` atomically, so an interrupted
-run resumes at the first unfinished fold. Metrics are computed on the pooled
-predictions of all folds (per seed), then summarised as mean and standard
-deviation over seeds (:mod:`fr_mer.report`).
+The run follows one path: :func:`~fr_mer.run_plan.make_plan` resolves the
+config (nothing loaded yet) -> :func:`load_plan_data` reads the cache ->
+:func:`plan_folds` builds the folds -> each (seed, fold) is trained and
+predicted (:func:`run_fold`, or :func:`run_fold_stack` for stacked folds) ->
+:func:`fr_mer.report.write_reports`. Every stage takes the plan.
+
+For each seed and each fold, a fresh model, initialised from the fold's seed
+(:mod:`fr_mer.randomness`), is trained on the other subjects and predicts the
+held-out one once; nothing else looks at the held-out subject. Each finished
+fold is written to ``OUT/folds/seed<S>/<database>-<subject>.json`` atomically
+(:mod:`fr_mer.results_folder`), so an interrupted run resumes at the first
+unfinished fold. Metrics are computed on the pooled predictions of all folds
+(per seed), then summarised as mean and standard deviation over seeds
+(:mod:`fr_mer.report`).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from fr_mer.errors import FrMerError
-from fr_mer.checkpoint import load_state_dict_file
 from fr_mer.data import DeviceDataset, load_dataset
-from fr_mer.metrics import uar, uf1
-from fr_mer.models import Recipe, create_model, model_class
+from fr_mer.metrics import uf1
 from fr_mer.protocols import Fold, subject_folds, validation_split
-from fr_mer.training import predict_proba, seed_everything, train_model
+from fr_mer.randomness import STACK_STREAM, derive_seed
+from fr_mer.results_folder import FoldResult, ResultsFolder
+from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
+from fr_mer.state_dicts import load_into, read_state_dict
+from fr_mer.training import predict_proba, train_model
 
-CONFIG_FILE = "config.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """What defines an evaluation run; a resumed run must match it exactly."""
-
-    model: str
-    protocol: str = "composite"
-    database: str | None = None
-    options: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    recipe: Recipe | None = None  # None: the model's own recipe
-    seeds: tuple[int, ...] = (0, 1, 2)
-    weights_dir: str | None = None
-    composite_list: str | None = None
-    val_fraction: float = 0.0
-    fold_batch: int = 1  # folds of a seed trained together as one stacked model; 0: all of them
-
-    def resolved_recipe(self) -> Recipe:
-        return self.recipe or model_class(self.model).recipe
-
-    def as_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["recipe"] = dataclasses.asdict(self.resolved_recipe())
-        data["seeds"] = list(self.seeds)
-        data["options"] = dict(self.options)
-        return data
+__all__ = ["EvalConfig", "EvaluationError", "FoldResult", "load_plan_data", "plan_folds", "run_evaluation",
+           "run_fold", "run_fold_stack"]
 
 
-@dataclasses.dataclass
-class FoldResult:
-    seed: int
-    database: str
-    subject: str
-    keys: list[str]
-    true: list[int]
-    pred: list[int]
-    proba: list[list[float]]
-    n_train: int
-    seconds: float
-    train_loss: float
-    samples_per_second: float
-    val_uf1: float | None = None
+def load_plan_data(plan: RunPlan, device: torch.device) -> DeviceDataset:
+    """The protocol's samples, the model's inputs only, on ``device``."""
+    return load_dataset(plan.cache, plan.inputs, device, protocol=plan.config.protocol,
+                        database=plan.config.database, composite_list=plan.composite_list)
 
 
-class EvaluationError(FrMerError, ValueError):
-    pass
+def plan_folds(data: DeviceDataset) -> list[Fold]:
+    """The LOSO folds of the loaded samples, checked: one held-out subject each, absent from training."""
+    folds = subject_folds(data.databases, data.subjects)
+    for fold in folds:
+        test_subjects = {(data.databases[i], data.subjects[i]) for i in fold.test_index}
+        train_subjects = {(data.databases[i], data.subjects[i]) for i in fold.train_index}
+        if len(test_subjects) != 1 or test_subjects & train_subjects:
+            raise EvaluationError(f"fold {fold.subject}: held-out subject leaks into training")
+    return folds
 
 
-def fold_seed(seed: int, fold_index: int) -> int:
-    """A seed per (run seed, fold): independent streams, stable across resumes."""
-    return int(np.random.SeedSequence([seed, fold_index]).generate_state(1)[0])
-
-
-def _atomic_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
-def _fold_path(out_dir: Path, seed: int, fold: Fold) -> Path:
-    return out_dir / "folds" / f"seed{seed}" / f"{fold.database}-{fold.name}.json"
-
-
-def _check_or_write_config(out_dir: Path, config: EvalConfig, cache_path: Path, overwrite: bool) -> None:
-    record = {"config": config.as_dict(), "cache": str(Path(cache_path).resolve())}
-    path = out_dir / CONFIG_FILE
-    if path.exists() and not overwrite:
-        stored = json.loads(path.read_text())
-        # Runs written before a setting existed ran with its default.
-        for key, default in EvalConfig(model=config.model).as_dict().items():
-            stored.get("config", {}).setdefault(key, default)
-        if stored != record:
-            differ = sorted(k for k in record["config"] if stored.get("config", {}).get(k) != record["config"][k])
-            if stored.get("cache") != record["cache"]:
-                differ.append("cache")
-            raise EvaluationError(
-                f"{path}: {out_dir} holds a run with other settings ({', '.join(differ)}); "
-                "use another --out, or --overwrite to start again"
-            )
-        return
-    if overwrite and (out_dir / "folds").exists():
-        for fold_file in (out_dir / "folds").rglob("*.json"):
-            fold_file.unlink()
-    _atomic_json(path, record)
-
-
-def _fold_model(data: DeviceDataset, fold: Fold, fold_index: int, config: EvalConfig, seed: int):
+def _fold_model(plan: RunPlan, data: DeviceDataset, job: FoldJob):
     """The fold's freshly initialised model and its (training, validation) rows."""
-    derived = fold_seed(seed, fold_index)
-    seed_everything(derived)
-    model = create_model(config.model, **dict(config.options)).to(data.device)
-    train_index, val_index = fold.train_index, None
-    if config.val_fraction > 0 and not config.weights_dir:
+    model = plan.build_model(job.fold_seed).to(data.device)
+    train_index, val_index = job.fold.train_index, None
+    if plan.config.val_fraction > 0 and plan.weights_dir is None:
         train_index, val_index = validation_split(
-            train_index, data.databases, data.subjects, config.val_fraction, derived)
+            train_index, data.databases, data.subjects, plan.config.val_fraction, job.fold_seed)
     return model, train_index, val_index
 
 
-def _predict_fold(data: DeviceDataset, fold: Fold, model, seed: int, train_index, val_index, seconds: float,
+def _predict_fold(data: DeviceDataset, job: FoldJob, model, train_index, val_index, seconds: float,
                   loss: float, rate: float) -> FoldResult:
     """The one look at the held-out subject, after training; and the validation score, if any."""
     device = data.device
+    fold = job.fold
     start = time.perf_counter()
     val_uf1 = None
     if val_index is not None and len(val_index):
@@ -141,7 +78,7 @@ def _predict_fold(data: DeviceDataset, fold: Fold, model, seed: int, train_index
     seconds += time.perf_counter() - start
     true = data.labels[torch.as_tensor(fold.test_index, device=device)].cpu().numpy()
     return FoldResult(
-        seed=seed, database=fold.database, subject=fold.name,
+        seed=job.seed, database=fold.database, subject=fold.name,
         keys=[data.keys[i] for i in fold.test_index],
         true=true.tolist(), pred=proba.argmax(1).tolist(), proba=np.round(proba, 6).tolist(),
         n_train=int(len(train_index)), seconds=seconds, train_loss=loss,
@@ -149,9 +86,8 @@ def _predict_fold(data: DeviceDataset, fold: Fold, model, seed: int, train_index
     )
 
 
-def run_fold_stack(data: DeviceDataset, jobs: Sequence[tuple[int, int, Fold]], config: EvalConfig,
-                   seed: int) -> list[FoldResult]:
-    """Train the folds of ``jobs`` ((seed, fold index, fold), one seed) as one stacked model.
+def run_fold_stack(plan: RunPlan, data: DeviceDataset, jobs: Sequence[FoldJob]) -> list[FoldResult]:
+    """Train the folds of ``jobs`` (one seed) as one stacked model.
 
     Each fold's network starts from the same initialisation as in
     :func:`run_fold`; the stack's batch orders and dropout come from a seed
@@ -159,37 +95,32 @@ def run_fold_stack(data: DeviceDataset, jobs: Sequence[tuple[int, int, Fold]], c
     """
     from fr_mer.fold_stack import train_stacked
 
-    built = [_fold_model(data, fold, index, config, seed) for _, index, fold in jobs]
-    stack_seed = int(np.random.SeedSequence([seed, 1 << 20, *(index for _, index, _ in jobs)]).generate_state(1)[0])
-    seed_everything(stack_seed)
-    logs = train_stacked([m for m, _, _ in built], data, [t for _, t, _ in built],
-                         config.resolved_recipe(), seed=stack_seed)
-    return [_predict_fold(data, fold, model, seed, train_index, val_index, log.seconds, log.final_loss,
+    built = [_fold_model(plan, data, job) for job in jobs]
+    stack_seed = derive_seed(jobs[0].seed, STACK_STREAM, *(job.index for job in jobs))
+    logs = train_stacked([m for m, _, _ in built], data, [t for _, t, _ in built], plan.recipe, seed=stack_seed)
+    return [_predict_fold(data, job, model, train_index, val_index, log.seconds, log.final_loss,
                           log.samples_per_second)
-            for (_, _, fold), (model, train_index, val_index), log in zip(jobs, built, logs)]
+            for job, (model, train_index, val_index), log in zip(jobs, built, logs)]
 
 
-def run_fold(data: DeviceDataset, fold: Fold, fold_index: int, config: EvalConfig, seed: int) -> FoldResult:
+def run_fold(plan: RunPlan, data: DeviceDataset, job: FoldJob) -> FoldResult:
     """Train on the fold's training subjects (or load its released weights) and predict the held-out one."""
-    device = data.device
-    model, train_index, val_index = _fold_model(data, fold, fold_index, config, seed)
+    model, train_index, val_index = _fold_model(plan, data, job)
     start = time.perf_counter()
-    loss = float("nan")
-    rate = float("nan")
-    if config.weights_dir:
-        weights = Path(config.weights_dir) / f"{fold.name}.pth"
+    loss = rate = float("nan")
+    if plan.weights_dir is not None:
+        weights = plan.weights_dir / f"{job.fold.name}.pth"
         if not weights.is_file():
             raise EvaluationError(
-                f"{weights}: no weights for held-out subject {fold.subject}; --weights DIR must hold "
+                f"{weights}: no weights for held-out subject {job.fold.subject}; --weights DIR must hold "
                 "one state dict per subject, named as STSTNet released them (sub01.pth, s01.pth, 006.pth)"
             )
-        load_state_dict_file(weights, model, map_location=device)
-        model.to(device)
+        load_into(model, weights, read_state_dict(weights, map_location=data.device))
+        model.to(data.device)
     else:
-        log = train_model(model, data, torch.as_tensor(train_index), config.resolved_recipe(),
-                          seed=fold_seed(seed, fold_index))
+        log = train_model(model, data, torch.as_tensor(train_index), plan.recipe, seed=job.fold_seed)
         loss, rate = log.final_loss, log.samples_per_second
-    return _predict_fold(data, fold, model, seed, train_index, val_index, time.perf_counter() - start, loss, rate)
+    return _predict_fold(data, job, model, train_index, val_index, time.perf_counter() - start, loss, rate)
 
 
 def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConfig, *,
@@ -212,80 +143,45 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     """
     from fr_mer import report
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config.weights_dir and not Path(config.weights_dir).is_dir():
-        raise EvaluationError(f"--weights {config.weights_dir}: no such folder")
-    if config.fold_batch < 0:
-        raise EvaluationError(f"fold_batch must be 0 (all folds of a seed) or more, got {config.fold_batch}")
-    if config.fold_batch != 1 and not config.weights_dir:
-        from fr_mer.fold_stack import check_stackable
-
-        check_stackable(model_class(config.model), config.resolved_recipe())
-    # An instance's inputs can depend on its options (e.g. which flow channels).
-    model_inputs = create_model(config.model, **dict(config.options)).inputs
-    data = load_dataset(
-        cache_path, model_inputs, device, protocol=config.protocol,
-        database=config.database,
-        composite_list=Path(config.composite_list) if config.composite_list else None,
-    )
-    _check_or_write_config(out_dir, config, Path(cache_path), overwrite)
-    folds = subject_folds(data.databases, data.subjects)
-    _check_folds(folds, data)
-    seeds = (config.seeds[0],) if config.weights_dir else config.seeds
+    plan = make_plan(config, cache_path)
+    folder = ResultsFolder(out_dir)
+    data = load_plan_data(plan, device)
+    folder.check_or_write_config(plan, overwrite)
+    folds = plan_folds(data)
+    jobs = plan.jobs(folds)
     if on_start is not None:
-        on_start(len(seeds) * len(folds))
+        on_start(len(jobs))
     started = time.perf_counter()
-    jobs = [(seed, index, fold) for seed in seeds for index, fold in enumerate(folds)]
-    stack = 1 if config.weights_dir else (config.fold_batch or len(folds))
     results: dict[tuple[int, int], FoldResult] = {}
-    for chunk in _chunks(list(reversed(jobs)) if from_end else jobs, stack):
+    for chunk in _chunks(list(reversed(jobs)) if from_end else jobs, plan.stack or len(folds)):
         pending = []
-        for seed, index, fold in chunk:
-            path = _fold_path(out_dir, seed, fold)
-            if path.exists():
-                results[seed, index] = FoldResult(**json.loads(path.read_text()))
-                if on_fold is not None:
-                    on_fold(results[seed, index], True)
-            else:
-                pending.append((seed, index, fold))
+        for job in chunk:
+            result = folder.read_fold(job)
+            if result is None:
+                pending.append(job)
+                continue
+            results[job.seed, job.index] = result
+            if on_fold is not None:
+                on_fold(result, True)
         if not pending:
             continue
-        if stack == 1:
-            (seed, index, fold), = pending
-            trained = [run_fold(data, fold, index, config, seed)]
-        else:
-            trained = run_fold_stack(data, pending, config, pending[0][0])
-        for (seed, index, fold), result in zip(pending, trained):
-            _atomic_json(_fold_path(out_dir, seed, fold), dataclasses.asdict(result))
-            results[seed, index] = result
+        trained = [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
+        for job, result in zip(pending, trained):
+            folder.write_fold(job, result)
+            results[job.seed, job.index] = result
             if on_fold is not None:
                 on_fold(result, False)
     wall = time.perf_counter() - started
-    in_order = [results[seed, index] for seed, index, _ in jobs]
-    return report.write_reports(out_dir, config, data, folds, in_order, seeds, wall)
+    in_order = [results[job.seed, job.index] for job in jobs]
+    return report.write_reports(folder.path, plan, data, folds, in_order, wall)
 
 
-def _chunks(jobs: Sequence[tuple[int, int, Fold]], size: int) -> list[list[tuple[int, int, Fold]]]:
+def _chunks(jobs: Sequence[FoldJob], size: int) -> list[list[FoldJob]]:
     """Consecutive jobs of one seed, at most ``size`` per chunk (a stack trains one seed's folds)."""
-    chunks: list[list[tuple[int, int, Fold]]] = []
+    chunks: list[list[FoldJob]] = []
     for job in jobs:
-        if chunks and len(chunks[-1]) < size and chunks[-1][0][0] == job[0]:
+        if chunks and len(chunks[-1]) < size and chunks[-1][0].seed == job.seed:
             chunks[-1].append(job)
         else:
             chunks.append([job])
     return chunks
-
-
-def _check_folds(folds: Sequence[Fold], data: DeviceDataset) -> None:
-    for fold in folds:
-        test_subjects = {(data.databases[i], data.subjects[i]) for i in fold.test_index}
-        train_subjects = {(data.databases[i], data.subjects[i]) for i in fold.train_index}
-        if len(test_subjects) != 1 or test_subjects & train_subjects:
-            raise EvaluationError(f"fold {fold.subject}: held-out subject leaks into training")
-
-
-def pooled_metrics(results: Sequence[FoldResult], database: str | None = None) -> dict[str, float]:
-    true = [t for r in results if database in (None, r.database) for t in r.true]
-    pred = [p for r in results if database in (None, r.database) for p in r.pred]
-    return {"uf1": uf1(true, pred), "uar": uar(true, pred), "n": len(true)}

@@ -12,7 +12,7 @@ state; fold f's parameters receive exactly the gradient of fold f's loss on
 fold f's batch, so this is the fold-by-fold algorithm run side by side, not a
 new one. Initialisation is identical too: each fold's network is built from
 its own seed, then stacked. What differs is the random streams behind batch
-order and dropout (one generator for the stack), so results agree with
+order and dropout (one pair of generators for the stack), so results agree with
 fold-by-fold training in distribution, not bit for bit.
 
 Folds of different sizes have batches of different sizes: the shorter ones
@@ -32,7 +32,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from fr_mer.data import DeviceDataset
+from fr_mer.errors import ParameterError
 from fr_mer.models.base import MERModel, Recipe
+from fr_mer.randomness import DROPOUT_STREAM, derive_seed, make_generator
 from fr_mer.training import TrainLog, check_classes_present
 
 
@@ -88,14 +90,14 @@ class StackedAdam:
 
 
 def check_stackable(model_class: type[MERModel], recipe: Recipe) -> None:
-    """Raise ValueError, saying what to do, unless ``model_class`` can train stacked with ``recipe``."""
+    """Raise ParameterError, saying what to do, unless ``model_class`` can train stacked with ``recipe``."""
     if model_class.stacked is None:
-        raise ValueError(f"model {model_class.model_name!r} has no stacked form; train its folds one "
+        raise ParameterError(f"model {model_class.model_name!r} has no stacked form; train its folds one "
                          "by one (--fold-batch 1). Stacked folds exist for: ststnet")
     if recipe.optimizer not in ("adam", "adamw"):
-        raise ValueError(f"stacked folds train with Adam or AdamW, not {recipe.optimizer!r}; use --fold-batch 1")
+        raise ParameterError(f"stacked folds train with Adam or AdamW, not {recipe.optimizer!r}; use --fold-batch 1")
     if recipe.class_balanced or recipe.augment:
-        raise ValueError("stacked folds support neither class-balanced sampling nor augmentation; "
+        raise ParameterError("stacked folds support neither class-balanced sampling nor augmentation; "
                          "use --fold-batch 1")
 
 
@@ -132,7 +134,7 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
     """Train ``models[f]`` on rows ``train_indices[f]`` for every f at once; the models are updated in place.
 
     ``seed`` fixes the stack's batch orders (one generator on the data's
-    device); dropout uses torch's global generator, seeded by the caller. Each
+    device) and, through a derived stream, its dropout. Each
     fold sees its own training rows in a fresh random order every epoch,
     in batches of ``recipe.batch_size``, exactly as :func:`train_model` does.
     Returns one :class:`TrainLog` per fold; its ``seconds`` is the fold's share
@@ -169,8 +171,8 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
         stacked.fused = False
         forward = torch.compile(stacked)
         optimizer.step = torch.compile(optimizer.step)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    generator = make_generator(seed, device)
+    stacked.generator = make_generator(derive_seed(seed, DROPOUT_STREAM), device)
     batch_size = recipe.batch_size
     steps = np.zeros(n_folds, dtype=np.int64)
     seen = np.zeros(n_folds, dtype=np.int64)

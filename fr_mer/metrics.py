@@ -7,6 +7,8 @@ Averaging per-fold scores instead is a different (wrong) metric.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -57,3 +59,15 @@ def uar(y_true, y_pred, n_classes: int = 3) -> float:
     matrix = confusion_matrix(y_true, y_pred, n_classes)
     present = _present_classes(matrix)
     return float(per_class_recall(matrix)[present].mean()) if present.size else float("nan")
+
+
+def pooled_metrics(results: Sequence, database: str | None = None, n_classes: int = 3) -> dict[str, float]:
+    """UF1, UAR and the sample count over the pooled predictions of fold results.
+
+    ``results``: objects with ``database``, ``true`` and ``pred`` (one
+    :class:`~fr_mer.evaluation.FoldResult` per fold); ``database`` keeps only
+    that database's folds (None: all).
+    """
+    true = [t for r in results if database in (None, r.database) for t in r.true]
+    pred = [p for r in results if database in (None, r.database) for p in r.pred]
+    return {"uf1": uf1(true, pred, n_classes), "uar": uar(true, pred, n_classes), "n": len(true)}

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.labels import DATABASES
 
 PROTOCOLS = ("composite", "loso")
@@ -57,7 +58,7 @@ def validation_split(train_index: np.ndarray, databases: Sequence[str], subjects
                      fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split training samples by subject into (train, validation); never touches the test subject."""
     if not 0 < fraction < 1:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+        raise ParameterError(f"validation fraction must be in (0, 1), got {fraction}")
     keys = np.array([f"{databases[i]}/{subjects[i]}" for i in train_index])
     unique = np.unique(keys)
     rng = np.random.default_rng(seed)

@@ -10,8 +10,13 @@ from typing import Sequence
 
 import numpy as np
 
-from fr_mer.metrics import confusion_matrix
+from fr_mer.config import to_record
+from fr_mer.data import DeviceDataset
+from fr_mer.metrics import confusion_matrix, pooled_metrics
 from fr_mer.pipeline.labels import CLASSES, DATABASES
+from fr_mer.protocols import Fold
+from fr_mer.results_folder import FoldResult
+from fr_mer.run_plan import RunPlan
 
 SCOPES = ("full",) + DATABASES
 
@@ -23,16 +28,17 @@ def _summary(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def write_reports(out_dir: Path, config, data, folds, results, seeds, wall_seconds: float) -> dict:
-    from fr_mer.evaluation import pooled_metrics
-
+def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequence[Fold],
+                  results: Sequence[FoldResult], wall_seconds: float) -> dict:
+    """Every report of a finished run into ``out_dir``; returns the metrics (``metrics.json``)."""
+    config, seeds = plan.config, plan.seeds
     scopes = ("full",) + tuple(db for db in DATABASES if db in set(data.databases))
     metrics: dict[str, object] = {
         "protocol": config.protocol,
         "database": config.database,
         "model": config.model,
         "options": dict(config.options),
-        "recipe": config.as_dict()["recipe"],
+        "recipe": to_record(plan.recipe),
         "seeds": list(seeds),
         "weights": config.weights_dir,
         "n_samples": len(data),

@@ -16,6 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import ArraySpec, CacheWriter
 from fr_mer.pipeline.composite import read_composite_list
 from fr_mer.pipeline.labels import CLASS_INDEX
@@ -52,7 +53,7 @@ def import_ststnet(images: Path, labels: Path | None, out: Path, *, overwrite: b
                    on_sample: Callable[[str], None] | None = None) -> ImportSummary:
     images = Path(images)
     if not images.is_dir():
-        raise FileNotFoundError(f"--images {images}: no such folder (the release's flow images)")
+        raise ParameterError(f"--images {images}: no such folder (the release's flow images)")
     entries = read_composite_list(labels)
     params = {"source": "ststnet-import", "feature_size": 28, "normalisation": "minmax255"}
     failed: dict[str, str] = {}

@@ -7,18 +7,24 @@ test pass during training: the held-out subject is touched once, by
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Callable
 
 import torch
 
+from fr_mer.config import settings
 from fr_mer.data import DeviceDataset
+from fr_mer.errors import FrMerError
 from fr_mer.models.base import MERModel, Recipe
+from fr_mer.randomness import DROPOUT_STREAM, derive_seed, make_generator
 
 
-@dataclasses.dataclass
+class TrainingError(FrMerError, ValueError):
+    """A training set that cannot be trained on (a class without samples)."""
+
+
+@settings
 class TrainLog:
     epochs: int
     steps: int
@@ -32,15 +38,13 @@ class TrainLog:
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser (its name is checked by :class:`Recipe`) over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose adam, adamw or sgd")
+    adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def _epoch_order(train_index: torch.Tensor, labels: torch.Tensor, balanced: bool,
@@ -58,11 +62,11 @@ def _epoch_order(train_index: torch.Tensor, labels: torch.Tensor, balanced: bool
 
 def check_classes_present(labels: torch.Tensor, train_index: torch.Tensor, n_classes: int,
                           what: str = "the training set") -> None:
-    """Raise ValueError, naming the missing classes, unless ``labels[train_index]`` holds every class."""
+    """Raise :class:`TrainingError`, naming the missing classes, unless ``labels[train_index]`` holds every class."""
     classes_present = torch.unique(labels[train_index])
     if classes_present.numel() < n_classes:
         absent = sorted(set(range(n_classes)) - set(classes_present.tolist()))
-        raise ValueError(f"{what} has no sample of class(es) {absent}; "
+        raise TrainingError(f"{what} has no sample of class(es) {absent}; "
                          "this fold cannot be trained (check the cache's labels)")
 
 
@@ -70,19 +74,29 @@ def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor,
                 seed: int, on_epoch: Callable[[int, float], None] | None = None) -> TrainLog:
     """Train ``model`` in place on ``data`` rows ``train_index`` with ``recipe``.
 
-    ``seed`` fixes the batch order and augmentation (a generator on the data's
-    device); dropout and initialisation use torch's global generator, seeded by
-    the caller (:func:`seed_everything`) before the model is built.
+    ``seed`` (:func:`fr_mer.randomness.fold_seed` in an evaluation) fixes the
+    batch order and augmentation (a generator on the data's device) and, through
+    a derived stream, dropout (:attr:`MERModel.generator`, set for the run).
+    Initialisation is the caller's (:func:`fr_mer.randomness.seeded_initialisation`).
+    torch's global generators are not used.
     """
     device = data.device
     model.to(device).train()
     train_index = train_index.to(device)
     check_classes_present(data.labels, train_index, model.n_classes)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    generator = make_generator(seed, device)
     optimizer = make_optimizer(model, recipe)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step_epochs, recipe.lr_gamma)
                  if recipe.lr_step_epochs > 0 else None)
+    model.generator = make_generator(derive_seed(seed, DROPOUT_STREAM), device)
+    try:
+        return _train_epochs(model, data, train_index, recipe, generator, optimizer, scheduler, on_epoch)
+    finally:
+        model.generator = None
+
+
+def _train_epochs(model, data, train_index, recipe, generator, optimizer, scheduler, on_epoch) -> TrainLog:
+    device = data.device
     start = time.perf_counter()
     steps = seen = 0
     loss_value = math.nan
@@ -129,10 +143,3 @@ def predict_proba(model: MERModel, data: DeviceDataset, index: torch.Tensor,
     if not chunks:
         return torch.zeros((0, model.n_classes), device=data.device)
     return torch.cat(chunks)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch's global generators (initialisation, dropout) for one fold."""
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)

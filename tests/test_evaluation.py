@@ -12,7 +12,7 @@ from fr_mer.cli import main
 from fr_mer.data import load_dataset, resolve_device
 from fr_mer.evaluation import EvalConfig, EvaluationError, run_evaluation
 from fr_mer.models import create_model, model_class
-from fr_mer.training import predict_proba, seed_everything, train_model
+from fr_mer.training import predict_proba, train_model
 from fr_mer.pipeline.cache import CacheError
 from tests.cachefactory import small_composite
 
@@ -22,7 +22,7 @@ FAST = model_class("ststnet").recipe.replace(epochs=40, batch_size=16, lr=1e-2)
 def test_short_training_learns_a_separable_problem(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1, clips_per_class=3)
     data = load_dataset(cache, {"flow": ("u", "v", "strain")}, torch.device("cpu"), composite_list=listing)
-    seed_everything(0)
+    torch.manual_seed(0)
     model = create_model("ststnet")
     index = torch.arange(len(data))
     before = (predict_proba(model, data, index).argmax(1) == data.labels).float().mean()
@@ -38,7 +38,7 @@ def test_training_is_repeatable_for_a_seed(tmp_path):
     recipe = FAST.replace(epochs=5)
     outputs = []
     for _ in range(2):
-        seed_everything(3)
+        torch.manual_seed(3)
         model = create_model("ststnet")
         train_model(model, data, torch.arange(len(data)), recipe, seed=3)
         outputs.append(predict_proba(model, data, torch.arange(len(data))))
@@ -137,7 +137,7 @@ def test_cli_evaluate_and_weights_per_fold(tmp_path):
     weights = tmp_path / "weights"
     weights.mkdir()
     for name in ("sub01", "006", "s01"):
-        seed_everything(0)
+        torch.manual_seed(0)
         torch.save(create_model("ststnet").state_dict(), weights / f"{name}.pth")
     runner = CliRunner()
     result = runner.invoke(main, ["evaluate", "--cache", str(cache), "--model", "ststnet", "--weights",
@@ -175,7 +175,7 @@ def test_cache_without_the_models_inputs_is_refused(tmp_path):
 
 
 def test_checkpoint_round_trip_and_wrong_model(tmp_path):
-    seed_everything(0)
+    torch.manual_seed(0)
     model = create_model("ststnet", dropout=0.3)
     path = save_checkpoint(tmp_path / "m.pt", model, fold="sub01", seed=0, recipe=FAST)
     loaded, info = load_checkpoint(path)

@@ -95,11 +95,11 @@ def test_micro_attention_extra_parameters():
     assert expected / count_parameters(plain) < 0.25
 
 
-def test_micro_attention_input_size_per_device():
+def test_micro_attention_input_size_is_an_option_not_a_device_choice():
     model = create_model("micro_attention")
-    assert model.resolved_input_size(torch.device("cpu")) == 112
-    assert model.resolved_input_size(torch.device("cuda")) == 224
-    assert create_model("micro_attention", input_size=64).resolved_input_size(torch.device("cuda")) == 64
+    # The size is fixed when the model is built: the same network on every device (issue 11, item 8).
+    assert model.input_size == 112
+    assert create_model("micro_attention", input_size=224).input_size == 224
     # A checkpoint records the size the model ran at, so it rebuilds the same on any device.
     assert model.options()["input_size"] == 112
     assert create_model("smastn").options() == {"input_size": 64}
@@ -195,7 +195,7 @@ def test_meranet_resamples_clip_inside():
     assert prepared.shape == (2, 1, 6, 16, 16)
     torch.testing.assert_close(prepared[0, 0, :, 0, 0], torch.linspace(0, 255, 6))  # endpoints kept, linear
     assert model(({"clip_frames": clip}))["logits"].shape == (2, 3)
-    assert create_model("meranet").resolved_input_size(torch.device("cpu")) == 56
+    assert create_model("meranet").input_size == 56
 
 
 # -- SMA-STN -----------------------------------------------------------------------

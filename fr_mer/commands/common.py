@@ -1,15 +1,21 @@
-"""Options shared by `fr-mer train` and `fr-mer evaluate`, and their parsing."""
+"""Options shared by `fr-mer train` and `fr-mer evaluate`, and their parsing.
+
+Every option is checked here, before a cache is opened or a model trained:
+ranges by click (usage errors, exit 2), model options against the model's
+constructor and the recipe by :class:`~fr_mer.models.Recipe` (one-line
+messages naming the option, exit 1, printed by :mod:`fr_mer.cli`).
+"""
 from __future__ import annotations
 
 import ast
-import functools
+from pathlib import Path
 from typing import Callable
 
 import click
 import torch
 
 from fr_mer.data import resolve_device
-from fr_mer.models import list_models, model_class
+from fr_mer.models import Recipe, list_models, model_class, validate_options
 
 
 def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -37,7 +43,7 @@ def model_options(func: Callable) -> Callable:
         click.option("--lr", type=float, default=None, help="Learning rate (default: the model's recipe)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
-        click.option("--threads", type=int, default=None,
+        click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for torch (default: torch's choice, all cores)."),
     ]
     for decorator in reversed(decorators):
@@ -45,31 +51,27 @@ def model_options(func: Callable) -> Callable:
     return func
 
 
-def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, device, threads):
+def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, device,
+                     threads) -> tuple[dict[str, object], Recipe, torch.device]:
     """Model options, recipe and device from the shared options, validated."""
+    options = validate_options(model_name, parse_model_options(option_pairs))
+    recipe = model_class(model_name).recipe.replace(epochs=epochs, batch_size=batch_size, lr=lr)
+    torch_device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    options = parse_model_options(option_pairs)
-    recipe = model_class(model_name).recipe.replace(epochs=epochs, batch_size=batch_size, lr=lr)
-    try:
-        return options, recipe, resolve_device(device)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return options, recipe, torch_device
 
 
-def user_errors(func: Callable) -> Callable:
-    """Turn the library's input errors into one-line click errors (no traceback)."""
-    from fr_mer.checkpoint import CheckpointError
-    from fr_mer.evaluation import EvaluationError
-    from fr_mer.pipeline.cache import CacheError
-    from fr_mer.pipeline.composite import CompositeListError
+def check_writable_target(path: Path, option: str, *, folder: bool) -> None:
+    """Refuse ``--out`` before any work when it cannot be written: a file where a folder is
+    wanted (or the reverse), or a parent that is not a writable folder."""
+    import os
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (CacheError, CheckpointError, EvaluationError, CompositeListError, FileNotFoundError,
-                ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if folder else "a file"
+        raise click.BadParameter(f"{path} exists and is not {kind}", param_hint=option)
+    target = path if folder and path.is_dir() else path.parent
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{path}: {target} is not a folder this user can write to", param_hint=option)

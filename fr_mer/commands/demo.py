@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import user_errors
+from fr_mer.commands.common import check_writable_target
 from fr_mer.data import resolve_device
 from fr_mer.models import list_models
 
@@ -45,12 +45,12 @@ class BarReporter:
               help="Model to evaluate.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Training seeds; the result is their mean and standard deviation.")
-@click.option("--epochs", type=int, default=10, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
               help="Training epochs (the synthetic task needs fewer than the real recipe).")
-@click.option("--jobs", type=int, default=None, help="Preprocessing processes (default: all cores).")
-@click.option("--data-seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Preprocessing processes (default: all cores).")
+@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the synthetic data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@user_errors
 def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_seed, device) -> None:
     """Synthesise a composite database, then scan, preprocess and evaluate it (MEGC2019 composite LOSO).
 
@@ -60,10 +60,13 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
     """
     from fr_mer.demo import DemoSettings, run_demo
 
+    # Every option is checked before the first stage starts, so a bad one costs no synthesis.
+    torch_device = resolve_device(device)
+    check_writable_target(out, "--out", folder=True)
     settings = DemoSettings(subjects=subjects, clips_per_subject=clips_per_subject, seed=data_seed,
                             model=model, seeds=tuple(range(seeds)), epochs=epochs, jobs=jobs)
     start = time.perf_counter()
-    metrics = run_demo(out, settings, device=resolve_device(device), reporter=BarReporter())
+    metrics = run_demo(out, settings, device=torch_device, reporter=BarReporter())
     click.echo((Path(out) / "results" / "summary.md").read_text())
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in metrics["demo_timings_seconds"].items())
     click.echo(f"demo finished in {time.perf_counter() - start:.0f} s ({timings}); "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import model_options, resolve_training, user_errors
+from fr_mer.commands.common import check_writable_target, model_options, resolve_training
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.pipeline.labels import DATABASES
@@ -40,18 +40,18 @@ class FoldProgress:
 @click.option("--database", type=click.Choice(DATABASES), default=None,
               help="The database for --protocol loso.")
 @model_options
-@click.option("--seeds", type=int, default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")
-@click.option("--first-seed", type=int, default=0, show_default=True, help="First seed of the range.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of the range.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
               help="Train nothing: load one state dict per held-out subject from this folder "
                    "(sub01.pth, s01.pth, 006.pth, as STSTNet released them).")
 @click.option("--composite-list", type=click.Path(path_type=Path), default=None,
               help="Composite sample list (official format); default: the official MEGC2019 list.")
-@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Hold out this fraction of the TRAINING subjects per fold and log their UF1 "
                    "(never the test subject); 0 trains on all training subjects.")
-@click.option("--fold-batch", type=int, default=1, show_default=True,
+@click.option("--fold-batch", type=click.IntRange(min=0), default=1, show_default=True,
               help="Train this many folds of a seed together as one stacked model (ststnet; 0: all "
                    "folds of a seed). Many times faster on a GPU; on the CPU keep 1.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
@@ -59,7 +59,6 @@ class FoldProgress:
 @click.option("--from-end", is_flag=True,
               help="Work through the folds from the last one. Started beside a run with the same "
                    "options and --out, it shares the work: each process skips folds already written.")
-@user_errors
 def command(cache, protocol, database, model_name, option_pairs, epochs, batch_size, lr, device, threads,
             seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, out, overwrite,
             from_end) -> None:
@@ -68,10 +67,11 @@ def command(cache, protocol, database, model_name, option_pairs, epochs, batch_s
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
     plots. An interrupted run resumes at the first unfinished fold.
     """
-    if seeds < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--seeds")
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads)
+    check_writable_target(out, "--out", folder=True)
+    if protocol == "loso" and database is None:
+        raise click.UsageError("--protocol loso needs --database")
     config = EvalConfig(
         model=model_name, protocol=protocol, database=database, options=options, recipe=recipe,
         seeds=tuple(range(first_seed, first_seed + seeds)),

@@ -8,12 +8,13 @@ import numpy as np
 import torch
 
 from fr_mer.checkpoint import save_checkpoint
-from fr_mer.commands.common import model_options, resolve_training, user_errors
+from fr_mer.commands.common import check_writable_target, model_options, resolve_training
 from fr_mer.data import load_dataset
 from fr_mer.models import create_model
-from fr_mer.protocols import PROTOCOLS
-from fr_mer.training import seed_everything, train_model
 from fr_mer.pipeline.labels import DATABASES
+from fr_mer.protocols import PROTOCOLS
+from fr_mer.randomness import seeded_initialisation
+from fr_mer.training import train_model
 
 
 def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | None) -> np.ndarray:
@@ -40,16 +41,19 @@ def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | No
 @click.option("--database", type=click.Choice(DATABASES), default=None, help="The database for --protocol loso.")
 @click.option("--composite-list", type=click.Path(path_type=Path), default=None,
               help="Composite sample list; default: the official MEGC2019 list.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation and batch order.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed for initialisation and batch order.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write (.pt).")
-@user_errors
 def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, threads, exclude_subject,
             protocol, database, composite_list, seed, out) -> None:
     """Train a model on every labelled sample of the protocol (but --exclude-subject)."""
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads)
-    seed_everything(seed)
-    model = create_model(model_name, **options)
+    check_writable_target(out, "--out", folder=False)
+    if protocol == "loso" and database is None:
+        raise click.UsageError("--protocol loso needs --database")
+    with seeded_initialisation(seed):
+        model = create_model(model_name, **options)
     data = load_dataset(cache, model.inputs, torch_device, protocol=protocol,
                         database=database, composite_list=composite_list)
     train_rows = np.flatnonzero(~excluded_rows(data.databases, data.subjects, exclude_subject))

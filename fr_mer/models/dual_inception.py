@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel
 from fr_mer.models.inception import (
     DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, NORMALISATIONS, InceptionBackbone, check_flow_channels, flip_flow,
@@ -36,9 +37,9 @@ class DualInception(MERModel):
         super().__init__()
         channels = check_flow_channels(channels)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dual_inception needs 0 <= dropout < 1, got {dropout}")
+            raise ParameterError(f"dual_inception needs 0 <= dropout < 1, got {dropout}")
         if normalise not in NORMALISATIONS:
-            raise ValueError(f"dual_inception option normalise must be one of {', '.join(NORMALISATIONS)}, "
+            raise ParameterError(f"dual_inception option normalise must be one of {', '.join(NORMALISATIONS)}, "
                              f"got {normalise!r}")
         self.dropout, self.normalise = dropout, normalise
         # Per instance, so that ("u", "v", "strain") asks the data layer for strain too.
@@ -55,5 +56,5 @@ class DualInception(MERModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = self.backbone(normalise_flow(batch["flow"], self.normalise))
-        hidden = F.dropout(F.relu(self.fc1(x.flatten(1))), self.dropout, self.training)
+        hidden = self.drop(F.relu(self.fc1(x.flatten(1))), self.dropout)
         return {"logits": self.fc2(hidden)}

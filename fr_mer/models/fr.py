@@ -39,7 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel
 from fr_mer.models.inception import (
     DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, NORMALISATIONS, InceptionBackbone, check_flow_channels, flip_flow,
@@ -76,7 +77,7 @@ class FeatureRefinement(MERModel):
         _check_choice("proposal_loss", proposal_loss, PROPOSAL_LOSSES)
         _check_choice("normalise", normalise, NORMALISATIONS)
         if branch_dim < 1 or not 0.0 <= dropout < 1.0 or proposal_weight < 0 or channel_reduction < 1:
-            raise ValueError(
+            raise ParameterError(
                 "fr needs branch_dim >= 1, 0 <= dropout < 1, proposal_weight >= 0 and channel_reduction >= 1; "
                 f"got branch_dim={branch_dim}, dropout={dropout}, proposal_weight={proposal_weight}, "
                 f"channel_reduction={channel_reduction}"
@@ -121,7 +122,7 @@ class FeatureRefinement(MERModel):
         if self.attention == "proposal":
             specific = specific * torch.sigmoid(scores).unsqueeze(-1)
         fused = specific.flatten(1) if self.fusion == "concat" else specific.sum(dim=1)
-        fused = F.dropout(fused, self.dropout, self.training)
+        fused = self.drop(fused, self.dropout)
         return {"logits": self.classifier(fused), "proposal_scores": scores}
 
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -183,4 +184,4 @@ class _BranchLinear(nn.Module):
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"fr option {name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ParameterError(f"fr option {name} must be one of {', '.join(choices)}, got {value!r}")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fr_mer.errors import ParameterError
 from fr_mer.models.base import Recipe
 
 #: Filters per branch of the two blocks, as in Dual-Inception.
@@ -169,7 +170,7 @@ def check_flow_channels(channels: tuple[str, ...] | list[str] | str) -> tuple[st
     channels = tuple(channels)
     bad = [c for c in channels if c not in FLOW_CHANNELS]
     if not channels or bad or len(set(channels)) != len(channels):
-        raise ValueError(
+        raise ParameterError(
             f"channels must be distinct names from {', '.join(FLOW_CHANNELS)} "
             f"(e.g. u,v or u,v,strain), got {channels!r}"
         )

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
-from fr_mer.models.micro_attention import DeviceSizedInput, random_affine, random_intensity_shift
+from fr_mer.models.micro_attention import random_affine, random_intensity_shift
 
 
 class ChannelAttention3d(nn.Module):
@@ -54,7 +55,7 @@ class SpatioTemporalAttention3d(nn.Module):
         super().__init__()
         kernel = tuple(int(k) for k in kernel)
         if len(kernel) != 3 or any(k % 2 == 0 for k in kernel):
-            raise ValueError(f"spatial_kernel must be three odd sizes (t, h, w), got {kernel}")
+            raise ParameterError(f"spatial_kernel must be three odd sizes (t, h, w), got {kernel}")
         self.conv = nn.Conv3d(2, 1, kernel_size=kernel, padding=tuple(k // 2 for k in kernel), bias=False)
         self.bn = nn.BatchNorm3d(1)
 
@@ -101,9 +102,8 @@ class AttentionBlock3d(nn.Module):
 
 
 @register("meranet")
-class MERANet(DeviceSizedInput, MERModel):
-    gpu_input_size = 112
-    cpu_input_size = 56
+class MERANet(MERModel):
+    recorded_options = ("input_size",)
     inputs = {"clip_frames": None}
     # Reconstruction: the paper's recipe is not given in the spec; Adam with
     # weight decay and a step decay is the usual recipe for a 3D ResNet
@@ -126,7 +126,7 @@ class MERANet(DeviceSizedInput, MERModel):
         base_width: int = 16,
         layers: Sequence[int] = (2, 2, 2, 2),
         clip_length: int | None = None,
-        input_size: int | None = None,
+        input_size: int = 56,
         reduction: int = 16,
         spatial_kernel: Sequence[int] = (3, 7, 7),
         dropout: float = 0.5,
@@ -143,7 +143,7 @@ class MERANet(DeviceSizedInput, MERModel):
                 (1, 1, 1, 1) = ResNet-10.
             clip_length: frames the clip is resampled to (linear in time,
                 endpoints kept); None: as stored in the cache.
-            input_size: frame side; None: 112 on CUDA, 56 on the CPU.
+            input_size: frame side; the same on every device (the paper: 112).
             reduction: channel-attention MLP reduction (CBAM: 16).
             spatial_kernel: spatio-temporal attention kernel (t, h, w).
             dropout: before the classifier.
@@ -153,11 +153,11 @@ class MERANet(DeviceSizedInput, MERModel):
         super().__init__()
         layers = tuple(int(n) for n in layers)
         if len(layers) != 4 or min(layers) < 1:
-            raise ValueError(f"layers must be four block counts >= 1, got {layers}")
+            raise ParameterError(f"layers must be four block counts >= 1, got {layers}")
         if clip_length is not None and clip_length < 1:
-            raise ValueError(f"clip_length must be >= 1, got {clip_length}")
-        if input_size is not None and input_size < 16:
-            raise ValueError(f"input_size must be >= 16, got {input_size}")
+            raise ParameterError(f"clip_length must be >= 1, got {clip_length}")
+        if input_size < 16:
+            raise ParameterError(f"input_size must be >= 16, got {input_size}")
         self.n_classes = n_classes
         self.clip_length = clip_length
         self.input_size = input_size
@@ -189,7 +189,9 @@ class MERANet(DeviceSizedInput, MERModel):
             stages.append(nn.Sequential(*blocks))
             previous = channels
         self.stages = nn.Sequential(*stages)
-        self.dropout = nn.Dropout(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ParameterError(f"meranet needs 0 <= dropout < 1, got {dropout}")
+        self.dropout = dropout
         self.fc = nn.Linear(previous, n_classes)
 
     def prepare(self, clip: torch.Tensor) -> torch.Tensor:
@@ -200,7 +202,7 @@ class MERANet(DeviceSizedInput, MERModel):
             # align_corners keeps the onset and offset frames, as pipeline.temporal.resample_clip does.
             x = F.interpolate(x, size=(self.clip_length, h, w), mode="trilinear", align_corners=True)
             t = self.clip_length
-        size = self.resolved_input_size(clip.device)
+        size = self.input_size
         if (h, w) != (size, size):
             frames = x.reshape(b * t, 1, h, w)
             frames = F.interpolate(
@@ -213,7 +215,7 @@ class MERANet(DeviceSizedInput, MERModel):
         x = self.stem(self.input_bn(self.prepare(batch["clip_frames"])))
         x = self.stages(x)
         feature = F.adaptive_avg_pool3d(x, 1).flatten(1)
-        return {"logits": self.fc(self.dropout(feature)), "feature": feature}
+        return {"logits": self.fc(self.drop(feature, self.dropout)), "feature": feature}
 
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         clip = random_affine(

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
+from fr_mer.state_dicts import CheckpointError, read_state_dict
 from fr_mer.models.base import MERModel, Recipe
 
 
@@ -195,67 +196,16 @@ def random_intensity_shift(x: torch.Tensor, generator: torch.Generator, shift: f
     return (x + offset).clamp(0.0, 255.0)
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a file saved with ``torch.save``, loaded with weights_only.
-
-    Accepts a bare state dict or one nested under ``state_dict``/``model``/``model_state``
-    (fr-mer checkpoints, common training scripts); strips ``module.`` prefixes
-    left by ``DataParallel``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such checkpoint file; pass the path of a saved state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe files
-        raise ValueError(
-            f"{path}: cannot be read as a state dict with weights_only=True ({exc}); "
-            "save it with torch.save(model.state_dict(), path)"
-        ) from exc
-    for key in ("state_dict", "model_state", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: holds no state dict (a mapping of names to tensors)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-class DeviceSizedInput:
-    """``input_size=None`` means a per-device default: ``gpu_input_size`` on
-    CUDA, ``cpu_input_size`` elsewhere. A model keeps the size it runs at in its
-    recorded options, so a checkpoint rebuilds at the size it was trained at,
-    whatever device loads it.
-    """
-
-    gpu_input_size: int
-    cpu_input_size: int
-    input_size: int | None
-
-    def resolved_input_size(self, device: torch.device) -> int:
-        if self.input_size is not None:
-            return self.input_size
-        return self.gpu_input_size if device.type == "cuda" else self.cpu_input_size
-
-    def options(self) -> dict[str, object]:
-        options = super().options()
-        if self.input_size is None:
-            device = next(self.parameters()).device
-            options["input_size"] = self.resolved_input_size(device)
-        return options
-
-
 @register("micro_attention")
-class MicroAttentionNet(DeviceSizedInput, MERModel):
+class MicroAttentionNet(MERModel):
     inputs = {"apex_face": None}
     recipe = _PAPER_RECIPE
-    gpu_input_size = 224  # the paper's
-    cpu_input_size = 112  # a quarter of the work
+    recorded_options = ("input_size",)
 
     def __init__(
         self,
         n_classes: int = 3,
-        input_size: int | None = None,
+        input_size: int = 112,
         width: int = 64,
         attention: bool = True,
         l2_normalise: bool = True,
@@ -269,8 +219,8 @@ class MicroAttentionNet(DeviceSizedInput, MERModel):
         """
         Args:
             n_classes: output classes (3 in the composite protocol).
-            input_size: side the apex face is resized to; None: 224 (paper) on
-                CUDA, 112 on the CPU.
+            input_size: side the apex face is resized to (the paper: 224; the
+                default 112 is a quarter of the work). The same on every device.
             width: channels of the first stage (the paper: 64; stages double it).
             attention: the micro-attention unit in every block (False: plain
                 pre-activation ResNet-10, the ablation).
@@ -285,10 +235,10 @@ class MicroAttentionNet(DeviceSizedInput, MERModel):
                 the classifier. Nothing is downloaded.
         """
         super().__init__()
-        if input_size is not None and input_size < 32:
-            raise ValueError(f"input_size must be >= 32 (five stride-2 stages), got {input_size}")
+        if input_size < 32:
+            raise ParameterError(f"input_size must be >= 32 (five stride-2 stages), got {input_size}")
         if not 0.0 < crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+            raise ParameterError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
         self.n_classes = n_classes
         self.input_size = input_size
         self.l2_normalise = l2_normalise
@@ -312,7 +262,7 @@ class MicroAttentionNet(DeviceSizedInput, MERModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["apex_face"].unsqueeze(1)
-        x = resize_square(x, self.resolved_input_size(x.device))
+        x = resize_square(x, self.input_size)
         feature = F.adaptive_avg_pool2d(self.backbone(x), 1).flatten(1)
         if self.l2_normalise:
             feature = F.normalize(feature, dim=1) * self.feature_scale
@@ -320,7 +270,7 @@ class MicroAttentionNet(DeviceSizedInput, MERModel):
 
     def attention_maps(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The four blocks' maps M, each (B, 1, H_i, W_i), for visualisation."""
-        x = resize_square(batch["apex_face"].unsqueeze(1), self.resolved_input_size(batch["apex_face"].device))
+        x = resize_square(batch["apex_face"].unsqueeze(1), self.input_size)
         return self.backbone(x, return_maps=True)[1]
 
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -344,21 +294,21 @@ class MicroAttentionNet(DeviceSizedInput, MERModel):
     def load_backbone(self, path: str | Path) -> list[str]:
         """Load the matching tensors of a state dict file, all but the classifier.
 
-        Returns the names loaded. Raises ValueError naming the file when nothing
+        Returns the names loaded. Raises CheckpointError naming the file when nothing
         matches or a matching name has another shape (another width).
         """
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)
         own = self.state_dict()
         wanted = {k: v for k, v in state.items() if k in own and not k.startswith("fc.")}
         wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in wanted.items() if v.shape != own[k].shape]
         if wrong:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: tensors of other shapes ({'; '.join(wrong[:3])}); "
                 "build the model with the checkpoint's width"
             )
         if not wanted:
             example = next(iter(own))
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: no tensor name matches this network (expected names like {example!r}); "
                 "rename the checkpoint's keys to fr-mer's (docs/models.md, Micro-attention)"
             )

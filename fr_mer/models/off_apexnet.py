@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
 from fr_mer.models.inception import scale_flow_image
 
@@ -36,7 +37,7 @@ class OffApexNet(MERModel):
     def __init__(self, n_classes: int = 3, hidden: int = 1024, dropout: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"off_apexnet needs 0 <= dropout < 1, got {dropout}")
+            raise ParameterError(f"off_apexnet needs 0 <= dropout < 1, got {dropout}")
         self.n_classes = n_classes
         self.dropout = dropout
         # The two streams as grouped convolutions: same function as two separate stacks.
@@ -51,5 +52,5 @@ class OffApexNet(MERModel):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(x.flatten(1)))
-        x = F.dropout(F.relu(self.fc2(x)), self.dropout, self.training)
+        x = self.drop(F.relu(self.fc2(x)), self.dropout)
         return {"logits": self.fc3(x)}

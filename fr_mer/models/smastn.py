@@ -34,9 +34,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
-from fr_mer.models.micro_attention import DeviceSizedInput, ResNet10, resize_square
+from fr_mer.models.micro_attention import ResNet10, resize_square
 
 _NEUTRALS = ("onset_face", "static")
 
@@ -85,9 +86,8 @@ class SegmentAttention(nn.Module):
 
 
 @register("smastn")
-class SMASTN(DeviceSizedInput, MERModel):
-    gpu_input_size = 112
-    cpu_input_size = 64
+class SMASTN(MERModel):
+    recorded_options = ("input_size",)
     inputs = {"dynamic_images": None, "onset_face": None}
     # Reconstruction: the spec gives no recipe; Adam with weight decay for a
     # small CNN trained from scratch, class-balanced batches for the composite.
@@ -106,7 +106,7 @@ class SMASTN(DeviceSizedInput, MERModel):
     def __init__(
         self,
         n_classes: int = 3,
-        input_size: int | None = None,
+        input_size: int = 64,
         width: int = 32,
         segment_hidden: int = 64,
         de_weight: float = 0.1,
@@ -118,7 +118,7 @@ class SMASTN(DeviceSizedInput, MERModel):
         """
         Args:
             n_classes: output classes.
-            input_size: image side; None: 112 on CUDA, 64 on the CPU.
+            input_size: image side; the same on every device (the paper: 112).
             width: channels of the shared CNN's first stage (doubling per stage).
             segment_hidden: hidden width of the segment-weight scorer.
             de_weight: weight of the DE-Loss (0: plain cross-entropy).
@@ -130,11 +130,11 @@ class SMASTN(DeviceSizedInput, MERModel):
         """
         super().__init__()
         if de_neutral not in _NEUTRALS:
-            raise ValueError(f"de_neutral must be one of {', '.join(_NEUTRALS)}, got {de_neutral!r}")
-        if input_size is not None and input_size < 32:
-            raise ValueError(f"input_size must be >= 32, got {input_size}")
+            raise ParameterError(f"de_neutral must be one of {', '.join(_NEUTRALS)}, got {de_neutral!r}")
+        if input_size < 32:
+            raise ParameterError(f"input_size must be >= 32, got {input_size}")
         if not 0.0 <= de_margin <= 2.0:
-            raise ValueError(f"de_margin must be in [0, 2] (distance of unit vectors), got {de_margin}")
+            raise ParameterError(f"de_margin must be in [0, 2] (distance of unit vectors), got {de_margin}")
         self.n_classes = n_classes
         self.input_size = input_size
         self.de_weight = de_weight
@@ -151,7 +151,9 @@ class SMASTN(DeviceSizedInput, MERModel):
         dim = self.cnn.out_channels
         self.non_local = NonLocalBlock2d(dim)
         self.segment_attention = SegmentAttention(dim, segment_hidden)
-        self.dropout = nn.Dropout(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ParameterError(f"smastn needs 0 <= dropout < 1, got {dropout}")
+        self.dropout = dropout
         self.fc = nn.Linear(dim, n_classes)
 
     def _features(self, normalised: torch.Tensor) -> torch.Tensor:
@@ -166,7 +168,7 @@ class SMASTN(DeviceSizedInput, MERModel):
                 "dynamic_images must be (B, K + 1, S, S) with K >= 1 segment images and the "
                 f"global one, got shape {tuple(images.shape)}"
             )
-        size = self.resolved_input_size(images.device)
+        size = self.input_size
         flat = resize_square(images.reshape(b * k1, 1, *images.shape[-2:]), size)
         neutral = self.training and self.de_weight > 0
         # The neutral images share the batch with the dynamic images, so every
@@ -190,7 +192,7 @@ class SMASTN(DeviceSizedInput, MERModel):
         local = (weights.unsqueeze(-1) * segments).sum(dim=1)
         fused = local + global_feature
         outputs = {
-            "logits": self.fc(self.dropout(fused)),
+            "logits": self.fc(self.drop(fused, self.dropout)),
             "feature": fused,
             "segment_weights": weights,
         }

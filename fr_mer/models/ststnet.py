@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fr_mer.models import register
+from fr_mer.errors import ParameterError
+from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
 from fr_mer.ops import (avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_channel_statistics,
                         masked_conv_relu_bn_maxpool, update_running_statistics)
@@ -44,6 +45,8 @@ class STSTNet(MERModel):
 
     def __init__(self, n_classes: int = 3, dropout: float = 0.5) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ParameterError(f"ststnet needs 0 <= dropout < 1, got {dropout}")
         self.n_classes = n_classes
         self.dropout = dropout
         width = sum(c for _, _, c in _STREAMS)
@@ -67,8 +70,7 @@ class STSTNet(MERModel):
             bn.running_var if bn.track_running_stats else None,
             training=use_batch_stats, momentum=momentum, eps=bn.eps,
             conv_padding=2, pool_kernel=3, pool_stride=3, pool_padding=1)
-        if self.training and self.dropout > 0:
-            x = dropout(x, self.dropout)
+        x = self.drop(x, self.dropout)
         return {"logits": avg_pool_linear(x, self.fc.weight, self.fc.bias, 2)}
 
     # -- released key names <-> merged layers ------------------------------
@@ -79,6 +81,9 @@ class STSTNet(MERModel):
         for merged, part in (("conv", 0), ("bn", 1)):
             names = [s[part] for s in _STREAMS]
             suffixes = {k[len(prefix + names[0]) + 1:] for k in state_dict if k.startswith(prefix + names[0] + ".")}
+            # Merge only a complete released layout; anything else is left for load_state_dict to report.
+            if not all(f"{prefix}{n}.{suffix}" in state_dict for n in names for suffix in suffixes):
+                return
             for suffix in suffixes:
                 pieces = [state_dict.pop(f"{prefix}{n}.{suffix}") for n in names]
                 if suffix == "num_batches_tracked":
@@ -131,6 +136,8 @@ class StackedSTSTNet(nn.Module):
         self.dropout = first.dropout
         self.momentum = float(first.bn.momentum)
         self.eps = first.bn.eps
+        #: The generator dropout draws from (set by fr_mer.fold_stack.train_stacked); None: torch's global one.
+        self.generator: torch.Generator | None = None
         # The hand-fused convolution-ReLU-batch norm-pooling pass (fr_mer.ops); False: plain
         # autograd operations (the reference the fused pass is tested against).
         self.fused = True
@@ -178,7 +185,7 @@ class StackedSTSTNet(nn.Module):
             x = torch.addcmul(shift.view(1, -1, 1, 1), r, scale.view(1, -1, 1, 1))
             x = F.max_pool2d(x, kernel_size=3, stride=3, padding=1)
         if self.training and self.dropout > 0:
-            x = F.dropout(x, self.dropout, training=True)
+            x = dropout(x, self.dropout, generator=self.generator)
         features = F.avg_pool2d(x, kernel_size=2, stride=2).reshape(b, f, -1)
         return torch.einsum("bfk,fnk->bfn", features, self.fc_weight) + self.fc_bias
 

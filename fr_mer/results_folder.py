@@ -1,0 +1,124 @@
+"""An evaluation's results folder: its recorded config and one file per finished fold.
+
+``OUT/config.json`` records the run's settings (:class:`~fr_mer.run_plan.EvalConfig`)
+and its cache; ``OUT/folds/seed<S>/<database>-<subject>.json`` holds one
+finished fold (:class:`FoldResult`), written atomically (``os.replace``), so a
+killed run leaves only whole files and a rerun resumes after them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fr_mer.config import from_record, settings, to_record
+from fr_mer.errors import FrMerError
+from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan
+
+CONFIG_FILE = "config.json"
+
+
+@settings
+class FoldResult:
+    """One finished (seed, fold): the held-out subject's predictions and the training's log."""
+
+    seed: int
+    database: str
+    subject: str
+    keys: list[str]
+    true: list[int]
+    pred: list[int]
+    proba: list[list[float]]
+    n_train: int
+    seconds: float
+    train_loss: float
+    samples_per_second: float
+    val_uf1: float | None = None
+
+
+def atomic_json(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, what: str, remedy: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"{path}: {what} is damaged ({error}); {remedy}") from None
+
+
+class ResultsFolder:
+    """The folder ``--out`` of an evaluation run."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise EvaluationError(f"--out {self.path}: exists and is not a folder; give a folder for the results")
+
+    def fold_path(self, job: FoldJob) -> Path:
+        return self.path / "folds" / f"seed{job.seed}" / f"{job.fold.database}-{job.fold.name}.json"
+
+    def read_fold(self, job: FoldJob) -> FoldResult | None:
+        """The finished fold's result, or None when it has not been written."""
+        path = self.fold_path(job)
+        if not path.exists():
+            return None
+        remedy = "delete the file to train that fold again (the other folds are kept)"
+        try:
+            return from_record(FoldResult, _read_json(path, "this finished fold's file", remedy), source=str(path))
+        except FrMerError as error:
+            raise EvaluationError(f"{error}; {remedy}") from None
+
+    def write_fold(self, job: FoldJob, result: FoldResult) -> None:
+        atomic_json(self.fold_path(job), to_record(result))
+
+    def check_or_write_config(self, plan: RunPlan, overwrite: bool) -> None:
+        """Record the plan's settings, or check that the folder's recorded run has the same ones.
+
+        Raises :class:`EvaluationError` naming the settings that differ (or the
+        damaged file), before any fold is trained.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        record = {"config": to_record(plan.config), "cache": str(plan.cache)}
+        path = self.path / CONFIG_FILE
+        if path.exists() and not overwrite:
+            remedy = "delete it (the finished folds are kept if the settings are the same), or use a fresh --out"
+            stored = _read_json(path, "the run's recorded settings", remedy)
+            if not isinstance(stored, dict):
+                raise EvaluationError(f"{path}: the run's recorded settings are damaged (not a mapping); {remedy}")
+            try:
+                # A record written before a setting existed takes its default (the value it ran with).
+                stored_config = to_record(from_record(EvalConfig, stored.get("config", {}), source=str(path)))
+            except FrMerError as error:
+                raise EvaluationError(f"{error}; {remedy}") from None
+            differ = [key for key, value in record["config"].items()
+                      if not _same_setting(key, stored_config.get(key), value)]
+            if not _same_path(stored.get("cache"), record["cache"]):
+                differ.append("cache")
+            if differ:
+                raise EvaluationError(
+                    f"{path}: {self.path} holds a run with other settings ({', '.join(differ)}); "
+                    "use another --out, or --overwrite to start again"
+                )
+            return
+        if overwrite and (self.path / "folds").exists():
+            for fold_file in (self.path / "folds").rglob("*.json"):
+                fold_file.unlink()
+        atomic_json(path, record)
+
+
+def _same_path(stored: object, current: object) -> bool:
+    """Paths name the same file: a relative one in an older record is taken from the working folder."""
+    if stored is None or current is None:
+        return stored is current
+    return Path(str(stored)).resolve() == Path(str(current)).resolve()
+
+
+def _same_setting(key: str, stored: object, current: object) -> bool:
+    if key == "composite_list":
+        return _same_path(stored, current)
+    return stored == current

@@ -1,0 +1,127 @@
+"""What an evaluation run is, resolved once before anything is loaded.
+
+:class:`EvalConfig` is what a user asks for (the ``evaluate`` options, or a
+library caller's); :func:`make_plan` resolves it into a :class:`RunPlan`: the
+model class and its validated options, the recipe, the cache columns the model
+reads, the seeds that run, the fold rule and how folds are grouped into
+stacks. Every later stage (data -> folds -> training -> reports) takes the plan
+and asks nothing of the registry or the config again. The plan's ``config`` is
+the record a results folder keeps (``config.json``), against which a resumed
+run is checked.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from fr_mer.config import settings
+from fr_mer.errors import FrMerError, ParameterError
+from fr_mer.models import MERModel, Recipe, create_model, model_class, validate_options
+from fr_mer.pipeline.labels import DATABASES
+from fr_mer.protocols import PROTOCOLS, Fold
+from fr_mer.randomness import fold_seed, seeded_initialisation
+
+
+class EvaluationError(FrMerError, ValueError):
+    """A run that cannot start or resume (missing weights, a results folder of another run, ...)."""
+
+
+@settings
+class EvalConfig:
+    """What defines an evaluation run; a resumed run must match it exactly."""
+
+    model: str
+    protocol: str = "composite"
+    database: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    recipe: Recipe | None = None  # None: the model's own recipe
+    seeds: tuple[int, ...] = (0, 1, 2)
+    weights_dir: str | None = None
+    composite_list: str | None = None
+    val_fraction: float = 0.0
+    fold_batch: int = 1  # folds of a seed trained together as one stacked model; 0: all of them
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.database is not None and self.database not in DATABASES:
+            raise ParameterError(f"--database must be one of {', '.join(DATABASES)}, got {self.database!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ParameterError(f"seeds must be distinct integers >= 0 (--first-seed, --seeds), "
+                                 f"got {list(self.seeds)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ParameterError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.fold_batch < 0:
+            raise ParameterError(f"--fold-batch must be 0 (all folds of a seed) or more, got {self.fold_batch}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldJob:
+    """One (seed, fold) of the run: the unit that is trained, saved and resumed."""
+
+    seed: int
+    index: int  # the fold's position in the protocol's fold order
+    fold: Fold
+
+    @property
+    def fold_seed(self) -> int:
+        return fold_seed(self.seed, self.index)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """An evaluation run, resolved: see the module docstring."""
+
+    config: EvalConfig  # as recorded: options validated, recipe resolved, composite list absolute
+    cache: Path  # absolute
+    model_class: type[MERModel]
+    options: Mapping[str, object]
+    recipe: Recipe
+    inputs: Mapping[str, tuple[str, ...] | None]  # cache column -> flow channels (or None)
+    seeds: tuple[int, ...]  # the seeds that run (the first alone with released weights)
+    weights_dir: Path | None
+    composite_list: Path | None
+    stack: int | None  # folds trained together: 1 fold by fold, None all folds of a seed
+
+    @property
+    def model_name(self) -> str:
+        return self.model_class.model_name
+
+    def build_model(self, seed: int) -> MERModel:
+        """A fresh model initialised from ``seed`` (torch's global generators untouched)."""
+        with seeded_initialisation(seed):
+            return create_model(self.model_name, **self.options)
+
+    def jobs(self, folds: Sequence[Fold]) -> list[FoldJob]:
+        """Every (seed, fold) in run order: seed by seed, folds in protocol order."""
+        return [FoldJob(seed, index, fold) for seed in self.seeds for index, fold in enumerate(folds)]
+
+
+def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:
+    """Resolve ``config`` for the cache at ``cache``; raises before anything is loaded or written."""
+    cls = model_class(config.model)
+    options = validate_options(config.model, config.options)
+    recipe = config.recipe or cls.recipe
+    weights_dir = Path(config.weights_dir) if config.weights_dir else None
+    if weights_dir is not None and not weights_dir.is_dir():
+        raise EvaluationError(f"--weights {weights_dir}: no such folder")
+    if config.protocol == "loso" and config.database is None:
+        raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+    if config.fold_batch != 1 and weights_dir is None:
+        from fr_mer.fold_stack import check_stackable
+
+        check_stackable(cls, recipe)
+    composite_list = Path(config.composite_list).resolve() if config.composite_list else None
+    # An instance's inputs can depend on its options (e.g. which flow channels); building one
+    # also runs the constructor's own checks of the option values.
+    with seeded_initialisation(0):
+        inputs = dict(create_model(config.model, **options).inputs)
+    recorded = dataclasses.replace(config, options=options, recipe=recipe,
+                                   composite_list=str(composite_list) if composite_list else None)
+    return RunPlan(
+        config=recorded, cache=Path(cache).resolve(), model_class=cls, options=options, recipe=recipe,
+        inputs=inputs, seeds=config.seeds[:1] if weights_dir else tuple(config.seeds), weights_dir=weights_dir,
+        composite_list=composite_list,
+        stack=1 if weights_dir else (config.fold_batch or None),
+    )
