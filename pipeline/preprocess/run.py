@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,22 +37,54 @@ class Outcome:
     reason: str = ""
 
 
-def _work(clip: Clip, params: PreprocessParams) -> Outcome:
+def _work(clip: Clip, params: PreprocessParams, parent: int | None = None) -> Outcome:
     """Worker entry point: one sample; a problem with it becomes a failure reason.
 
     OpenCV runs one thread per job, so ``--jobs`` is the number of busy cores.
+    ``parent``: the pid of the run's process, which a worker outlives by at most
+    :data:`ORPHAN_POLL_SECONDS` (:func:`_exit_with_parent`).
     """
+    if parent is not None and parent != os.getpid():
+        _exit_with_parent(parent)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         return Outcome(clip.key, process_clip(clip, params))
     except SampleError as exc:
         return Outcome(clip.key, None, str(exc))
-    except (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError) as exc:
+    except (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError, OverflowError) as exc:
         # One odd clip must not stop a run of hundreds: record it and go on.
         return Outcome(clip.key, None, f"{clip.key}: {type(exc).__name__}: {exc}")
     finally:
         cv2.setNumThreads(threads)
+
+
+#: How often a worker checks that the run's process is still its parent.
+ORPHAN_POLL_SECONDS = 1.0
+
+_watched_parent: int | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Make this worker process exit soon after ``parent`` dies (once per process).
+
+    joblib's loky workers outlive a parent killed by ``kill -9`` (they idle for
+    minutes, holding their memory): nothing tells them. A daemon thread polls
+    ``os.getppid()``, which changes when the parent dies and the worker is handed
+    to init, and then ends the process. A worker inside a long C call that holds
+    the GIL exits when the call returns.
+    """
+    global _watched_parent
+    if _watched_parent == parent:
+        return
+    _watched_parent = parent
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fr-mer-parent-watch", daemon=True).start()
 
 
 # -- the run -------------------------------------------------------------------
@@ -209,7 +242,7 @@ class PreprocessRun:
                 from joblib import Parallel, delayed
 
                 results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
-                    delayed(_work)(clip, self.params) for clip in self.todo
+                    delayed(_work)(clip, self.params, os.getpid()) for clip in self.todo
                 )
             for outcome in results:
                 self._record(outcome)

@@ -1,0 +1,125 @@
+"""Reading a cache into memory (:func:`read_cache`)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+
+from fr_mer.pipeline.cache.files import CacheError, check_complete
+from fr_mer.pipeline.cache.schema import (
+    META_COLUMNS,
+    SCHEMA_VERSION,
+    SHIFTED_COLUMNS,
+    check_layout,
+    decode,
+    schema_version,
+)
+
+
+@dataclasses.dataclass
+class Cache:
+    """A cache read into memory: metadata columns as lists, arrays as numpy."""
+
+    path: Path
+    schema_version: int
+    params: dict
+    software: dict
+    meta: dict[str, list]  # column -> list (strings decoded, ints as int)
+    arrays: dict[str, np.ndarray]
+    array_attrs: dict[str, dict]
+    available_arrays: tuple[str, ...]
+    failures: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.meta["key"])
+
+    @property
+    def keys(self) -> list[str]:
+        return self.meta["key"]
+
+
+def read_cache(
+    path: str | Path,
+    arrays: Iterable[str] = (),
+    *,
+    require_labels: bool = False,
+) -> Cache:
+    """Read a cache's metadata and the named array columns.
+
+    Raises :class:`CacheError` naming the file and what to do when it is not a
+    cache, has another schema version, or lacks a requested array. A cache of an
+    older version in :data:`SHIFTED_COLUMNS` is read for its other columns only.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CacheError(f"{path}: is a folder, not a cache file; pass the .h5 file `fr-mer preprocess` wrote")
+    if not path.is_file():
+        raise CacheError(f"{path}: no such cache; run `fr-mer preprocess` or `fr-mer import-ststnet`")
+    check_complete(path)
+    try:
+        f = h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError as exc:
+        raise CacheError(f"{path}: not a readable HDF5 cache ({exc})") from exc
+    with f:
+        if "schema_version" not in f.attrs or "samples" not in f:
+            raise CacheError(f"{path}: not an fr-mer cache (no schema_version); run `fr-mer preprocess`")
+        version = schema_version(f, path)
+        check_layout(f, path)
+        arrays = list(arrays)
+        shifted = sorted(set(arrays) & set(SHIFTED_COLUMNS.get(version, ())))
+        if shifted:
+            raise CacheError(
+                f"{path}: cache schema version {version} holds {', '.join(shifted)} shifted against the "
+                f"flow crop (fixed in version {SCHEMA_VERSION}); re-run `fr-mer preprocess` into a new --out "
+                "(or with --overwrite) to use them"
+            )
+        if version != SCHEMA_VERSION and version not in SHIFTED_COLUMNS:
+            raise CacheError(
+                f"{path}: cache schema version {version}, this fr-mer reads {SCHEMA_VERSION}; "
+                "re-run `fr-mer preprocess --overwrite` to rebuild it"
+            )
+        samples = f["samples"]
+        n = samples["key"].shape[0]
+        meta: dict[str, list] = {}
+        for name, dtype in META_COLUMNS.items():
+            values = samples[name][:n]
+            meta[name] = decode(values) if dtype.startswith("S") else [int(v) for v in values]
+        available = tuple(sorted(k for k in samples if k not in META_COLUMNS))
+        loaded: dict[str, np.ndarray] = {}
+        attrs: dict[str, dict] = {}
+        for name in arrays:
+            if name not in samples:
+                raise CacheError(
+                    f"{path}: has no {name!r} input (it holds {', '.join(available) or 'none'}); "
+                    "re-run `fr-mer preprocess` with the option that stores it (see docs/cache-format.md)"
+                )
+            loaded[name] = samples[name][:n]
+            attrs[name] = dict(samples[name].attrs)
+        failures = {}
+        nf = min(f["failures/key"].shape[0], f["failures/reason"].shape[0])
+        for k, r in zip(decode(f["failures/key"][:nf]), decode(f["failures/reason"][:nf])):
+            failures[k] = r
+        done = set(meta["key"])
+        failures = {k: r for k, r in failures.items() if k not in done}
+        cache = Cache(
+            path=path,
+            schema_version=version,
+            params=json.loads(f.attrs.get("params", "{}")),
+            software=json.loads(f.attrs.get("software", "{}")),
+            meta=meta,
+            arrays=loaded,
+            array_attrs=attrs,
+            available_arrays=available,
+            failures=failures,
+        )
+    if require_labels and any(label < 0 for label in cache.meta["label"]):
+        bad = [k for k, l in zip(cache.meta["key"], cache.meta["label"]) if l < 0][:5]
+        raise CacheError(
+            f"{path}: samples without a composite label ({', '.join(bad)}...); "
+            "preprocess with the composite list, or evaluate with a protocol that uses emotions"
+        )
+    return cache

@@ -1,0 +1,98 @@
+"""The cache's layout as data: its version, its columns and their widths, and the checks of both.
+
+The layout itself is described in :mod:`fr_mer.pipeline.cache` and docs/cache-format.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from fr_mer.pipeline.cache.files import CacheError
+
+#: Version of the layout below. Bump it when a reader of the old layout would
+#: misread the new one; readers refuse other versions with a clear message.
+#: 1: flow, aligned onset/apex faces, landmarks, alignment matrix.
+#: 2: adds the optional temporal columns (``clip_frames``, ``dynamic_images``)
+#:    of the clip models and records their options in ``params``.
+#: 3: the face crops, landmarks, matrix and clip inputs cover the flow crop's face
+#:    region exactly; version 2 had them shifted by half a pixel times (1 - crop
+#:    size / flow size) against it (0.25 px at the default sizes), the flow itself
+#:    being right.
+SCHEMA_VERSION = 3
+
+#: Older versions that are still read, with the array columns they hold wrongly:
+#: a version-2 cache serves the flow models, not the models of its crops.
+SHIFTED_COLUMNS = {
+    2: ("onset_face", "apex_face", "landmarks", "align_matrix", "clip_frames", "dynamic_images"),
+}
+
+#: Widths (bytes) of the sample key (``database/subject/clip``), of the flags
+#: and of a failure's reason.
+KEY_WIDTH = 96
+FLAGS_WIDTH = 160
+REASON_WIDTH = 512
+
+#: Per-sample metadata columns: name -> numpy dtype (fixed-size, SWMR-friendly).
+META_COLUMNS: dict[str, str] = {
+    "key": f"S{KEY_WIDTH}",
+    "database": "S8",
+    "subject": "S16",
+    "clip": "S64",
+    "emotion": "S32",
+    "label": "i1",  # class index into pipeline.labels.CLASSES, -1 when none
+    "onset_frame": "i4",
+    "apex_frame": "i4",
+    "offset_frame": "i4",
+    "flags": f"S{FLAGS_WIDTH}",  # comma-separated, e.g. "apex_repaired,face_fallback_apex"
+}
+FAILURE_COLUMNS = {"key": f"S{KEY_WIDTH}", "reason": f"S{REASON_WIDTH}"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    """A per-sample array column: shape of one sample, dtype, descriptive attributes."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    attrs: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def encode(text: object, width: int, column: str) -> bytes:
+    data = str(text).encode("utf-8")
+    if len(data) > width:
+        raise CacheError(f"{column} value {text!r} is longer than {width} bytes")
+    return data
+
+
+def decode(values: np.ndarray) -> list[str]:
+    return [v.decode("utf-8", "replace") for v in values]
+
+
+def schema_version(f: h5py.File, path: Path) -> int:
+    value = f.attrs.get("schema_version")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CacheError(
+            f"{path}: schema_version {value!r} is not a version number: not an fr-mer cache, or a damaged "
+            "one; make it again with `fr-mer preprocess`"
+        ) from None
+
+
+def check_layout(f: h5py.File, path: Path) -> None:
+    """Refuse a file that lacks a column every cache has, naming it."""
+    missing = [f"samples/{name}" for name in META_COLUMNS if f"samples/{name}" not in f]
+    missing += [f"failures/{name}" for name in FAILURE_COLUMNS if f"failures/{name}" not in f]
+    if missing:
+        raise CacheError(
+            f"{path}: lacks {', '.join(missing)}: a damaged or foreign file, not a whole fr-mer cache; "
+            "make it again with `fr-mer preprocess` into a new --out"
+        )
