@@ -1,4 +1,6 @@
-"""Writers of the three releases' real on-disk layouts and annotation files, any pixels.
+"""Writers of the releases' real on-disk layouts and annotation files, any pixels.
+
+CASME II, SAMM, SMIC-HS and CAS(ME)^3 part A.
 
 Used by the test fixtures (real structure, invented pixels) and by the synthetic
 data generator (real structure, generated faces), so that whatever reads these
@@ -45,9 +47,18 @@ SMIC_RAW_PATTERN = "image{:06d}.bmp"
 #: Class code of each SMIC emotion in clip names (``s1_ne_01``).
 SMIC_EMOTION_CODES = {emotion: code for code, emotion in SMIC_CODES.items()}
 
+CASME3_FOLDER = "part_A"
+CASME3_ANNOTATIONS = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
+CASME3_HEADER = ("Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion")
+#: Subject folders and ``Subject`` cells: ``spNO.1``, ``spNO.2``, ... (unpadded).
+CASME3_SUBJECT = "spNO.{}"
+#: The recorded tasks of a subject, one video (folder) each.
+CASME3_TASKS = tuple("abcdefghijklm")
+
 #: Invented "Objective Classes" value per emotion (the readers do not use the column).
-_OBJECTIVE = {"happiness": 1, "disgust": 2, "repression": 2, "surprise": 3, "fear": 4,
-              "sadness": 5, "anger": 6, "contempt": 6, "others": 7, "other": 7}
+_OBJECTIVE = {"happiness": 1, "happy": 1, "disgust": 2, "repression": 2, "surprise": 3, "fear": 4,
+              "sadness": 5, "sad": 5, "anger": 6, "contempt": 6, "others": 7, "other": 7}
+_ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII")
 
 Frame = Callable[[int], np.ndarray]
 
@@ -277,6 +288,59 @@ def write_smic(
                              pattern)
             write_frames(top / "HS" / subject / "non_micro" / f"{subject}_non_01", range(1, 4),
                          pattern)
+
+
+def write_casme3(
+    root: Path | str,
+    clips: Iterable[ClipSpec],
+    *,
+    annotations: str = "xlsx",
+    depth: bool = True,
+    extra_rows: Sequence[Mapping[str, object]] = (),
+) -> Path:
+    """Write CAS(ME)^3 part A: ``part_A/spNO.1/b/color/175.jpg`` (unpadded absolute frame
+    numbers) and ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` beside ``part_A`` (header on
+    row 1: Subject, Filename = the task letter, Onset, Apex, Offset, AU, Objective class in
+    roman numerals, emotion in lower case); ``annotations='csv'`` writes the .csv export
+    instead. Several clips may share a task folder (same subject and ``clip``, other
+    frames). ``depth`` adds a ``depth/`` folder beside ``color/`` (small invented PNGs of
+    the same numbers), which readers must ignore. Returns the annotation file's path.
+    """
+    if annotations not in ("xlsx", "csv"):
+        raise ParameterError(f"annotations must be 'xlsx' or 'csv', not {annotations!r}")
+    root = Path(root)
+    rows: list[list[object]] = [list(CASME3_HEADER)]
+    for spec in clips:
+        if not (spec.subject.startswith("spNO.") and spec.subject[5:].isdigit()):
+            raise ValueError(f"CAS(ME)^3 subjects are spelt {CASME3_SUBJECT.format('N')}, not {spec.subject!r}")
+        task = root / CASME3_FOLDER / spec.subject / spec.clip
+        numbers = range(spec.onset, spec.offset + 1)
+        write_frames(task / "color", numbers, "{}.jpg", spec.frame)
+        if depth:
+            write_frames(task / "depth", numbers, "{}.png", color=False)
+        values = {
+            "Subject": spec.subject,
+            "Filename": spec.clip,
+            "Onset": spec.onset,
+            "Apex": "/" if spec.apex is None else spec.apex,
+            "Offset": spec.offset,
+            "AU": _au_cell(spec.action_units),
+            "Objective class": _ROMAN[_OBJECTIVE.get(spec.emotion.lower(), 7) - 1],
+            "emotion": spec.emotion,
+        }
+        rows.append(_row(CASME3_HEADER, values, spec.cells))
+    for extra in extra_rows:
+        rows.append(_row(CASME3_HEADER, {}, extra))
+    path = root / CASME3_ANNOTATIONS
+    if annotations == "xlsx":
+        return _save_sheet(path, "Sheet1", rows)
+    import csv
+
+    path = path.with_suffix(".csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(["" if v is None else v for v in row] for row in rows)
+    return path
 
 
 def composite_subject(dataset: str, subject: object) -> str:

@@ -17,12 +17,14 @@ from fr_mer.errors import ParameterError
 from fr_mer.pipeline.labels import DATABASES
 from fr_mer.pipeline.synth import motion
 
-#: Layouts the generator writes (the databases of the composite).
-LAYOUTS: tuple[str, ...] = DATABASES
+#: Databases that the composite layout writes (those of the MEGC2019 composite).
+COMPOSITE_LAYOUTS: tuple[str, ...] = DATABASES
+#: Layouts the generator writes: the composite's databases and CAS(ME)^3 part A.
+LAYOUTS: tuple[str, ...] = (*COMPOSITE_LAYOUTS, "casme3")
 #: ``--layout`` value that writes every database of the composite and its list.
 COMPOSITE = "composite"
 #: Frame rate of each database's camera, frames per second.
-FPS: dict[str, int] = {"casme2": 200, "samm": 200, "smic": 100}
+FPS: dict[str, int] = {"casme2": 200, "samm": 200, "smic": 100, "casme3": 30}
 #: Name of the composite list that the composite layout writes.
 COMPOSITE_LIST_NAME = "synthetic_3class_gt.csv"
 #: Name of the record of what was generated (settings and every clip's ground truth).
@@ -30,6 +32,12 @@ MANIFEST_NAME = "synth-manifest.json"
 
 #: Default frame size (width, height): CASME II's 4:3 at half size, for speed.
 DEFAULT_FRAME_SIZE: tuple[int, int] = (320, 240)
+#: Frame size of the layouts whose release has its own (CAS(ME)^3's 1280x720 colour camera).
+LAYOUT_FRAME_SIZE: dict[str, tuple[int, int]] = {"casme3": (1280, 720)}
+#: Range of a subject's face (jaw) width as a fraction of the frame height.
+DEFAULT_FACE_SPAN: tuple[float, float] = (0.50, 0.62)
+#: The same for layouts whose face is a smaller part of the frame (CAS(ME)^3 films the upper body).
+LAYOUT_FACE_SPAN: dict[str, tuple[float, float]] = {"casme3": (0.30, 0.38)}
 #: Smallest frame side the face detector works at, px.
 MIN_FRAME_SIDE = 96
 DEFAULT_SUBJECTS = 4
@@ -39,6 +47,11 @@ DEFAULT_SEED = 0
 DEFAULT_AMPLITUDE: tuple[float, float] = (1.0, motion.MAX_AMPLITUDE_128)
 #: Range of a clip's length onset..offset, seconds.
 DEFAULT_DURATION_S: tuple[float, float] = (0.065, 0.1)
+
+
+def default_frame_size(layout: str) -> tuple[int, int]:
+    """Frame size of ``layout`` when none is asked for (composite: :data:`DEFAULT_FRAME_SIZE`)."""
+    return LAYOUT_FRAME_SIZE.get(layout, DEFAULT_FRAME_SIZE)
 
 
 def _check_range(name: str, bounds: tuple[float, float], low: float, high: float | None = None) -> None:
@@ -133,8 +146,10 @@ class SynthSettings:
     ``layout``: one of :data:`LAYOUTS`, or :data:`COMPOSITE`; ``subjects`` and
     ``clips_per_subject`` are per database; ``faces``: the photo folder (None: the
     bundled astronaut); ``frame_size``: (width, height) px; ``amplitude``: range of
-    the apex displacement, px on the 128 px face; ``duration_s``: range of a clip's
-    length, seconds.
+    the apex displacement, px on the 128 px face (within the micro-expression limit
+    ``MAX_AMPLITUDE_128``); ``amplitude_scale``: multiplier of the whole expression
+    motion on top of it (1: micro-expression size; larger: motion seen in raw frames);
+    ``duration_s``: range of a clip's length, seconds.
     """
 
     layout: str = COMPOSITE
@@ -145,22 +160,27 @@ class SynthSettings:
     frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE
     nuisances: Nuisances = Nuisances()
     amplitude: tuple[float, float] = DEFAULT_AMPLITUDE
+    amplitude_scale: float = 1.0
     duration_s: tuple[float, float] = DEFAULT_DURATION_S
 
     def __post_init__(self) -> None:
         check_layout(self.layout, composite=True)
         check_counts(self.subjects, self.clips_per_subject)
         check_frame_size(self.frame_size)
-        check_plan_ranges(self.amplitude, self.duration_s)
+        check_plan_ranges(self.amplitude, self.duration_s, self.amplitude_scale)
 
     @property
     def databases(self) -> tuple[str, ...]:
         """The databases this setting writes."""
-        return LAYOUTS if self.layout == COMPOSITE else (self.layout,)
+        return COMPOSITE_LAYOUTS if self.layout == COMPOSITE else (self.layout,)
 
 
-def check_plan_ranges(amplitude: tuple[float, float], duration_s: tuple[float, float]) -> None:
-    """The amplitude range lies in (0, MAX_AMPLITUDE_128]; the duration range is positive."""
+def check_plan_ranges(
+    amplitude: tuple[float, float], duration_s: tuple[float, float], amplitude_scale: float = 1.0
+) -> None:
+    """The amplitude range lies in (0, MAX_AMPLITUDE_128], the scale and the duration range are positive."""
+    if not amplitude_scale > 0:
+        raise ParameterError(f"amplitude_scale must be > 0, got {amplitude_scale!r}")
     low, high = amplitude
     if not 0 < low <= high <= motion.MAX_AMPLITUDE_128:
         raise ParameterError(
@@ -178,7 +198,8 @@ class ClipParams:
     (dx, dy, roll in degrees) with shifts in image pixels, the roll about the
     nose tip; ``drift_shape`` in [0, 1] mixes a linear and an eased head path;
     ``blink`` is (first frame index, length in frames, amplitude px on 128) or None;
-    ``lighting`` is (gain change, gradient change, gradient angle in degrees) at the offset.
+    ``lighting`` is (gain change, gradient change, gradient angle in degrees) at the offset;
+    ``amplitude_scale`` multiplies the expression's field (not the blink).
     """
 
     dataset: str
@@ -199,6 +220,7 @@ class ClipParams:
     noise_sigma: float
     jpeg_quality: int | None
     key: tuple[int, ...]
+    amplitude_scale: float = 1.0
 
     @property
     def n_frames(self) -> int:
@@ -230,7 +252,7 @@ class ClipParams:
             "offset": self.offset,
             "action_units": self.action_units,
             "units": [list(u) for u in self.expression.units],
-            "amplitude_px_on_128": round(self.expression.amplitude, 4),
+            "amplitude_px_on_128": round(self.expression.amplitude * self.amplitude_scale, 4),
             "blink": list(self.blink) if self.blink else None,
             "jpeg_quality": self.jpeg_quality,
         }

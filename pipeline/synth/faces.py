@@ -5,6 +5,11 @@ small rotation, a smooth shape warp, mirror), skin tone, lighting and skin
 texture, at a fixed frame size. The landmarks of a subject are detected on its
 own image by the same dlib detector and shape predictor as the pipeline uses,
 so a subject exists only if the pipeline can find its face.
+
+A folder of photos is a set of *people*: the file name up to its first ``_`` names
+the person (``sub01_EP02_01f.jpg`` and ``sub01_EP03_02.jpg`` are one person, as in the
+composite's apex faces), and each person gives one photo, so that one real person
+is one derived subject, never several.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import numpy as np
 
 from fr_mer.errors import FrMerError
 from fr_mer.pipeline.clips import FRAME_SUFFIXES
-from fr_mer.pipeline.synth.config import DEFAULT_FRAME_SIZE
+from fr_mer.pipeline.synth.config import DEFAULT_FACE_SPAN, DEFAULT_FRAME_SIZE
 
 #: iBUG 68-point index of each landmark's mirror image (the left/right swap of a flip).
 _MIRRORED = np.array(
@@ -26,6 +31,8 @@ _MIRRORED = np.array(
 )
 #: Photos whose face (jaw width) is larger than this are reduced to it, px.
 _MAX_FACE_WIDTH = 320.0
+#: A photo whose face (jaw) is wider than this fraction of its smaller side is a tight crop.
+_TIGHT_CROP = 0.55
 #: Draws of derivation parameters tried before a subject is declared undetectable.
 _ATTEMPTS = 12
 
@@ -36,11 +43,23 @@ class PhotoError(FrMerError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Photo:
-    """A source face photo: BGR uint8 image and its 68 landmarks (x, y) in pixels."""
+    """A source face photo: BGR uint8 image and its 68 landmarks (x, y) in pixels.
+
+    ``name``: the file's stem; ``person``: who it shows (:func:`person_of`).
+    """
 
     name: str
     image: np.ndarray
     landmarks: np.ndarray
+
+    @property
+    def person(self) -> str:
+        return person_of(self.name)
+
+
+def person_of(name: str) -> str:
+    """The person a photo named ``name`` (a file stem) shows: the name up to its first ``_``."""
+    return name.split("_", 1)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +85,17 @@ class Identity:
         return float(np.hypot(*(self.landmarks[16] - self.landmarks[0])))
 
 
-def detect_landmarks(gray: np.ndarray) -> np.ndarray | None:
-    """68 landmarks (x, y) of the largest face that the pipeline's aligner finds, or None."""
+def detect_landmarks(gray: np.ndarray, *, pre_cropped: bool = False) -> np.ndarray | None:
+    """68 landmarks (x, y) of the largest face that the pipeline's aligner finds, or None.
+
+    ``pre_cropped``: the image is a face crop; the aligner adds its padded try.
+    """
     from fr_mer.pipeline.align import FaceAligner  # the one place that runs dlib
 
     global _ALIGNER
     if _ALIGNER is None:  # loading the shape predictor takes about a second
         _ALIGNER = FaceAligner()
-    return _ALIGNER.landmarks(gray)
+    return _ALIGNER.landmarks(gray, pre_cropped=pre_cropped)
 
 
 _ALIGNER = None
@@ -86,12 +108,31 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
 
 
+def _photo_landmarks(gray: np.ndarray) -> np.ndarray | None:
+    """The photo's landmarks; tight face crops (the composite's apex faces) get more tries."""
+    landmarks = detect_landmarks(gray)
+    if landmarks is None:  # the aligner's rule for cropped frames: a padded copy
+        landmarks = detect_landmarks(gray, pre_cropped=True)
+    if landmarks is None:  # low-contrast crops: equalised, on a grey border
+        pad = max(gray.shape) // 4
+        padded = cv2.copyMakeBorder(cv2.equalizeHist(gray), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=128)
+        found = detect_landmarks(padded)
+        landmarks = None if found is None else np.asarray(found) - pad
+    return landmarks
+
+
 def _photo(name: str, image: np.ndarray) -> Photo | None:
-    landmarks = detect_landmarks(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    landmarks = _photo_landmarks(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     if landmarks is None:
         return None
     landmarks = np.asarray(landmarks, dtype=np.float64)
     face_width = float(np.hypot(*(landmarks[16] - landmarks[0])))
+    if face_width > _TIGHT_CROP * min(image.shape[:2]):
+        # a tight face crop: a subject's frame reaches past its edges, and a mirrored
+        # border would put half-faces there that the detector takes for the face
+        pad = int(round(face_width))
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        landmarks = landmarks + pad
     if face_width > _MAX_FACE_WIDTH:
         # a box filter now, so that the subjects' warps never shrink by much
         # (an interpolating warp that shrinks aliases the skin texture)
@@ -104,11 +145,13 @@ def _photo(name: str, image: np.ndarray) -> Photo | None:
 
 
 def load_photos(faces: Path | str | None = None) -> list[Photo]:
-    """Face photos with their landmarks: the astronaut when ``faces`` is None, else a folder.
+    """One photo with its landmarks per person: the astronaut when ``faces`` is None, else a folder.
 
-    A folder's image files are read in name order; a file that cannot be read or
-    in which no face is found is an error naming the file (give upright,
-    frontal photos with one face each, at least about 80 px between the ears).
+    A folder's image files are grouped into people (:func:`person_of`), people in name
+    order; each person's photos are tried in name order and the first in which dlib finds
+    a face is theirs. A file that cannot be read, or a person in none of whose photos a
+    face is found, is an error naming the files (give upright, frontal photos with one
+    face each, at least about 80 px between the ears).
     """
     if faces is None:
         photo = _photo("astronaut", astronaut())
@@ -125,19 +168,32 @@ def load_photos(faces: Path | str | None = None) -> list[Photo]:
         raise PhotoError(
             f"{folder}: no image files ({', '.join(FRAME_SUFFIXES)}); check --faces"
         )
-    photos = []
+    people: dict[str, list[Path]] = {}
     for path in files:
+        people.setdefault(person_of(path.stem), []).append(path)
+    photos = []
+    for person in sorted(people):
+        photo = _first_face(people[person], folder)
+        if photo is None:
+            names = ", ".join(path.name for path in people[person])
+            raise PhotoError(
+                f"{folder / people[person][0].name}: no face found by dlib's frontal detector in any photo "
+                f"of {person!r} ({names}); use an upright, frontal photo with one face, or remove them "
+                f"from {folder}"
+            )
+        photos.append(photo)
+    return photos
+
+
+def _first_face(paths: list[Path], folder: Path) -> Photo | None:
+    for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise PhotoError(f"{path}: cannot be read as an image; remove it from {folder}")
         photo = _photo(path.stem, image)
-        if photo is None:
-            raise PhotoError(
-                f"{path}: no face found by dlib's frontal detector; use an upright, frontal "
-                f"photo with one face, or remove it from {folder}"
-            )
-        photos.append(photo)
-    return photos
+        if photo is not None:
+            return photo
+    return None
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -146,12 +202,14 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) 
     return cv2.resize(grid, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def _draw_params(rng: np.random.Generator, frame_size: tuple[int, int]) -> dict[str, float]:
+def _draw_params(
+    rng: np.random.Generator, frame_size: tuple[int, int], face_span: tuple[float, float]
+) -> dict[str, float]:
     width, height = frame_size
     return {
         "mirror": float(rng.random() < 0.5),
         # jaw width; with brows and chin the face spans about 1.1x this
-        "face_width": float(height * rng.uniform(0.50, 0.62)),
+        "face_width": float(height * rng.uniform(*face_span)),
         "aspect": float(rng.uniform(0.9, 1.1)),
         "rotation_deg": float(rng.uniform(-4.0, 4.0)),
         "shift_x": float(width * rng.uniform(-0.08, 0.08)),
@@ -229,18 +287,21 @@ def derive_identity(
     name: str,
     seed: np.random.SeedSequence,
     frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+    face_span: tuple[float, float] = DEFAULT_FACE_SPAN,
 ) -> Identity:
     """One subject from ``photo``, deterministic for ``seed``.
 
+    ``face_span``: range of the face's (jaw) width as a fraction of the frame height.
     Parameters are redrawn (deterministically) while the detector misses the
-    derived face; after several misses the photo is reported as unusable.
+    derived face; after several misses, several more with the detection run on a
+    histogram-equalised copy (low-contrast photos), then the photo is reported as unusable.
     """
     rng = np.random.default_rng(seed)
-    for _ in range(_ATTEMPTS):
-        params = _draw_params(rng, frame_size)
+    for attempt in range(2 * _ATTEMPTS):
+        params = _draw_params(rng, frame_size, face_span)
         image = render_identity(photo, params, frame_size, rng)
         gray = cv2.cvtColor(image.round().astype(np.uint8), cv2.COLOR_BGR2GRAY)
-        landmarks = detect_landmarks(gray)
+        landmarks = detect_landmarks(gray if attempt < _ATTEMPTS else cv2.equalizeHist(gray))
         if landmarks is None:
             continue
         landmarks = np.asarray(landmarks, dtype=np.float32)
@@ -259,7 +320,7 @@ def derive_identity(
             continue
         return Identity(name, photo.name, image, landmarks, params)
     raise PhotoError(
-        f"photo {photo.name!r}: the detector missed the face in {_ATTEMPTS} derived subjects at "
+        f"photo {photo.name!r}: the detector missed the face in {2 * _ATTEMPTS} derived subjects at "
         f"frame size {frame_size[0]}x{frame_size[1]}; use a larger --size or a clearer photo"
     )
 
@@ -271,8 +332,10 @@ def derive_identities(
     frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
     *,
     key: tuple[int, ...] = (),
+    first: int = 0,
+    face_span: tuple[float, float] = DEFAULT_FACE_SPAN,
 ) -> list[Identity]:
-    """Subjects ``names``, taking the photos in turn.
+    """Subjects ``names``, taking the photos in turn from photo ``first``.
 
     Subject ``i`` is drawn from ``SeedSequence(seed, spawn_key=key + (i,))``: the
     same subject whatever else is generated, in any order.
@@ -281,10 +344,11 @@ def derive_identities(
         raise PhotoError("no face photos to derive subjects from")
     return [
         derive_identity(
-            photos[i % len(photos)],
+            photos[(first + i) % len(photos)],
             name,
             np.random.SeedSequence(seed, spawn_key=(*key, i)),
             frame_size,
+            face_span,
         )
         for i, name in enumerate(names)
     ]

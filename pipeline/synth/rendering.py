@@ -23,8 +23,10 @@ def apex_displacement(identity: Identity, clip: ClipParams) -> np.ndarray:
 
     In the subject's neutral-face coordinates (before head pose); the head
     moves this field rigidly with the face. Blinks are a nuisance, not part of it.
+    The clip's ``amplitude_scale`` multiplies it.
     """
-    return motion.expression_field(identity.landmarks, identity.shape, clip.expression)
+    field = motion.expression_field(identity.landmarks, identity.shape, clip.expression)
+    return field if clip.amplitude_scale == 1.0 else field * np.float32(clip.amplitude_scale)
 
 
 def au_region_mask(identity: Identity, clip: ClipParams) -> np.ndarray:

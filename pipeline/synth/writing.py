@@ -28,7 +28,6 @@ from fr_mer.pipeline.synth.config import (
     DEFAULT_AMPLITUDE,
     DEFAULT_CLIPS_PER_SUBJECT,
     DEFAULT_DURATION_S,
-    DEFAULT_FRAME_SIZE,
     DEFAULT_SEED,
     DEFAULT_SUBJECTS,
     MANIFEST_NAME,
@@ -36,8 +35,9 @@ from fr_mer.pipeline.synth.config import (
     Nuisances,
     SynthSettings,
     check_layout,
+    default_frame_size,
 )
-from fr_mer.pipeline.synth.faces import Identity, Photo, load_photos
+from fr_mer.pipeline.synth.faces import Identity, Photo, load_photos, person_of
 from fr_mer.pipeline.synth.planning import plan_database
 from fr_mer.pipeline.synth.rendering import ClipRenderer
 
@@ -112,6 +112,11 @@ class SynthSummary:
                 out.append(f"    annotations: {db.annotations}")
         if self.composite_list is not None:
             out.append(f"  composite list: {self.composite_list}")
+        sources = [identity.source for db in self.databases.values() for identity in db.identities]
+        people = {person_of(source) for source in sources}
+        if 1 < len(people) < len(sources):
+            out.append(f"  note: {len(people)} people for {len(sources)} subjects: some people are several "
+                       f"subjects (ask for fewer --subjects to keep one subject per person)")
         out.append(f"  manifest (ground truth per clip): {self.manifest}")
         args = " ".join(shlex.quote(a) for a in self.scan_arguments())
         out.append("next:")
@@ -162,6 +167,8 @@ def write_database(
         return layouts.write_casme2(root, specs)
     if dataset == "samm":
         return layouts.write_samm(root, specs)
+    if dataset == "casme3":
+        return layouts.write_casme3(root, specs)
     layouts.write_smic(root, specs)
     return None
 
@@ -250,11 +257,13 @@ def write_synth(
         photos = load_photos(settings.faces)
     composite = settings.layout == COMPOSITE
     databases = {}
-    for dataset in settings.databases:
+    for position, dataset in enumerate(settings.databases):
         identities, clips = plan_database(
             dataset, subjects=settings.subjects, clips_per_subject=settings.clips_per_subject,
             photos=photos, seed=settings.seed, frame_size=settings.frame_size,
-            nuisances=settings.nuisances, amplitude=settings.amplitude, duration_s=settings.duration_s,
+            nuisances=settings.nuisances, amplitude=settings.amplitude,
+            amplitude_scale=settings.amplitude_scale, duration_s=settings.duration_s,
+            first_photo=position * settings.subjects,
         )
         root = out_dir / dataset if composite else out_dir
         root.mkdir(parents=True, exist_ok=True)
@@ -275,14 +284,15 @@ def generate(
     out_dir: Path | str,
     *,
     layout: str = "casme2",
-    subjects: int = DEFAULT_SUBJECTS,
+    subjects: int | None = None,
     clips_per_subject: int = DEFAULT_CLIPS_PER_SUBJECT,
     faces: Path | str | None = None,
     photos: Sequence[Photo] | None = None,
     seed: int = DEFAULT_SEED,
-    frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+    frame_size: tuple[int, int] | None = None,
     nuisances: Nuisances = Nuisances(),
     amplitude: tuple[float, float] = DEFAULT_AMPLITUDE,
+    amplitude_scale: float = 1.0,
     duration_s: tuple[float, float] = DEFAULT_DURATION_S,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -291,39 +301,38 @@ def generate(
 
     Args:
         out_dir: the dataset root (created); give it to ``fr-mer scan --root``.
-        layout: ``casme2``, ``samm`` or ``smic``.
+        layout: ``casme2``, ``samm``, ``smic`` or ``casme3``.
         subjects, clips_per_subject: how many; classes are balanced per subject.
+            ``subjects`` None: one per person of the photos (:func:`default_subjects`).
         faces: folder of face photos (None: scikit-image's astronaut); or
             ``photos`` already loaded by :func:`fr_mer.pipeline.synth.faces.load_photos`.
         seed: everything random derives from it; the same seed, the same bytes.
-        frame_size: (width, height) of the frames, px.
+        frame_size: (width, height) of the frames, px (None: the layout's default).
         nuisances: class-independent disturbances (:class:`Nuisances`).
         amplitude: range of the apex displacement, px on the 128 px reference face.
+        amplitude_scale: multiplier of the expression motion (1: micro-expression size).
         duration_s: range of a clip's length onset..offset, seconds (frames = s x fps).
         overwrite: replace ``out_dir`` when it holds an earlier synth output
             (a non-empty folder is otherwise refused; see :func:`prepare_out_dir`).
         progress: called with each clip's parameters once its frames are written.
     """
     check_layout(layout)
-    settings = SynthSettings(
-        layout=layout, subjects=subjects, clips_per_subject=clips_per_subject,
-        faces=None if faces is None else str(faces), seed=seed, frame_size=tuple(frame_size),
-        nuisances=nuisances, amplitude=tuple(amplitude), duration_s=tuple(duration_s),
-    )
-    return write_synth(out_dir, settings, photos=photos, overwrite=overwrite, progress=progress)
+    return _generate(out_dir, layout, subjects, clips_per_subject, faces, photos, seed, frame_size, nuisances,
+                     amplitude, amplitude_scale, duration_s, overwrite, progress)
 
 
 def generate_composite(
     out_dir: Path | str,
     *,
-    subjects: int = DEFAULT_SUBJECTS,
+    subjects: int | None = None,
     clips_per_subject: int = DEFAULT_CLIPS_PER_SUBJECT,
     faces: Path | str | None = None,
     photos: Sequence[Photo] | None = None,
     seed: int = DEFAULT_SEED,
-    frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+    frame_size: tuple[int, int] | None = None,
     nuisances: Nuisances = Nuisances(),
     amplitude: tuple[float, float] = DEFAULT_AMPLITUDE,
+    amplitude_scale: float = 1.0,
     duration_s: tuple[float, float] = DEFAULT_DURATION_S,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -335,10 +344,31 @@ def generate_composite(
     in the official format (``layouts.write_composite_list``): give it
     to ``--composite-list``. Other arguments as :func:`generate`.
     """
+    return _generate(out_dir, COMPOSITE, subjects, clips_per_subject, faces, photos, seed, frame_size, nuisances,
+                     amplitude, amplitude_scale, duration_s, overwrite, progress)
+
+
+def default_subjects(photos: Sequence[Photo], layout: str) -> int:
+    """Subjects per database when none are asked for: with one photo (the astronaut),
+    :data:`DEFAULT_SUBJECTS`; with a folder, every person once, shared out among the
+    databases that ``layout`` writes (68 people: 22 per database of a composite)."""
+    if len(photos) == 1:
+        return DEFAULT_SUBJECTS
+    n_databases = len(SynthSettings(layout=layout).databases)
+    return max(1, len({photo.person for photo in photos}) // n_databases)
+
+
+def _generate(out_dir, layout, subjects, clips_per_subject, faces, photos, seed, frame_size, nuisances,
+              amplitude, amplitude_scale, duration_s, overwrite, progress) -> SynthSummary:
+    if subjects is None:
+        photos = load_photos(faces) if photos is None else photos
+        subjects = default_subjects(photos, layout)
     settings = SynthSettings(
-        layout=COMPOSITE, subjects=subjects, clips_per_subject=clips_per_subject,
-        faces=None if faces is None else str(faces), seed=seed, frame_size=tuple(frame_size),
-        nuisances=nuisances, amplitude=tuple(amplitude), duration_s=tuple(duration_s),
+        layout=layout, subjects=subjects, clips_per_subject=clips_per_subject,
+        faces=None if faces is None else str(faces), seed=seed,
+        frame_size=default_frame_size(layout) if frame_size is None else tuple(frame_size),
+        nuisances=nuisances, amplitude=tuple(amplitude), amplitude_scale=float(amplitude_scale),
+        duration_s=tuple(duration_s),
     )
     return write_synth(out_dir, settings, photos=photos, overwrite=overwrite, progress=progress)
 
