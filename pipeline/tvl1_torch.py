@@ -225,20 +225,49 @@ def median_filter(field: torch.Tensor, size: int) -> torch.Tensor:
     return values[result].reshape(shape)
 
 
+#: Coefficient of the bicubic kernel (OpenCV's INTER_CUBIC and torch's bicubic use -0.75).
+CUBIC_A = -0.75
+
+
+def _cubic_weights(frac: torch.Tensor) -> torch.Tensor:
+    """(4, ...) weights of the taps at -1, 0, 1, 2 from the sample's fractional position ``frac``."""
+    a = CUBIC_A
+    w0 = ((a * (frac + 1) - 5 * a) * (frac + 1) + 8 * a) * (frac + 1) - 4 * a
+    w1 = ((a + 2) * frac - (a + 3)) * frac * frac + 1
+    w2 = ((a + 2) * (1 - frac) - (a + 3)) * (1 - frac) * (1 - frac) + 1
+    return torch.stack((w0, w1, w2, 1 - w0 - w1 - w2))
+
+
 def warp_bicubic(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) images sampled at ``(x + u, y + v)`` by bicubic interpolation (a = -0.75).
 
     Taps outside the image read as 0 (``cv2.remap``'s default constant border).
-    ``flow`` is (B, 2, H, W) in pixels.
+    ``flow`` is (B, 2, H, W) in pixels. The sample positions are formed as OpenCV
+    forms them (``x + u`` in float32), so a zero flow returns the images exactly:
+    a normalised ``grid_sample`` grid would not, and the zero border amplifies
+    such rounding into flow along the image edges.
     """
-    _, _, height, width = images.shape
-    ys = torch.arange(height, device=images.device, dtype=images.dtype)
-    xs = torch.arange(width, device=images.device, dtype=images.dtype)
-    # align_corners=True maps -1 and 1 to the centres of the first and last pixels
-    grid_x = (xs + flow[:, 0]) * (2.0 / (width - 1)) - 1.0
-    grid_y = (ys[:, None] + flow[:, 1]) * (2.0 / (height - 1)) - 1.0
-    grid = torch.stack((grid_x, grid_y), dim=-1)
-    return F.grid_sample(images, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+    batch, channels, height, width = images.shape
+    xs = torch.arange(width, device=images.device, dtype=images.dtype) + flow[:, 0]
+    ys = torch.arange(height, device=images.device, dtype=images.dtype)[:, None] + flow[:, 1]
+    x0, y0 = torch.floor(xs), torch.floor(ys)
+    weights_x, weights_y = _cubic_weights(xs - x0), _cubic_weights(ys - y0)
+    taps = torch.arange(-1, 3, device=images.device).view(4, 1, 1, 1)
+    # clamp far-away positions first so that the integer conversion cannot overflow
+    cols = x0.clamp(-4, width + 4).long() + taps
+    rows = y0.clamp(-4, height + 4).long() + taps
+    weights_x = weights_x * ((cols >= 0) & (cols < width))
+    weights_y = weights_y * ((rows >= 0) & (rows < height))
+    cols, rows = cols.clamp(0, width - 1), rows.clamp(0, height - 1)
+    flat = images.reshape(batch, channels, height * width)
+    out = images.new_zeros(batch, channels, height * width)
+    for j in range(4):
+        row_sum = images.new_zeros(batch, channels, height * width)
+        for i in range(4):
+            index = (rows[j] * width + cols[i]).view(batch, 1, -1).expand(-1, channels, -1)
+            row_sum.addcmul_(flat.gather(2, index), weights_x[i].view(batch, 1, -1))
+        out.addcmul_(row_sum, weights_y[j].view(batch, 1, -1))
+    return out.view(batch, channels, height, width)
 
 
 def _where(active: torch.Tensor, all_active: bool, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
