@@ -210,8 +210,8 @@ def median_filter(field: torch.Tensor, size: int) -> torch.Tensor:
     """``size`` x ``size`` median of (..., H, W) with a replicated border (OpenCV's ``medianBlur``).
 
     A pruned sorting network of elementwise min/max over the shifted images (as
-    OpenCV's own float median): exact, and far faster than ``Tensor.median`` over
-    unfolded windows on both CPU and GPU.
+    OpenCV's own float median): exact, about 5x faster than ``Tensor.median`` over
+    unfolded windows on the CPU, and made of elementwise kernels only for the GPU.
     """
     shape = field.shape
     half = size // 2
@@ -220,8 +220,19 @@ def median_filter(field: torch.Tensor, size: int) -> torch.Tensor:
     height, width = shape[-2:]
     values = {dy * size + dx: padded[:, dy:dy + height, dx:dx + width] for dy in range(size) for dx in range(size)}
     program, result = _median_program(size * size)
-    for op, out, a, b in program:
-        values[out] = torch.minimum(values[a], values[b]) if op == "min" else torch.maximum(values[a], values[b])
+    last_use = {}
+    for position, (_, _, a, b) in enumerate(program):
+        last_use[a] = last_use[b] = position
+    # intermediate results go to reused buffers: fresh allocations at every one of the
+    # ~200 steps cost as much as the min/max themselves on the CPU
+    spare = []
+    for position, (op, out, a, b) in enumerate(program):
+        buffer = spare.pop() if spare else torch.empty_like(padded[:, :height, :width])
+        (torch.minimum if op == "min" else torch.maximum)(values[a], values[b], out=buffer)
+        values[out] = buffer
+        for value in (a, b):
+            if value >= size * size and last_use[value] == position:
+                spare.append(values.pop(value))
     return values[result].reshape(shape)
 
 
