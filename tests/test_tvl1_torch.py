@@ -6,9 +6,9 @@ average when its input changes by 0.001 gray levels, so float32 rounding alone
 separates two correct implementations by as much. There the tests hold the
 issue's bound (mean end-point error, EPE, against OpenCV's flow under 0.05 px)
 and the same strain. With 3 scales and 3 warps the problem is well conditioned
-and the port matches OpenCV to rounding (mean EPE < 1e-3 px); dropping the
-median filter, the stopping rule, the warp's zero border or OpenCV's pyramid
-scaling each gives >= 0.005 px on some of these pairs.
+and the port matches OpenCV to rounding (mean EPE < 1e-3 px, measured <= 1.2e-4)
+at every parameter setting; dropping the median filter, the stopping rule, the
+warp's zero border or OpenCV's pyramid scaling each gives >= 0.005 px there.
 """
 from pathlib import Path
 
@@ -220,21 +220,18 @@ def test_real_apex_faces_match_opencv():
     assert mean_strain_difference(flow, reference) < 0.02
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("settings", [
-    dict(gamma=0.1), dict(median_filtering=1), dict(median_filtering=3), dict(nscales=3, warps=3),
-    dict(scale_step=0.5), dict(inner_iterations=10, outer_iterations=2), dict(epsilon=0.05, lambda_=0.3),
-    dict(tau=0.1, theta=0.5), dict(nscales=1),
+    dict(gamma=0.1), dict(median_filtering=1), dict(median_filtering=3), dict(scale_step=0.5),
+    dict(inner_iterations=10, outer_iterations=2), dict(epsilon=0.05, lambda_=0.3), dict(tau=0.1, theta=0.5),
+    dict(nscales=1),
 ])
-def test_other_parameters_match_opencv_to_its_own_noise(settings):
-    params = TVL1Params(**settings)
-    a = texture(5, n=64)
-    b = moved(a, [[1, 0, 0.6], [0, 1, -0.4]])
-    reference = opencv_flow(a, b, params)
-    # how far OpenCV's own flow moves when image0 changes by ~0.001 gray levels
-    jitter = np.random.default_rng(0).normal(0, 1e-3, a.shape).astype(np.float32)
-    noise_floor = epe(opencv_flow(a + jitter, b, params), reference).mean()
-    assert epe(torch_flows([(a, b)], params)[0], reference).mean() < max(MEAN_EPE_BOUND, 2 * noise_floor)
+def test_every_parameter_acts_as_in_opencv(settings):
+    params = TVL1Params(**{"nscales": 3, "warps": 3, **settings})  # well conditioned: equal to rounding
+    texture_pair = (texture(5, n=64), moved(texture(5, n=64), [[1, 0, 0.6], [0, 1, -0.4]]))
+    face = astronaut_face(64)
+    pairs = [texture_pair, (face, with_expression(face))]
+    for (a, b), flow in zip(pairs, torch_flows(pairs, params)):
+        assert epe(flow, opencv_flow(a, b, params)).mean() < 1e-3
 
 
 def test_a_pair_in_a_batch_gets_the_flow_it_gets_alone():
