@@ -95,34 +95,36 @@ def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> l
     return sizes
 
 
-def linear_resize_matrix(n_in: int, n_out: int, src_per_dst: float, device=None) -> torch.Tensor:
-    """(n_out, n_in) float32 matrix of OpenCV's INTER_LINEAR resize along one axis.
+def _linear_taps(n_in: int, n_out: int, src_per_dst: float, device) -> tuple[torch.Tensor, ...]:
+    """(left, right, frac) of OpenCV's INTER_LINEAR resize along one axis of ``n_in`` -> ``n_out`` pixels.
 
-    Output pixel ``d`` samples the input at ``(d + 0.5) * src_per_dst - 0.5``,
-    linearly between its two neighbours; positions before the first or past the
-    last pixel take that pixel's value. ``src_per_dst`` is ``1 / fx`` when OpenCV
-    is given a scale factor and ``n_in / n_out`` when it is given a size.
+    Output pixel ``d`` samples the input at ``(d + 0.5) * src_per_dst - 0.5``
+    (rounded to float32, as OpenCV does), ``(1 - frac) * in[left] + frac * in[right]``;
+    positions before the first or past the last pixel take that pixel's value.
+    ``src_per_dst`` is ``1 / fx`` when OpenCV is given a scale factor and
+    ``n_in / n_out`` when it is given a size.
     """
-    position = (torch.arange(n_out, dtype=torch.float64) + 0.5) * src_per_dst - 0.5
+    position = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * src_per_dst - 0.5).to(torch.float32)
     left = torch.floor(position)
     frac = position - left
     left = left.long()
-    before, past = left < 0, left >= n_in - 1
-    frac = torch.where(before | past, torch.zeros_like(frac), frac)
-    left = torch.where(before, torch.zeros_like(left), torch.where(past, torch.full_like(left, n_in - 1), left))
-    right = torch.clamp(left + 1, max=n_in - 1)
-    rows = torch.arange(n_out)
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
-    matrix.index_put_((rows, left), 1.0 - frac, accumulate=True)
-    matrix.index_put_((rows, right), frac, accumulate=True)
-    return matrix.to(device=device, dtype=torch.float32)
+    outside = (left < 0) | (left >= n_in - 1)
+    frac = torch.where(outside, torch.zeros_like(frac), frac)
+    left = left.clamp(0, n_in - 1)
+    right = (left + 1).clamp(max=n_in - 1)
+    return left.to(device), right.to(device), frac.to(device)
 
 
 def resize_linear(images: torch.Tensor, size: tuple[int, int], src_per_dst: tuple[float, float]) -> torch.Tensor:
-    """OpenCV-style bilinear resize of (..., H, W) to (..., h, w); ``src_per_dst`` = (rows, cols)."""
-    rows = linear_resize_matrix(images.shape[-2], size[0], src_per_dst[0], images.device)
-    cols = linear_resize_matrix(images.shape[-1], size[1], src_per_dst[1], images.device)
-    return rows @ images @ cols.T
+    """OpenCV-style bilinear resize of (..., H, W) to (..., h, w); ``src_per_dst`` = (rows, cols).
+
+    Gathers and lerps rather than a matrix product, which TF32 matmul settings
+    would round to 10 bits.
+    """
+    left, right, frac = _linear_taps(images.shape[-1], size[1], src_per_dst[1], images.device)
+    images = torch.lerp(images.index_select(-1, left), images.index_select(-1, right), frac)
+    left, right, frac = _linear_taps(images.shape[-2], size[0], src_per_dst[0], images.device)
+    return torch.lerp(images.index_select(-2, left), images.index_select(-2, right), frac[:, None])
 
 
 def centered_gradient(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
