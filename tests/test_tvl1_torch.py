@@ -33,8 +33,6 @@ from fr_mer.pipeline.tvl1_torch import (
 )
 
 APEX_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "megc2019" / "apex_faces"
-if not APEX_FACES.is_dir():  # worktrees sit one level deeper than the main checkout
-    APEX_FACES = Path("/work/shared/data/megc2019/apex_faces")
 
 MEAN_EPE_BOUND = 0.05
 
@@ -210,7 +208,7 @@ def test_face_pairs_match_opencv_with_the_same_strain():
 def test_real_apex_faces_match_opencv():
     names = ("006_006_1_2.jpg", "006_006_1_3.jpg")
     if not all((APEX_FACES / name).is_file() for name in names):
-        pytest.skip(f"needs the real apex faces in {APEX_FACES} (see /work/shared/data/megc2019/README.md)")
+        pytest.skip(f"needs the real apex faces in {APEX_FACES} (../shared/data/megc2019/README.md)")
     a, b = (cv2.resize(cv2.imread(str(APEX_FACES / name), cv2.IMREAD_GRAYSCALE), (128, 128),
                        interpolation=cv2.INTER_AREA).astype(np.float32) for name in names)
     flow = torch_flows([(a, b)])[0]
