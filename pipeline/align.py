@@ -64,9 +64,12 @@ class AlignParams:
         upsample: the most times the HOG detector upsamples the image (finds faces
             down to about 80 / 2**upsample pixels); fewer are tried first, so the
             cost of upsampling is paid only when no face was found without it.
-        detect_max_side: frames larger than this (longest side, pixels) are shrunk
-            for the detector only (speed on SAMM's 2040x1088 frames); the
-            landmarks are always fitted at full resolution.
+        detect_max_side: frames whose longest side is above this (pixels) are
+            detected on a copy shrunk (INTER_AREA) so that side is this long; the
+            box is scaled back to the frame and the landmarks are always fitted on
+            the full-resolution frame. SAMM's 2040x1088 and CAS(ME)^3's 1280x720
+            frames are detected at 640 px (CAS(ME)^3's face, about 250 px wide at
+            full size, is then about 125 px: well above the detector's 80 px window).
         detect_pad: border (fraction of the longest side, replicated pixels) added
             for a second detection try on pre-cropped frames, whose face fills the
             frame and so lacks the margin the HOG window expects.
