@@ -68,8 +68,9 @@ class AlignParams:
             detected on a copy shrunk (INTER_AREA) so that side is this long; the
             box is scaled back to the frame and the landmarks are always fitted on
             the full-resolution frame. SAMM's 2040x1088 and CAS(ME)^3's 1280x720
-            frames are detected at 640 px (CAS(ME)^3's face, about 250 px wide at
-            full size, is then about 125 px: well above the detector's 80 px window).
+            frames are detected at 640 px (a face 180-320 px wide at full size, as in
+            the synthetic CAS(ME)^3 tree, is then 90-160 px: above the detector's
+            80 px window).
         detect_pad: border (fraction of the longest side, replicated pixels) added
             for a second detection try on pre-cropped frames, whose face fills the
             frame and so lacks the margin the HOG window expects.
