@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -29,7 +29,12 @@ __all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, model: MERModel, *, fold: str | None, seed: int | None,
-                    recipe: Recipe, preprocess_params: Mapping[str, object] | None = None) -> Path:
+                    recipe: Recipe, preprocess_params: Mapping[str, object] | None = None,
+                    classes: Sequence[str] = CLASSES) -> Path:
+    """Write ``model`` with its options, recipe and ``classes`` (the names of its outputs, in order)."""
+    if len(classes) != model.n_classes:
+        raise CheckpointError(f"{path}: the model predicts {model.n_classes} classes, "
+                              f"{len(classes)} class names were given")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -41,7 +46,7 @@ def save_checkpoint(path: str | Path, model: MERModel, *, fold: str | None, seed
         "fold": fold or "",
         "seed": -1 if seed is None else int(seed),
         "recipe": json.dumps(to_record(recipe), sort_keys=True),
-        "classes": list(CLASSES),
+        "classes": list(classes),
         "cache_schema_version": SCHEMA_VERSION,
         "preprocess_params": json.dumps(dict(preprocess_params or {}), sort_keys=True, default=str),
     }

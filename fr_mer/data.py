@@ -18,7 +18,13 @@ import torch
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import Cache, CacheError, read_cache
 from fr_mer.pipeline.composite import read_composite_list
-from fr_mer.pipeline.labels import CLASSES, DATABASES
+from fr_mer.pipeline.labels import (
+    CLASSES,
+    COMPOSITE_SPACE,
+    DATABASE_TITLES,
+    MEGC2018_DATABASES,
+    LabelSpace,
+)
 from fr_mer.protocols import PROTOCOLS
 
 
@@ -33,6 +39,8 @@ class DeviceDataset:
     subjects: np.ndarray  # (N,) str, canonical per database
     cache: Cache
     missing: list[str]  # protocol samples absent from the cache (failed or never made)
+    protocol: str = "composite"
+    label_space: LabelSpace = COMPOSITE_SPACE
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -73,59 +81,105 @@ def flow_channel_index(cache_path: Path, attrs: Mapping[str, object], wanted: Se
     return [stored.index(c) for c in wanted]
 
 
-def select_protocol(cache: Cache, protocol: str, database: str | None = None,
-                    composite_list: Path | None = None) -> tuple[np.ndarray, list[str]]:
-    """Row indices of the protocol's samples in ``cache``, and the protocol keys missing from it."""
-    labels = np.asarray(cache.meta["label"])
-    dbs = np.asarray(cache.meta["database"])
-    if protocol == "composite":
-        entries = read_composite_list(composite_list)
-        wanted = {e.key: e for e in entries}
-        row_of = {k: i for i, k in enumerate(cache.keys)}
-        rows, missing = [], []
-        for key, entry in wanted.items():
-            i = row_of.get(key)
-            if i is None:
-                missing.append(key)
-                continue
-            cached = CLASSES[labels[i]] if labels[i] >= 0 else "no class"
-            if cached != entry.label:
-                raise CacheError(
-                    f"{cache.path}: sample {key} is labelled {cached} in the cache but "
-                    f"{entry.label} in the composite list (row {entry.row}); rebuild the cache "
-                    "with the same --composite-list"
-                )
-            rows.append(i)
-        if not rows:
+def sample_labels(cache: Cache, label_space: LabelSpace = COMPOSITE_SPACE) -> np.ndarray:
+    """Each cached sample's class index in ``label_space``, -1 where the space drops it."""
+    meta = cache.meta
+    return np.array([
+        label_space.label(database, emotion, objective if objective >= 0 else None, cached)
+        for database, emotion, objective, cached in zip(meta["database"], meta["emotion"],
+                                                        meta["objective_class"], meta["label"])
+    ], dtype=np.int64)
+
+
+def single_database(cache: Cache) -> str:
+    """The one database of the cache's samples (``--protocol loso`` without ``--database``)."""
+    present = sorted(set(cache.meta["database"]))
+    if len(present) == 1:
+        return present[0]
+    if not present:
+        raise CacheError(f"{cache.path}: holds no sample")
+    raise ParameterError(f"--protocol loso: {cache.path} holds samples of {', '.join(present)}; "
+                         "choose one with --database")
+
+
+def _composite_rows(cache: Cache, labels: np.ndarray, composite_list: Path | None) -> tuple[list[int], list[str]]:
+    entries = read_composite_list(composite_list)
+    wanted = {e.key: e for e in entries}
+    row_of = {k: i for i, k in enumerate(cache.keys)}
+    rows, missing = [], []
+    for key, entry in wanted.items():
+        i = row_of.get(key)
+        if i is None:
+            missing.append(key)
+            continue
+        cached = CLASSES[labels[i]] if labels[i] >= 0 else "no class"
+        if cached != entry.label:
             raise CacheError(
-                f"{cache.path}: none of the composite list's samples is in this cache; "
-                "check --composite-list (the demo's synthetic list differs from the official one)"
+                f"{cache.path}: sample {key} is labelled {cached} in the cache but "
+                f"{entry.label} in the composite list (row {entry.row}); rebuild the cache "
+                "with the same --composite-list"
             )
+        rows.append(i)
+    if not rows:
+        raise CacheError(
+            f"{cache.path}: none of the composite list's samples is in this cache; "
+            "check --composite-list (the demo's synthetic list differs from the official one)"
+        )
+    return rows, missing
+
+
+def select_protocol(cache: Cache, protocol: str, database: str | None = None,
+                    composite_list: Path | None = None,
+                    labels: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """Row indices of the protocol's samples in ``cache``, and the protocol keys missing from it.
+
+    ``labels``: the samples' classes in the run's label space (default: the
+    cache's composite labels); samples the space drops (-1) are never selected.
+    """
+    if labels is None:
+        labels = sample_labels(cache)
+    dbs = np.asarray(cache.meta["database"])
+    if protocol in ("composite", "lodo"):
+        rows, missing = _composite_rows(cache, labels, composite_list)
         return np.asarray(sorted(rows), dtype=np.int64), missing
     if protocol == "loso":
-        if database not in DATABASES:
-            raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+        database = single_database(cache) if database is None else database
+        if database not in DATABASE_TITLES:
+            raise ParameterError(f"--database must be one of {', '.join(DATABASE_TITLES)}, got {database!r}")
         rows = np.flatnonzero((dbs == database) & (labels >= 0))
         if rows.size == 0:
             raise CacheError(f"{cache.path}: no labelled {database} samples in this cache")
+        return rows.astype(np.int64), []
+    if protocol in ("megc2018-cde", "megc2018-hde"):
+        rows = np.flatnonzero(np.isin(dbs, MEGC2018_DATABASES) & (labels >= 0))
+        present = {str(db) for db in dbs[rows]}
+        if not present or (protocol == "megc2018-hde" and present != set(MEGC2018_DATABASES)):
+            absent = sorted(set(MEGC2018_DATABASES) - present)
+            raise CacheError(
+                f"{cache.path}: --protocol {protocol} needs CASME II and SAMM samples with objective classes "
+                f"1-5; none of {', '.join(absent)} has one (preprocess CASME II with --casme2-objective FILE "
+                "or its 2019 coding sheet)"
+            )
         return rows.astype(np.int64), []
     raise ParameterError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
 def load_dataset(cache_path: str | Path, model_inputs: Mapping[str, Sequence[str] | None],
                  device: torch.device, *, protocol: str = "composite", database: str | None = None,
-                 composite_list: Path | None = None) -> DeviceDataset:
+                 composite_list: Path | None = None,
+                 label_space: LabelSpace = COMPOSITE_SPACE) -> DeviceDataset:
     """Read the model's inputs for a protocol's samples and put them on ``device``."""
     cache_path = Path(cache_path)
     cache = read_cache(cache_path, arrays=list(model_inputs))
-    rows, missing = select_protocol(cache, protocol, database, composite_list)
+    all_labels = sample_labels(cache, label_space)
+    rows, missing = select_protocol(cache, protocol, database, composite_list, all_labels)
     inputs: dict[str, torch.Tensor] = {}
     for name, channels in model_inputs.items():
         array = cache.arrays[name]
         if channels is not None:
             array = array[:, flow_channel_index(cache_path, cache.array_attrs[name], channels)]
         inputs[name] = torch.from_numpy(np.ascontiguousarray(array[rows], dtype=np.float32)).to(device)
-    labels = torch.as_tensor(np.asarray(cache.meta["label"])[rows], dtype=torch.int64, device=device)
+    labels = torch.as_tensor(all_labels[rows], dtype=torch.int64, device=device)
     return DeviceDataset(
         inputs=inputs,
         labels=labels,
@@ -134,4 +188,6 @@ def load_dataset(cache_path: str | Path, model_inputs: Mapping[str, Sequence[str
         subjects=np.asarray(cache.meta["subject"])[rows],
         cache=cache,
         missing=missing,
+        protocol=protocol,
+        label_space=label_space,
     )

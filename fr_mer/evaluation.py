@@ -1,4 +1,4 @@
-"""Leave-one-subject-out evaluation: folds x seeds, pooled metrics, resumable.
+"""Evaluation of a protocol (subject or database folds): folds x seeds, pooled metrics, resumable.
 
 The run follows one path: :func:`~fr_mer.run_plan.make_plan` resolves the
 config (nothing loaded yet) -> :func:`load_plan_data` reads the cache ->
@@ -26,7 +26,7 @@ import torch
 
 from fr_mer.data import DeviceDataset, load_dataset
 from fr_mer.metrics import uf1
-from fr_mer.protocols import Fold, subject_folds, validation_split
+from fr_mer.protocols import Fold, fold_leak, protocol_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
 from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
@@ -40,17 +40,17 @@ __all__ = ["EvalConfig", "EvaluationError", "FoldResult", "load_plan_data", "pla
 def load_plan_data(plan: RunPlan, device: torch.device) -> DeviceDataset:
     """The protocol's samples, the model's inputs only, on ``device``."""
     return load_dataset(plan.cache, plan.inputs, device, protocol=plan.config.protocol,
-                        database=plan.config.database, composite_list=plan.composite_list)
+                        database=plan.config.database, composite_list=plan.composite_list,
+                        label_space=plan.label_space)
 
 
 def plan_folds(data: DeviceDataset) -> list[Fold]:
-    """The LOSO folds of the loaded samples, checked: one held-out subject each, absent from training."""
-    folds = subject_folds(data.databases, data.subjects)
+    """The protocol's folds of the loaded samples, checked: nothing held out is trained on."""
+    folds = protocol_folds(data.protocol, data.databases, data.subjects)
     for fold in folds:
-        test_subjects = {(data.databases[i], data.subjects[i]) for i in fold.test_index}
-        train_subjects = {(data.databases[i], data.subjects[i]) for i in fold.train_index}
-        if len(test_subjects) != 1 or test_subjects & train_subjects:
-            raise EvaluationError(f"fold {fold.subject}: held-out subject leaks into training")
+        leak = fold_leak(fold, data.databases, data.subjects)
+        if leak is not None:
+            raise EvaluationError(f"fold {fold.subject}: held-out side leaks into training ({leak})")
     return folds
 
 
@@ -73,7 +73,8 @@ def _predict_fold(data: DeviceDataset, job: FoldJob, model, train_index, val_ind
     val_uf1 = None
     if val_index is not None and len(val_index):
         val_pred = predict_proba(model, data, torch.as_tensor(val_index)).argmax(1).cpu().numpy()
-        val_uf1 = uf1(data.labels[torch.as_tensor(val_index, device=device)].cpu().numpy(), val_pred)
+        val_uf1 = uf1(data.labels[torch.as_tensor(val_index, device=device)].cpu().numpy(), val_pred,
+                      data.label_space.n_classes)
     proba = predict_proba(model, data, torch.as_tensor(fold.test_index)).cpu().numpy()
     seconds += time.perf_counter() - start
     true = data.labels[torch.as_tensor(fold.test_index, device=device)].cpu().numpy()

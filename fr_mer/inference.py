@@ -64,5 +64,10 @@ def predict_pair(checkpoint: str | Path, onset: str | Path, apex: str | Path) ->
         batch[name] = torch.from_numpy(array[None])
     with torch.no_grad():
         probabilities = torch.softmax(model.eval()(batch)["logits"], dim=1)[0].tolist()
-    by_class = dict(zip(CLASSES, probabilities))
+    # the checkpoint names its classes; one written before it did predicts the composite's
+    classes = [str(c) for c in info.get("classes", CLASSES)]
+    if len(classes) != len(probabilities):
+        raise PredictionError(f"{checkpoint}: names {len(classes)} classes for a model of {len(probabilities)} "
+                              "outputs; save it again with `fr-mer train`")
+    by_class = dict(zip(classes, probabilities))
     return Prediction(by_class, max(by_class, key=by_class.get), sorted(set(sample.flags)), note)

@@ -13,12 +13,13 @@ import numpy as np
 from fr_mer.config import to_record
 from fr_mer.data import DeviceDataset
 from fr_mer.metrics import confusion_matrix, pooled_metrics
-from fr_mer.pipeline.labels import CLASSES, DATABASES
+from fr_mer.pipeline.labels import DATABASE_TITLES
 from fr_mer.protocols import Fold
 from fr_mer.results_folder import FoldResult
 from fr_mer.run_plan import RunPlan
 
-SCOPES = ("full",) + DATABASES
+#: ``full`` (every prediction pooled) then each database's slice, in protocol order.
+SCOPES = ("full",) + tuple(DATABASE_TITLES)
 
 
 def _summary(values: Sequence[float]) -> tuple[float, float]:
@@ -32,10 +33,12 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
                   results: Sequence[FoldResult], wall_seconds: float) -> dict:
     """Every report of a finished run into ``out_dir``; returns the metrics (``metrics.json``)."""
     config, seeds = plan.config, plan.seeds
-    scopes = ("full",) + tuple(db for db in DATABASES if db in set(data.databases))
+    classes = plan.label_space.classes
+    scopes = ("full",) + tuple(db for db in SCOPES[1:] if db in set(data.databases))
     metrics: dict[str, object] = {
         "protocol": config.protocol,
         "database": config.database,
+        "label_space": plan.label_space.record(),
         "model": config.model,
         "options": dict(config.options),
         "recipe": to_record(plan.recipe),
@@ -56,7 +59,7 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
             continue
         per_seed = {}
         for seed in seeds:
-            per_seed[str(seed)] = pooled_metrics([r for r in results if r.seed == seed], database)
+            per_seed[str(seed)] = pooled_metrics([r for r in results if r.seed == seed], database, len(classes))
         uf1_mean, uf1_std = _summary([m["uf1"] for m in per_seed.values()])
         uar_mean, uar_std = _summary([m["uar"] for m in per_seed.values()])
         metrics[scope] = {
@@ -66,23 +69,25 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
             "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
         }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _write_predictions(out_dir / "predictions.csv", results)
+    _write_predictions(out_dir / "predictions.csv", results, classes)
     _write_fold_log(out_dir / "folds.csv", results)
     (out_dir / "summary.md").write_text(_markdown(metrics, scopes, config))
     for scope in scopes:
         database = None if scope == "full" else scope
-        _confusion_png(out_dir / f"confusion_{scope}.png", results, database, scope, config.model)
+        _confusion_png(out_dir / f"confusion_{scope}.png", results, database, scope, config.model, classes)
     return metrics
 
 
-def _write_predictions(path: Path, results) -> None:
+def _write_predictions(path: Path, results, classes: Sequence[str]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["sample", "subject", "database", "true", "predicted", "seed",
-                         *[f"p_{c}" for c in CLASSES]])
+                         *[f"p_{c}" for c in classes]])
         for r in results:
             for key, t, p, probs in zip(r.keys, r.true, r.pred, r.proba):
-                writer.writerow([key, r.subject, r.database, CLASSES[t], CLASSES[p], r.seed,
+                # the sample's own subject (a fold that holds out a database holds many)
+                subject = key.split("/")[1]
+                writer.writerow([key, subject, r.database, classes[t], classes[p], r.seed,
                                  *[f"{x:.4f}" for x in probs]])
 
 
@@ -100,8 +105,10 @@ def _write_fold_log(path: Path, results) -> None:
 
 def _markdown(metrics: dict, scopes, config) -> str:
     title = f"{config.model} — {config.protocol}" + (f" ({config.database})" if config.database else "")
+    space = metrics["label_space"]
     lines = [f"# {title}", "",
-             f"{metrics['n_samples']} samples, {metrics['n_folds']} folds, seeds {metrics['seeds']}"
+             f"{metrics['n_samples']} samples, {metrics['n_folds']} folds, seeds {metrics['seeds']}, "
+             f"classes {', '.join(space['classes'])} ({space['name']})"
              + (f", released weights from {metrics['weights']}" if metrics["weights"] else ""), "",
              "| scope | n | UF1 (mean ± sd) | UAR (mean ± sd) | per-seed UF1 |", "|---|---|---|---|---|"]
     for scope in scopes:
@@ -118,7 +125,7 @@ def _markdown(metrics: dict, scopes, config) -> str:
     return "\n".join(lines)
 
 
-def _confusion_png(path: Path, results, database, scope: str, model: str) -> None:
+def _confusion_png(path: Path, results, database, scope: str, model: str, classes: Sequence[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,15 +133,15 @@ def _confusion_png(path: Path, results, database, scope: str, model: str) -> Non
 
     true = [t for r in results if database in (None, r.database) for t in r.true]
     pred = [p for r in results if database in (None, r.database) for p in r.pred]
-    matrix = confusion_matrix(true, pred, len(CLASSES))
+    matrix = confusion_matrix(true, pred, len(classes))
     fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
     ax.imshow(matrix, cmap="Blues")
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
+    for i in range(len(classes)):
+        for j in range(len(classes)):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{model}: {scope} (all seeds pooled)", fontsize=9)

@@ -83,7 +83,10 @@ class ResultsFolder:
         damaged file), before any fold is trained.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        record = {"config": to_record(plan.config), "cache": str(plan.cache)}
+        # the label space is recorded for readers of the folder; the config's protocol and
+        # classes, compared on resume, determine it
+        record = {"config": to_record(plan.config), "cache": str(plan.cache),
+                  "label_space": plan.label_space.record()}
         path = self.path / CONFIG_FILE
         if path.exists() and not overwrite:
             remedy = "delete it (the finished folds are kept if the settings are the same), or use a fresh --out"

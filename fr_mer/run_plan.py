@@ -2,7 +2,8 @@
 
 :class:`EvalConfig` is what a user asks for (the ``evaluate`` options, or a
 library caller's); :func:`make_plan` resolves it into a :class:`RunPlan`: the
-model class and its validated options, the recipe, the cache columns the model
+model class and its validated options, the label space (and so the
+model's number of classes), the recipe, the cache columns the model
 reads, the seeds that run, the fold rule and how folds are grouped into
 stacks. Every later stage (data -> folds -> training -> reports) takes the plan
 and asks nothing of the registry or the config again. The plan's ``config`` is
@@ -12,13 +13,20 @@ run is checked.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fr_mer.config import settings
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.models import MERModel, Recipe, create_model, model_class, validate_options
-from fr_mer.pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import (
+    CASME3_CLASS_SPACES,
+    COMPOSITE_SPACE,
+    DATABASE_TITLES,
+    OBJECTIVE_SPACE,
+    LabelSpace,
+)
 from fr_mer.protocols import PROTOCOLS, Fold
 from fr_mer.randomness import fold_seed, seeded_initialisation
 
@@ -33,7 +41,8 @@ class EvalConfig:
 
     model: str
     protocol: str = "composite"
-    database: str | None = None
+    database: str | None = None  # loso: None takes the cache's one database
+    classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe: Recipe | None = None  # None: the model's own recipe
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -45,8 +54,14 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.database is not None and self.database not in DATABASES:
-            raise ParameterError(f"--database must be one of {', '.join(DATABASES)}, got {self.database!r}")
+        if self.database is not None and self.database not in DATABASE_TITLES:
+            raise ParameterError(f"--database must be one of {', '.join(DATABASE_TITLES)}, got {self.database!r}")
+        if self.database is not None and self.protocol != "loso":
+            raise ParameterError(f"--database is for --protocol loso; --protocol {self.protocol} "
+                                 "chooses its own databases")
+        if self.classes is not None and self.classes not in CASME3_CLASS_SPACES:
+            raise ParameterError(f"--classes must be one of {', '.join(map(str, CASME3_CLASS_SPACES))}, "
+                                 f"got {self.classes}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ParameterError(f"seeds must be distinct integers >= 0 (--first-seed, --seeds), "
                                  f"got {list(self.seeds)}")
@@ -83,6 +98,7 @@ class RunPlan:
     weights_dir: Path | None
     composite_list: Path | None
     stack: int | None  # folds trained together: 1 fold by fold, None all folds of a seed
+    label_space: LabelSpace = COMPOSITE_SPACE
 
     @property
     def model_name(self) -> str:
@@ -98,6 +114,43 @@ class RunPlan:
         return [FoldJob(seed, index, fold) for seed in self.seeds for index, fold in enumerate(folds)]
 
 
+def resolve_label_space(protocol: str, database: str | None, classes: int | None) -> LabelSpace:
+    """The classes a run predicts: MEGC2018's objective classes 1-5 for its protocols,
+    CAS(ME)^3's ``--classes`` for it, the composite's three otherwise."""
+    if protocol.startswith("megc2018"):
+        if classes is not None:
+            raise ParameterError(f"--classes is for CAS(ME)^3; --protocol {protocol} uses the objective "
+                                 "classes 1-5")
+        return OBJECTIVE_SPACE
+    if classes is None or classes == 3:
+        return COMPOSITE_SPACE
+    if database != "casme3":
+        raise ParameterError(f"--classes {classes} is for CAS(ME)^3 (--protocol loso --database casme3); "
+                             f"{'--database ' + database if database else '--protocol ' + protocol} has "
+                             "the composite's 3 classes")
+    return CASME3_CLASS_SPACES[classes]
+
+
+def with_class_count(name: str, options: Mapping[str, object], label_space: LabelSpace) -> dict[str, object]:
+    """``options`` with the model's ``n_classes`` set to the label space's, when its default differs."""
+    given = options.get("n_classes")
+    if given is not None and given != label_space.n_classes:
+        raise ParameterError(f"-o n_classes={given}: the run predicts the {label_space.n_classes} classes "
+                             f"of {label_space.name} ({', '.join(label_space.classes)})")
+    default = inspect.signature(model_class(name).__init__).parameters["n_classes"].default
+    if default == label_space.n_classes:
+        return dict(options)
+    return {**options, "n_classes": label_space.n_classes}
+
+
+def _cache_database(cache: Path) -> str:
+    """The one database of a cache's samples (loso without --database)."""
+    from fr_mer.data import single_database
+    from fr_mer.pipeline.cache import read_cache
+
+    return single_database(read_cache(cache))
+
+
 def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:
     """Resolve ``config`` for the cache at ``cache``; raises before anything is loaded or written."""
     cls = model_class(config.model)
@@ -106,8 +159,11 @@ def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:
     weights_dir = Path(config.weights_dir) if config.weights_dir else None
     if weights_dir is not None and not weights_dir.is_dir():
         raise EvaluationError(f"--weights {weights_dir}: no such folder")
-    if config.protocol == "loso" and config.database is None:
-        raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+    database = config.database
+    if config.protocol == "loso" and database is None:
+        database = _cache_database(Path(cache))
+    label_space = resolve_label_space(config.protocol, database, config.classes)
+    options = with_class_count(config.model, options, label_space)
     if config.fold_batch != 1 and weights_dir is None:
         from fr_mer.fold_stack import check_stackable
 
@@ -117,11 +173,11 @@ def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:
     # also runs the constructor's own checks of the option values.
     with seeded_initialisation(0):
         inputs = dict(create_model(config.model, **options).inputs)
-    recorded = dataclasses.replace(config, options=options, recipe=recipe,
+    recorded = dataclasses.replace(config, database=database, options=options, recipe=recipe,
                                    composite_list=str(composite_list) if composite_list else None)
     return RunPlan(
         config=recorded, cache=Path(cache).resolve(), model_class=cls, options=options, recipe=recipe,
         inputs=inputs, seeds=config.seeds[:1] if weights_dir else tuple(config.seeds), weights_dir=weights_dir,
         composite_list=composite_list,
-        stack=1 if weights_dir else (config.fold_batch or None),
+        stack=1 if weights_dir else (config.fold_batch or None), label_space=label_space,
     )

@@ -64,9 +64,13 @@ class AlignParams:
         upsample: the most times the HOG detector upsamples the image (finds faces
             down to about 80 / 2**upsample pixels); fewer are tried first, so the
             cost of upsampling is paid only when no face was found without it.
-        detect_max_side: frames larger than this (longest side, pixels) are shrunk
-            for the detector only (speed on SAMM's 2040x1088 frames); the
-            landmarks are always fitted at full resolution.
+        detect_max_side: frames whose longest side is above this (pixels) are
+            detected on a copy shrunk (INTER_AREA) so that side is this long; the
+            box is scaled back to the frame and the landmarks are always fitted on
+            the full-resolution frame. SAMM's 2040x1088 and CAS(ME)^3's 1280x720
+            frames are detected at 640 px (a face 180-320 px wide at full size, as in
+            the synthetic CAS(ME)^3 tree, is then 90-160 px: above the detector's
+            80 px window).
         detect_pad: border (fraction of the longest side, replicated pixels) added
             for a second detection try on pre-cropped frames, whose face fills the
             frame and so lacks the margin the HOG window expects.

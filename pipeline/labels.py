@@ -1,11 +1,15 @@
 """The database and label facts of fr-mer, in one place.
 
 The databases and their titles, the composite classes, the emotion-to-class
-mapping of each database, the SMIC class codes, and the id formats (subject,
+mapping of each database, the label spaces a run can predict (composite,
+CAS(ME)^3's 4 and 7 classes, MEGC2018's objective classes 1-5), the SMIC class codes, and the id formats (subject,
 sample key). Everything that turns a spreadsheet cell or a folder name into a
 class or an id goes through here; nothing else spells these formats.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
 
 from fr_mer.errors import ParameterError
 
@@ -62,6 +66,73 @@ EMOTION_TO_CLASS: dict[str, dict[str, str]] = {
 #: CAS(ME)^3 the roman numerals I-VII; fr-mer records the number.
 OBJECTIVE_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 _ROMAN = dict(zip(("I", "II", "III", "IV", "V", "VI", "VII"), OBJECTIVE_CLASSES))
+
+#: The seven emotions of CAS(ME)^3's ``emotion`` column, in the order of its papers' tables.
+CASME3_EMOTIONS: tuple[str, ...] = ("disgust", "surprise", "fear", "anger", "sad", "happy", "others")
+
+#: MEGC2018 used objective classes 1-5 of CASME II and SAMM; 6 and 7 are dropped.
+MEGC2018_OBJECTIVE_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5)
+MEGC2018_DATABASES: tuple[str, ...] = ("casme2", "samm")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpace:
+    """The classes a run predicts and how a sample's annotation maps to one.
+
+    ``emotions``: database -> stored emotion (lower case) -> class name; a sample
+    whose emotion has no entry is dropped. ``objective``: objective class -> class
+    name, used instead of emotions when set. ``cached_label``: the cache's own
+    ``label`` column (the composite classes) is the class, as the composite list
+    made it (an imported cache's emotion is the class name).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    emotions: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    objective: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    cached_label: bool = False
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def label(self, database: str, emotion: str, objective_class: int | None,
+              cached_label: int = -1) -> int:
+        """The class index of one sample, -1 when the space drops it."""
+        if self.cached_label:
+            return int(cached_label) if 0 <= int(cached_label) < self.n_classes else -1
+        if self.objective:
+            name = self.objective.get(objective_class) if objective_class is not None else None
+        else:
+            name = self.emotions.get(database, {}).get(str(emotion).strip().lower())
+        return self.classes.index(name) if name is not None else -1
+
+    def record(self) -> dict[str, object]:
+        """The space as data for config.json and metrics.json: name, classes and the mapping used."""
+        record: dict[str, object] = {"name": self.name, "classes": list(self.classes)}
+        if self.objective:
+            record["objective_classes"] = {str(k): v for k, v in self.objective.items()}
+        else:
+            record["emotions"] = {db: dict(mapping) for db, mapping in self.emotions.items()}
+        return record
+
+
+#: The default: the composite's three classes (the cache's label column; CAS(ME)^3's 3 classes).
+COMPOSITE_SPACE = LabelSpace("composite", CLASSES, EMOTION_TO_CLASS, cached_label=True)
+#: CAS(ME)^3 with 4 classes: the 3 classes plus others.
+CASME3_4_SPACE = LabelSpace("casme3-4", CLASSES + ("others",),
+                            {"casme3": {**EMOTION_TO_CLASS["casme3"], "others": "others"}})
+#: CAS(ME)^3 with its 7 emotions.
+CASME3_7_SPACE = LabelSpace("casme3-7", CASME3_EMOTIONS, {"casme3": {e: e for e in CASME3_EMOTIONS}})
+#: MEGC2018 objective classes 1-5 (class names ``1`` .. ``5``).
+OBJECTIVE_SPACE = LabelSpace("megc2018-objective", tuple(str(c) for c in MEGC2018_OBJECTIVE_CLASSES),
+                             objective={c: str(c) for c in MEGC2018_OBJECTIVE_CLASSES})
+LABEL_SPACES: dict[str, LabelSpace] = {
+    space.name: space for space in (COMPOSITE_SPACE, CASME3_4_SPACE, CASME3_7_SPACE, OBJECTIVE_SPACE)
+}
+#: ``--classes N`` of CAS(ME)^3 -> its label space.
+CASME3_CLASS_SPACES: dict[int, LabelSpace] = {3: COMPOSITE_SPACE, 4: CASME3_4_SPACE, 7: CASME3_7_SPACE}
+
 
 #: SMIC-HS names each clip by the code of its class (``s1_ne_01``): class -> code.
 SMIC_CLASS_CODES: dict[str, str] = {"negative": "ne", "positive": "po", "surprise": "sur"}

@@ -10,19 +10,22 @@ from fr_mer.pipeline.composite import read_composite_list
 from fr_mer.pipeline.labels import CLASSES, CLASS_INDEX
 
 
-def write_flow_cache(path: Path, rows: list[tuple[str, str, str, str]], *, seed: int = 0,
-                     separable: bool = True, size: int = 28) -> Path:
-    """rows: (database, subject, clip, class name). Each class gets its own flow pattern plus noise."""
+def write_flow_cache(path: Path, rows: list[tuple], *, seed: int = 0,
+                     separable: bool = True, size: int = 28, emotions: dict[str, str] | None = None) -> Path:
+    """rows: (database, subject, clip, class name[, objective class]). Each class gets its own flow
+    pattern plus noise. ``emotions``: key -> the emotion stored (default: the class name)."""
     rng = np.random.default_rng(seed)
     patterns = rng.normal(size=(len(CLASSES), 3, size, size)).astype(np.float32)
     spec = {"flow": ArraySpec((3, size, size), "f4", {"channels": "u,v,strain", "normalisation": "none"})}
     with CacheWriter(path, params={"test": True}, arrays=spec) as writer:
-        for database, subject, clip, label in rows:
+        for database, subject, clip, label, *objective in rows:
+            key = f"{database}/{subject}/{clip}"
             noise = rng.normal(scale=1.0, size=(3, size, size)).astype(np.float32)
             flow = (patterns[CLASS_INDEX[label]] * (2.0 if separable else 0.0) + noise) * 40 + 128
-            writer.append({"key": f"{database}/{subject}/{clip}", "database": database, "subject": subject,
-                           "clip": clip, "emotion": label, "label": CLASS_INDEX[label],
-                           "onset_frame": 1, "apex_frame": 2, "offset_frame": 3}, {"flow": flow})
+            writer.append({"key": key, "database": database, "subject": subject,
+                           "clip": clip, "emotion": (emotions or {}).get(key, label), "label": CLASS_INDEX[label],
+                           "onset_frame": 1, "apex_frame": 2, "offset_frame": 3,
+                           "objective_class": objective[0] if objective else None}, {"flow": flow})
     return path
 
 
@@ -44,3 +47,18 @@ def small_composite(tmp_path: Path, subjects_per_db: int = 3, clips_per_class: i
     listing.write_text("\r\n".join(lines) + "\r\n")
     assert len(read_composite_list(listing)) == len(rows)
     return cache, listing
+
+
+def small_megc2018(tmp_path: Path, subjects_per_db: int = 2) -> Path:
+    """CASME II and SAMM subjects with one clip of each objective class 1-7 (6 and 7 are dropped by
+    MEGC2018), plus SMIC subjects, which have none; returns the cache."""
+    ids = {"casme2": lambda i: f"sub{i + 1:02d}", "samm": lambda i: f"{i + 6:03d}", "smic": lambda i: f"s{i + 1:02d}"}
+    rows = []
+    for database, make in ids.items():
+        for s in range(subjects_per_db):
+            subject = make(s)
+            for objective in range(1, 8):
+                label = CLASSES[(objective - 1) % len(CLASSES)]
+                rows.append((database, subject, f"{subject}_oc{objective}", label,
+                             None if database == "smic" else objective))
+    return write_flow_cache(tmp_path / "megc2018.h5", rows)

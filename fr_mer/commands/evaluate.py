@@ -1,4 +1,4 @@
-"""`fr-mer evaluate`: LOSO evaluation (composite or one database), over seeds, resumable."""
+"""`fr-mer evaluate`: a protocol's evaluation (LOSO, leave one database out, MEGC2018), over seeds, resumable."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import click
 from fr_mer.commands.common import check_writable_target, model_options, resolve_training
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.protocols import PROTOCOLS
-from fr_mer.pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
 
 
 class FoldProgress:
@@ -36,9 +36,14 @@ class FoldProgress:
 @click.option("--cache", type=click.Path(path_type=Path), required=True,
               help="Cache written by `fr-mer preprocess` or `fr-mer import-ststnet`.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="composite", show_default=True,
-              help="composite: MEGC2019 68-subject LOSO over the pooled databases; loso: one database.")
-@click.option("--database", type=click.Choice(DATABASES), default=None,
-              help="The database for --protocol loso.")
+              help="composite: MEGC2019 68-subject LOSO over the pooled databases; loso: one database; "
+                   "lodo: leave one database of the composite out; megc2018-cde: LOSO over CASME II + SAMM, "
+                   "objective classes 1-5; megc2018-hde: train on one of them, test on the other.")
+@click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
+              help="The database for --protocol loso (default: the cache's one database).")
+@click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
+              help="CAS(ME)^3's class protocol: 3 (negative, positive, surprise), 4 (and others), "
+                   "7 (its emotions). Default 3.")
 @model_options
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")
@@ -59,10 +64,10 @@ class FoldProgress:
 @click.option("--from-end", is_flag=True,
               help="Work through the folds from the last one. Started beside a run with the same "
                    "options and --out, it shares the work: each process skips folds already written.")
-def command(cache, protocol, database, model_name, option_pairs, epochs, batch_size, lr, device, threads,
+def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
             seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, out, overwrite,
             from_end) -> None:
-    """Leave-one-subject-out evaluation with UF1/UAR over pooled predictions.
+    """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
     plots. An interrupted run resumes at the first unfinished fold.
@@ -70,10 +75,9 @@ def command(cache, protocol, database, model_name, option_pairs, epochs, batch_s
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads)
     check_writable_target(out, "--out", folder=True)
-    if protocol == "loso" and database is None:
-        raise click.UsageError("--protocol loso needs --database")
     config = EvalConfig(
-        model=model_name, protocol=protocol, database=database, options=options, recipe=recipe,
+        model=model_name, protocol=protocol, database=database, classes=int(classes) if classes else None,
+        options=options, recipe=recipe,
         seeds=tuple(range(first_seed, first_seed + seeds)),
         weights_dir=str(weights_dir) if weights_dir else None,
         composite_list=str(composite_list) if composite_list else None, val_fraction=val_fraction,

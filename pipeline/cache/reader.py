@@ -11,6 +11,7 @@ import numpy as np
 
 from fr_mer.pipeline.cache.files import CacheError, check_complete
 from fr_mer.pipeline.cache.schema import (
+    LATER_META_COLUMNS,
     META_COLUMNS,
     SCHEMA_VERSION,
     SHIFTED_COLUMNS,
@@ -86,6 +87,9 @@ def read_cache(
         n = samples["key"].shape[0]
         meta: dict[str, list] = {}
         for name, dtype in META_COLUMNS.items():
+            if name not in samples:  # a column added later (check_layout let it pass)
+                meta[name] = [LATER_META_COLUMNS[name]] * n
+                continue
             values = samples[name][:n]
             meta[name] = decode(values) if dtype.startswith("S") else [int(v) for v in values]
         available = tuple(sorted(k for k in samples if k not in META_COLUMNS))

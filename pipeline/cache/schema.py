@@ -49,7 +49,11 @@ META_COLUMNS: dict[str, str] = {
     "apex_frame": "i4",
     "offset_frame": "i4",
     "flags": f"S{FLAGS_WIDTH}",  # comma-separated, e.g. "apex_repaired,face_fallback_apex"
+    "objective_class": "i1",  # MEGC2018 objective class 1-7, -1 when none
 }
+#: Metadata columns added within version 3 (which was never released without them):
+#: name -> the value a cache written before the column existed reads as.
+LATER_META_COLUMNS: dict[str, int] = {"objective_class": -1}
 FAILURE_COLUMNS = {"key": f"S{KEY_WIDTH}", "reason": f"S{REASON_WIDTH}"}
 
 
@@ -89,7 +93,8 @@ def schema_version(f: h5py.File, path: Path) -> int:
 
 def check_layout(f: h5py.File, path: Path) -> None:
     """Refuse a file that lacks a column every cache has, naming it."""
-    missing = [f"samples/{name}" for name in META_COLUMNS if f"samples/{name}" not in f]
+    missing = [f"samples/{name}" for name in META_COLUMNS
+               if f"samples/{name}" not in f and name not in LATER_META_COLUMNS]
     missing += [f"failures/{name}" for name in FAILURE_COLUMNS if f"failures/{name}" not in f]
     if missing:
         raise CacheError(

@@ -14,6 +14,7 @@ from fr_mer.pipeline.cache.files import CacheError, WriterLock, check_complete, 
 from fr_mer.pipeline.cache.schema import (
     FAILURE_COLUMNS,
     KEY_WIDTH,
+    LATER_META_COLUMNS,
     META_COLUMNS,
     REASON_WIDTH,
     SCHEMA_VERSION,
@@ -230,8 +231,8 @@ class CacheWriter:
             values[name] = _meta_value(meta, name, dtype)
         n = len(self)
         for name, value in values.items():  # key last: the row is committed when key has grown
-            if name == "key":
-                continue
+            if name == "key" or (name in LATER_META_COLUMNS and name not in self._samples):
+                continue  # an older cache without the column: its samples read as the default
             ds = self._samples[name]
             ds.resize(n + 1, axis=0)
             ds[n] = value

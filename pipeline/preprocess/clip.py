@@ -166,6 +166,7 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
         "apex_frame": apex_frame,
         "offset_frame": clip.offset_frame,
         "flags": cache_flags(flags),
+        "objective_class": -1 if clip.objective_class is None else clip.objective_class,
     }
     return Sample(clip.key, meta, pair.arrays, clock.seconds, repaired=repaired,
                   cpu_seconds=time.process_time() - cpu_start)
