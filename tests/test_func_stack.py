@@ -150,3 +150,18 @@ def test_stacked_evaluation_equals_fold_by_fold(tmp_path):
                 assert abs(float(x) - float(y)) <= 1e-3
             except ValueError:
                 assert x == y
+
+
+def test_fold_batch_defaults_to_all_folds_on_cuda_and_one_on_the_cpu(tmp_path):
+    from fr_mer.run_plan import default_fold_batch
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name; nothing runs on it
+    assert default_fold_batch("fr", None, cpu) == 1
+    assert [default_fold_batch(name, None, cuda) for name in ("fr", "smastn", "ststnet")] == [0, 0, 0]
+    sgd = model_class("ststnet").recipe.replace(optimizer="sgd")  # beyond the hand-written stack
+    assert default_fold_batch("ststnet", sgd, cuda) == 1
+    # A resumed run keeps what it recorded, whichever the device now.
+    (tmp_path / "config.json").write_text('{"config": {"model": "fr", "fold_batch": 1}, "cache": "c.h5"}')
+    assert default_fold_batch("fr", None, cuda, tmp_path) == 1
+    (tmp_path / "config.json").write_text('{"config": {"model": "fr", "fold_batch": 0}, "cache": "c.h5"}')
+    assert default_fold_batch("fr", None, cpu, tmp_path) == 0
