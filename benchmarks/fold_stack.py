@@ -144,7 +144,8 @@ def main() -> None:
         data = load_dataset(args.cache, create_model(name).inputs, device, composite_list=args.composite_list)
     folds = subject_folds(data.databases, data.subjects)
     record = {"command": " ".join(sys.argv), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(device), "model": name, "epochs": recipe.epochs, "folds": len(folds), "samples": len(data)}
+              "machine": machine(device),
+              "model": name, "epochs": recipe.epochs, "folds": len(folds), "samples": len(data)}
     print(json.dumps(record["machine"]), flush=True)
 
     # Warm-up: library loading, cuDNN's algorithm choice, the allocator.
