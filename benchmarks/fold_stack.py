@@ -1,19 +1,23 @@
-"""Composite LOSO of STSTNet: all folds of a seed as one stacked model against fold-by-fold, same device.
+"""Composite LOSO of any model: all folds of a seed as one stacked model against fold-by-fold, same device.
 
 Measures, on one device (a GPU when there is one):
 
-1. fold-by-fold: fr-mer's own ``run_fold`` (one STSTNet per fold, the fused
-   step) on ``--fold-by-fold`` folds spread over the three databases, the
-   public recipe (Adam 5e-5, batch 256, ``--epochs`` epochs); its per-fold mean
-   times 68 is the fold-by-fold time of a seed;
+1. fold-by-fold: fr-mer's own ``run_fold`` (one network of ``--model`` per
+   fold; STSTNet's fused step) on ``--fold-by-fold`` folds spread over the
+   three databases, the model's recipe (``--epochs`` epochs; STSTNet's public
+   recipe: Adam 5e-5, batch 256, 800 epochs); its per-fold mean times the
+   number of folds is the fold-by-fold time of a seed;
 2. stacked: every fold of a seed as one stacked model (``--fold-batch 0``),
-   eager and, with ``--compile``, through ``torch.compile``; the eager variant
+   (STSTNet's hand-written stack, every other model's through
+   :mod:`fr_mer.func_stack`), eager and, for STSTNet with ``--compile``,
+   through ``torch.compile``; the eager variant
    is a full ``fr-mer evaluate`` for each of ``--seeds`` seeds, so its UF1/UAR
    can be set beside the fold-by-fold CPU runs in docs/benchmarks.md.
 
 Writes ``OUT/fold_stack.json`` and each stacked seed's results folder.
 
     python benchmarks/fold_stack.py --cache megc2019.h5 --out runs/fold-stack --device cuda
+    python benchmarks/fold_stack.py --model fr --cache megc2019.h5 --out runs/fold-stack-fr --device cuda
 """
 from __future__ import annotations
 
@@ -111,8 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, help="Composite cache (fr-mer import-ststnet).")
     parser.add_argument("--out", type=Path, required=True, help="Folder for the JSON and the stacked runs.")
+    parser.add_argument("--model", default="ststnet", help="Any registered model (default: ststnet).")
+    parser.add_argument("--composite-list", type=Path, default=None,
+                        help="The cache's composite list (default: the official MEGC2019 list).")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda.")
-    parser.add_argument("--epochs", type=int, default=800, help="Epochs per fold (the public recipe: 800).")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="Epochs per fold (default: the model's recipe; STSTNet's public recipe: 800).")
     parser.add_argument("--seeds", type=int, default=3, help="Seeds of the eager stacked evaluation.")
     parser.add_argument("--fold-by-fold", type=int, default=8, help="Folds timed fold by fold (68: all).")
     parser.add_argument("--compile", action="store_true", help="Also time the stack through torch.compile.")
@@ -127,19 +135,25 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    recipe = model_class("ststnet").recipe.replace(epochs=args.epochs)
-    data = load_dataset(args.cache, create_model("ststnet").inputs, device)
+    name = args.model
+    if name != "ststnet" and (args.compile or args.step_variants):
+        parser.error("--compile and --step-variants time STSTNet's hand-written stack: use --model ststnet")
+    listing = str(args.composite_list.resolve()) if args.composite_list else None
+    recipe = model_class(name).recipe.replace(epochs=args.epochs)
+    with seeded_initialisation(0):
+        data = load_dataset(args.cache, create_model(name).inputs, device, composite_list=args.composite_list)
     folds = subject_folds(data.databases, data.subjects)
     record = {"command": " ".join(sys.argv), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(device), "epochs": args.epochs, "folds": len(folds), "samples": len(data)}
+              "machine": machine(device),
+              "model": name, "epochs": recipe.epochs, "folds": len(folds), "samples": len(data)}
     print(json.dumps(record["machine"]), flush=True)
 
     # Warm-up: library loading, cuDNN's algorithm choice, the allocator.
     warm = recipe.replace(epochs=2)
-    config = EvalConfig(model="ststnet", recipe=warm, seeds=(0,))
+    config = EvalConfig(model=name, recipe=warm, seeds=(0,), composite_list=listing)
     run_fold(make_plan(config, args.cache), data, FoldJob(0, 0, folds[0]))
     with seeded_initialisation(0):
-        models = [create_model("ststnet") for _ in folds]
+        models = [create_model(name) for _ in folds]
     train_stacked(models, data, [f.train_index for f in folds], warm, seed=0)
     synchronize(device)
 
@@ -148,7 +162,7 @@ def main() -> None:
 
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     record["cudnn_benchmark"] = args.cudnn_benchmark
-    plan = make_plan(EvalConfig(model="ststnet", recipe=recipe, seeds=(0,)), args.cache)
+    plan = make_plan(EvalConfig(model=name, recipe=recipe, seeds=(0,), composite_list=listing), args.cache)
     timed = []
     for index in spread(len(folds), args.fold_by_fold):
         synchronize(device)
@@ -166,7 +180,7 @@ def main() -> None:
     stacked_runs = []
     for seed in range(args.seeds):
         run_dir = args.out / f"stacked-seed{seed}"
-        config = EvalConfig(model="ststnet", recipe=recipe, seeds=(seed,), fold_batch=0)
+        config = EvalConfig(model=name, recipe=recipe, seeds=(seed,), fold_batch=0, composite_list=listing)
         synchronize(device)
         start = time.perf_counter()
         metrics = run_evaluation(args.cache, run_dir, config, device=device, overwrite=True)

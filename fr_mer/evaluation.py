@@ -91,14 +91,17 @@ def run_fold_stack(plan: RunPlan, data: DeviceDataset, jobs: Sequence[FoldJob]) 
     """Train the folds of ``jobs`` (one seed) as one stacked model.
 
     Each fold's network starts from the same initialisation as in
-    :func:`run_fold`; the stack's batch orders and dropout come from a seed
-    derived from the run seed and the folds (:mod:`fr_mer.fold_stack`).
+    :func:`run_fold`. Through the generic stack (:mod:`fr_mer.func_stack`) each
+    fold also draws its batches and dropout from its own fold seed, so it
+    trains as :func:`run_fold` would; the hand-written STSTNet stack draws them
+    from one stream derived from the run seed and the folds (:mod:`fr_mer.fold_stack`).
     """
     from fr_mer.fold_stack import train_stacked
 
     built = [_fold_model(plan, data, job) for job in jobs]
     stack_seed = derive_seed(jobs[0].seed, STACK_STREAM, *(job.index for job in jobs))
-    logs = train_stacked([m for m, _, _ in built], data, [t for _, t, _ in built], plan.recipe, seed=stack_seed)
+    logs = train_stacked([m for m, _, _ in built], data, [t for _, t, _ in built], plan.recipe, seed=stack_seed,
+                         fold_seeds=[job.fold_seed for job in jobs])
     return [_predict_fold(data, job, model, train_index, val_index, log.seconds, log.final_loss,
                           log.samples_per_second)
             for job, (model, train_index, val_index), log in zip(jobs, built, logs)]

@@ -1,4 +1,11 @@
-"""Many LOSO folds trained together as one stacked model.
+"""Many LOSO folds trained together as one stacked model: the entry point, and STSTNet's hand-written stack.
+
+:func:`train_stacked` trains any registered model's folds stacked: a model
+with a hand-written stacked form (``MERModel.stacked``; STSTNet's, below)
+trains with it, every other model through :mod:`fr_mer.func_stack` (torch.func,
+each fold exactly as trained alone). The rest of this docstring is about the
+hand-written form, kept because its fused pass is faster than the generic
+stack could run STSTNet (whose fused autograd functions torch.func cannot trace).
 
 One fold of a small network (STSTNet: 1,683 parameters, batches of 256
 samples of 3 x 28 x 28) is far too little work for a GPU: fold-by-fold
@@ -35,70 +42,28 @@ from fr_mer.data import DeviceDataset
 from fr_mer.errors import ParameterError
 from fr_mer.models.base import MERModel, Recipe
 from fr_mer.randomness import DROPOUT_STREAM, derive_seed, make_generator
+from fr_mer.stacked_optim import StackedAdam
 from fr_mer.training import TrainLog, check_classes_present
 
-
-class StackedAdam:
-    """Adam (or AdamW) over parameters whose first dimension is the fold, with a step count per fold.
-
-    The update of every fold is torch.optim.Adam's; a fold that is not active
-    in a step keeps its parameters and moment estimates unchanged, as a fold
-    trained alone that takes no step.
-    """
-
-    def __init__(self, params: Sequence[nn.Parameter], n_folds: int, *, lr: float, betas=(0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False) -> None:
-        self.params = [p for p in params if p.requires_grad]
-        for p in self.params:
-            if p.shape[0] != n_folds:
-                raise ValueError(f"a stacked parameter of shape {tuple(p.shape)} has no leading fold dimension")
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.weight_decay, self.decoupled = weight_decay, decoupled
-        device = self.params[0].device
-        self.steps = torch.zeros(n_folds, device=device)
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        """One update of the folds where ``active`` (F,) is True."""
-        beta1, beta2 = self.betas
-        on = active.to(self.steps.dtype)
-        self.steps += on
-        steps = self.steps.clamp(min=1.0)
-        step_size = self.lr / (1 - beta1 ** steps)
-        bias2_sqrt = (1 - beta2 ** steps).sqrt()
-        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            if p.grad is None:
-                continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            keep = active.view(shape)
-            grad = p.grad
-            if self.weight_decay and not self.decoupled:
-                grad = grad + self.weight_decay * p
-            exp_avg.copy_(torch.where(keep, exp_avg * beta1 + grad * (1 - beta1), exp_avg))
-            exp_avg_sq.copy_(torch.where(keep, exp_avg_sq * beta2 + grad * grad * (1 - beta2), exp_avg_sq))
-            denom = exp_avg_sq.sqrt() / bias2_sqrt.view(shape) + self.eps
-            update = exp_avg / denom * step_size.view(shape)
-            if self.weight_decay and self.decoupled:
-                update = update + self.lr * self.weight_decay * p
-            p.sub_(update * on.view(shape))
+__all__ = ["StackedAdam", "check_stackable", "stacked_step", "train_stacked"]
 
 
 def check_stackable(model_class: type[MERModel], recipe: Recipe) -> None:
-    """Raise ParameterError, saying what to do, unless ``model_class`` can train stacked with ``recipe``."""
+    """Raise ParameterError, saying what to do, unless ``model_class`` can train stacked with ``recipe``.
+
+    A model with a hand-written stacked form (``MERModel.stacked``: STSTNet's
+    fused pass, which torch.func cannot trace) trains with it, which takes Adam
+    or AdamW without class-balanced sampling or augmentation; every other
+    model stacks through :mod:`fr_mer.func_stack`, with any recipe.
+    """
     if model_class.stacked is None:
-        raise ParameterError(f"model {model_class.model_name!r} has no stacked form; train its folds one "
-                         "by one (--fold-batch 1). Stacked folds exist for: ststnet")
+        return
     if recipe.optimizer not in ("adam", "adamw"):
-        raise ParameterError(f"stacked folds train with Adam or AdamW, not {recipe.optimizer!r}; use --fold-batch 1")
+        raise ParameterError(f"stacked {model_class.model_name} folds train with Adam or AdamW, not "
+                             f"{recipe.optimizer!r}; use --fold-batch 1")
     if recipe.class_balanced or recipe.augment:
-        raise ParameterError("stacked folds support neither class-balanced sampling nor augmentation; "
-                         "use --fold-batch 1")
+        raise ParameterError(f"stacked {model_class.model_name} folds support neither class-balanced sampling "
+                             "nor augmentation; use --fold-batch 1")
 
 
 def stacked_step(stacked: nn.Module, optimizer: StackedAdam, data: DeviceDataset, index: torch.Tensor,
@@ -130,8 +95,15 @@ def stacked_step(stacked: nn.Module, optimizer: StackedAdam, data: DeviceDataset
 
 
 def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices: Sequence[np.ndarray],
-                  recipe: Recipe, *, seed: int, compile: bool = False) -> list[TrainLog]:
+                  recipe: Recipe, *, seed: int, fold_seeds: Sequence[int] | None = None,
+                  compile: bool = False) -> list[TrainLog]:
     """Train ``models[f]`` on rows ``train_indices[f]`` for every f at once; the models are updated in place.
+
+    The one entry point for stacked folds. A model without a hand-written
+    stacked form goes through :func:`fr_mer.func_stack.train_func_stack`: fold f
+    trains exactly as :func:`~fr_mer.training.train_model` with seed
+    ``fold_seeds[f]`` (default: derived from ``seed`` and f) would train it alone.
+    The rest of this docstring is the hand-written (STSTNet) stack's.
 
     ``seed`` fixes the stack's batch orders (one generator on the data's
     device) and, through a derived stream, its dropout. Each
@@ -148,6 +120,15 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
     if not models:
         return []
     check_stackable(type(models[0]), recipe)
+    if type(models[0]).stacked is None:
+        from fr_mer.func_stack import train_func_stack
+
+        if compile:
+            raise ParameterError(f"torch.compile of a stack is for the hand-written stacks only, "
+                                 f"not {type(models[0]).model_name}")
+        if fold_seeds is None:
+            fold_seeds = [derive_seed(seed, f) for f in range(len(models))]
+        return train_func_stack(models, data, train_indices, recipe, fold_seeds=fold_seeds)
     if len(models) != len(train_indices):
         raise ValueError("one training index per model is needed")
     device = data.device

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import torch
 
 from fr_mer.config import settings
 from fr_mer.errors import FrMerError, ParameterError
@@ -149,6 +152,35 @@ def _cache_database(cache: Path) -> str:
     from fr_mer.pipeline.cache import read_cache
 
     return single_database(read_cache(cache))
+
+
+def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device,
+                       out_dir: str | Path | None = None) -> int:
+    """``--fold-batch`` when it is not given: what a resumed run in ``out_dir`` recorded; else 0 (all
+    folds of a seed stacked) on CUDA where the model stacks with ``recipe``, and 1 on the CPU.
+
+    Stacking is the same training per fold (:mod:`fr_mer.func_stack`), so the
+    choice is speed alone: on a GPU one fold is too little work, on the CPU the
+    cores are busy either way and stacking only adds copies (docs/benchmarks-stack.md).
+    """
+    recorded = Path(out_dir) / "config.json" if out_dir is not None else None
+    if recorded is not None and recorded.is_file():
+        try:
+            value = json.loads(recorded.read_text()).get("config", {}).get("fold_batch")
+        except (OSError, ValueError, AttributeError):
+            value = None  # the results folder's own check names a damaged file
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    if device.type != "cuda":
+        return 1
+    from fr_mer.fold_stack import check_stackable
+
+    cls = model_class(model)
+    try:
+        check_stackable(cls, recipe or cls.recipe)
+    except ParameterError:
+        return 1
+    return 0
 
 
 def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:

@@ -152,11 +152,12 @@ def test_stacked_training_learns_separable_folds(tmp_path):
         assert log.final_loss < 1.0
 
 
-def test_models_without_a_stacked_form_and_other_recipes_are_refused():
-    with pytest.raises(ValueError, match="no stacked form"):
-        check_stackable(model_class("fr"), model_class("fr").recipe)
+def test_recipes_the_hand_written_stack_cannot_train_are_refused():
+    check_stackable(model_class("fr"), model_class("fr").recipe)  # the generic stack takes any model
     with pytest.raises(ValueError, match="Adam"):
         check_stackable(model_class("ststnet"), model_class("ststnet").recipe.replace(optimizer="sgd"))
+    with pytest.raises(ValueError, match="class-balanced"):
+        check_stackable(model_class("ststnet"), model_class("ststnet").recipe.replace(class_balanced=True))
 
 
 def evaluate(cache, listing, out, **kwargs):
@@ -185,10 +186,11 @@ def test_stacked_evaluation_writes_every_fold_and_resumes(tmp_path):
         evaluate(cache, listing, tmp_path / "chunks", fold_batch=1)
 
 
-def test_fold_batch_for_a_model_without_a_stack_is_a_clear_error(tmp_path):
+def test_fold_batch_with_a_recipe_no_stack_can_train_is_a_clear_error(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1)
-    config = EvalConfig(model="fr", seeds=(0,), composite_list=str(listing), fold_batch=0)
-    with pytest.raises(ValueError, match="no stacked form"):
+    recipe = model_class("ststnet").recipe.replace(optimizer="sgd")
+    config = EvalConfig(model="ststnet", recipe=recipe, seeds=(0,), composite_list=str(listing), fold_batch=0)
+    with pytest.raises(ValueError, match="--fold-batch 1"):
         run_evaluation(cache, tmp_path / "out", config, device=torch.device("cpu"))
     assert not (tmp_path / "out" / "config.json").exists()
 
@@ -206,7 +208,7 @@ def test_stack_on_cuda_matches_the_cpu():
     torch.testing.assert_close(got.cpu(), expected, rtol=1e-3, atol=1e-3)
 
 
-def test_cli_fold_batch_runs_and_refuses_models_without_a_stack(tmp_path):
+def test_cli_fold_batch_runs_the_generic_and_the_hand_written_stack(tmp_path):
     from click.testing import CliRunner
 
     from fr_mer.cli import main
@@ -214,8 +216,9 @@ def test_cli_fold_batch_runs_and_refuses_models_without_a_stack(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1)
     common = ["evaluate", "--cache", str(cache), "--composite-list", str(listing), "--seeds", "1",
               "--epochs", "2", "--batch-size", "8", "--fold-batch", "0", "--threads", "1"]
-    result = CliRunner().invoke(main, common + ["--model", "fr", "--out", str(tmp_path / "fr")])
-    assert result.exit_code == 1 and "no stacked form" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, common + ["--model", "fr", "-o", "branch_dim=8", "--out", str(tmp_path / "fr")])
+    assert result.exit_code == 0, result.output
+    assert "3 folds trained" in result.output
     result = CliRunner().invoke(main, common + ["--model", "ststnet", "--out", str(tmp_path / "st")])
     assert result.exit_code == 0, result.output
     assert "3 folds trained" in result.output

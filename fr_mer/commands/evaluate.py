@@ -9,6 +9,7 @@ from fr_mer.commands.common import check_writable_target, model_options, resolve
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
+from fr_mer.run_plan import default_fold_batch
 
 
 class FoldProgress:
@@ -56,9 +57,10 @@ class FoldProgress:
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Hold out this fraction of the TRAINING subjects per fold and log their UF1 "
                    "(never the test subject); 0 trains on all training subjects.")
-@click.option("--fold-batch", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Train this many folds of a seed together as one stacked model (ststnet; 0: all "
-                   "folds of a seed). Many times faster on a GPU; on the CPU keep 1.")
+@click.option("--fold-batch", type=click.IntRange(min=0), default=None,
+              help="Train this many folds of a seed together as one stacked model (0: all folds of a "
+                   "seed); each fold trains as it would alone. Default: a resumed run's value, else 0 on "
+                   "CUDA (many times faster) and 1 on the CPU (where stacking is slower).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
@@ -75,6 +77,8 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads)
     check_writable_target(out, "--out", folder=True)
+    if fold_batch is None:
+        fold_batch = default_fold_batch(model_name, recipe, torch_device, out)
     config = EvalConfig(
         model=model_name, protocol=protocol, database=database, classes=int(classes) if classes else None,
         options=options, recipe=recipe,

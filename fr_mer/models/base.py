@@ -72,6 +72,11 @@ class MERModel(nn.Module):
     #: network (built from a list of instances), for training several LOSO
     #: folds at once (:mod:`fr_mer.fold_stack`); None where there is none.
     stacked: ClassVar[type | None] = None
+    #: Whether every batch norm and dropout of ``forward`` sees rows that are the
+    #: batch's samples, sample-major (row r of a batch of B from sample r // (N / B)):
+    #: then a stack of folds (:mod:`fr_mer.func_stack`) pads shorter batches and
+    #: masks the padding out; False runs each batch size as its own stacked call.
+    stack_masks_padding: ClassVar[bool] = True
     n_classes: int
     #: The generator that forward-time randomness (dropout) draws from while
     #: fr-mer trains the model (:func:`fr_mer.training.train_model` sets it to a

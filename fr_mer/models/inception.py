@@ -91,6 +91,9 @@ class InceptionBackbone(nn.Module):
     convolutions (oneDNN's grouped kernels are slow for these few channels).
     """
 
+    #: The streams' layout; a stack of folds (fr_mer.func_stack) sets the default layout, which vmap needs.
+    memory_format = torch.channels_last
+
     def __init__(self, streams: int = 2, filters: tuple[int, ...] = DUAL_INCEPTION_FILTERS) -> None:
         super().__init__()
         if streams < 1:
@@ -108,7 +111,7 @@ class InceptionBackbone(nn.Module):
         if x.ndim != 4 or x.shape[1] != len(self.streams):
             raise ValueError(f"expected (B, {len(self.streams)}, H, W) flow images, got shape {tuple(x.shape)}")
         outs = [
-            stream(x[:, i:i + 1].contiguous(memory_format=torch.channels_last))
+            stream(x[:, i:i + 1].contiguous(memory_format=self.memory_format))
             for i, stream in enumerate(self.streams)
         ]
         return torch.cat(outs, dim=1).contiguous()

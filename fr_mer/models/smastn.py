@@ -89,6 +89,8 @@ class SegmentAttention(nn.Module):
 class SMASTN(MERModel):
     recorded_options = ("input_size",)
     inputs = {"dynamic_images": None, "onset_face": None}
+    # The batch norms see the segment images, then the neutral image(s) appended: not sample-major rows.
+    stack_masks_padding = False
     # Reconstruction: the spec gives no recipe; Adam with weight decay for a
     # small CNN trained from scratch, class-balanced batches for the composite.
     recipe = Recipe(
