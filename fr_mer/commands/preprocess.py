@@ -138,6 +138,9 @@ def command(
     cannot be made is recorded with its reason and the run goes on; the exit status
     is 0 when the run finished, whatever the samples' fate.
     """
+    if scheduler is not None and jobs is not None:
+        raise click.UsageError("--jobs sets local worker processes; with --scheduler the cluster's workers "
+                               "do the work: give one of the two")
     align = dataclasses.replace(_overrides(AlignParams, align_items, "--align"), face_size=face_size)
     params = PreprocessParams(
         flow_size=flow_size,
@@ -164,9 +167,6 @@ def command(
         f"{statuses[UNUSABLE]} unusable (recorded as failures)",
         err=True,
     )
-    if scheduler is not None and jobs is not None:
-        raise click.UsageError("--jobs sets local worker processes; with --scheduler the cluster's workers "
-                               "do the work: give one of the two")
     with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite,
                        scheduler=scheduler) as run:
         where = f"on the cluster at {scheduler} ({run.jobs} worker threads)" if scheduler else f"{run.jobs} job(s)"
