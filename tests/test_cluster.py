@@ -137,10 +137,10 @@ def test_cli_preprocess_refuses_jobs_with_scheduler_and_an_unreachable_scheduler
 
 @pytest.fixture(scope="module")
 def evaluation_reference(tmp_path_factory):
-    """A one-seed composite of 3 subjects, evaluated locally on one torch thread (as each worker runs)."""
+    """A one-seed composite of 3 subjects (3 folds), evaluated locally on one torch thread (as each worker runs)."""
     folder = tmp_path_factory.mktemp("evaluation")
     cache, listing = small_composite(folder, subjects_per_db=1)
-    config = EvalConfig(model="ststnet", recipe=model_class("ststnet").recipe.replace(epochs=2), seeds=(0, 1),
+    config = EvalConfig(model="ststnet", recipe=model_class("ststnet").recipe.replace(epochs=1), seeds=(0,),
                         composite_list=str(listing))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -167,18 +167,19 @@ def assert_same_results(out: Path, reference: Path, metrics: dict, reference_met
                 == without_timings(json.loads((reference / fold).read_text()))), fold
 
 
-def test_evaluate_on_a_cluster_writes_the_local_results(client, evaluation_reference, tmp_path):
+def test_cli_evaluate_on_a_cluster_writes_the_local_results_and_resumes(client, evaluation_reference, tmp_path):
     cache, listing, config, reference, reference_metrics = evaluation_reference
-    out = tmp_path / "cluster"
+    out = tmp_path / "cli"
     # A fold already written (by an earlier, interrupted run) is read back, not trained again.
-    first = next((reference / "folds" / "seed1").glob("*.json"))
-    (out / "folds" / "seed1").mkdir(parents=True)
-    (out / "folds" / "seed1" / first.name).write_bytes(first.read_bytes())
-    seen = []
-    metrics = run_evaluation(cache, out, config, device="cpu", scheduler=client.scheduler.address,
-                             on_fold=lambda result, resumed: seen.append(resumed))
-    assert sorted(seen) == [False] * 5 + [True]
-    assert_same_results(out, reference, metrics, reference_metrics)
+    first = next((reference / "folds" / "seed0").glob("*.json"))
+    (out / "folds" / "seed0").mkdir(parents=True)
+    (out / "folds" / "seed0" / first.name).write_bytes(first.read_bytes())
+    result = CliRunner().invoke(main, [
+        "evaluate", "--cache", str(cache), "--model", "ststnet", "--epochs", "1", "--seeds", "1",
+        "--composite-list", str(listing), "--scheduler", client.scheduler.address, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "the workers of" in result.output and "2 folds trained, 1 resumed" in result.output
+    assert_same_results(out, reference, json.loads((out / "metrics.json").read_text()), reference_metrics)
 
 
 def test_evaluate_survives_a_killed_worker(client, evaluation_reference, kill_once, tmp_path):
@@ -188,14 +189,3 @@ def test_evaluate_survives_a_killed_worker(client, evaluation_reference, kill_on
     metrics = run_evaluation(cache, out, config, device="cpu", scheduler=client)
     assert marker.exists()  # a worker did die holding a fold
     assert_same_results(out, reference, metrics, reference_metrics)
-
-
-def test_cli_evaluate_with_a_scheduler(client, evaluation_reference, tmp_path):
-    cache, listing, config, reference, reference_metrics = evaluation_reference
-    out = tmp_path / "cli"
-    result = CliRunner().invoke(main, [
-        "evaluate", "--cache", str(cache), "--model", "ststnet", "--epochs", "2", "--seeds", "2",
-        "--composite-list", str(listing), "--scheduler", client.scheduler.address, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "the workers of" in result.output and "6 folds trained, 0 resumed" in result.output
-    assert_same_results(out, reference, json.loads((out / "metrics.json").read_text()), reference_metrics)
