@@ -13,7 +13,9 @@ fold is written to ``OUT/folds/seed<S>/<database>-<subject>.json`` atomically
 (:mod:`fr_mer.results_folder`), so an interrupted run resumes at the first
 unfinished fold. Metrics are computed on the pooled predictions of all folds
 (per seed), then summarised as mean and standard deviation over seeds
-(:mod:`fr_mer.report`).
+(:mod:`fr_mer.report`). With a ``scheduler``, the unfinished (seed, fold)
+chunks are tasks of a dask cluster (:func:`train_chunk`), whose workers write
+the same fold files into the shared results folder (docs/cluster.md).
 """
 from __future__ import annotations
 
@@ -212,9 +214,10 @@ def _train_on_cluster(scheduler: "str | Client", plan: RunPlan, folder: ResultsF
     read back here, so an ``--out`` that the workers do not share is an error,
     not a silent loss. A task whose worker dies is run again by the scheduler.
     """
-    from fr_mer.cluster import as_finished, connect
+    from fr_mer.cluster import as_finished, connect, killed_worker_error
 
     client = connect(scheduler)
+    killed = killed_worker_error()
     try:
         todo = []
         for chunk in chunks:
@@ -231,7 +234,13 @@ def _train_on_cluster(scheduler: "str | Client", plan: RunPlan, folder: ResultsF
         portable = dataclasses.replace(plan, weights_dir=plan.weights_dir.resolve() if plan.weights_dir else None)
         out = folder.path.resolve()
         for pending, future in as_finished(client, train_chunk, todo, portable, out, device, name="fr-mer-folds"):
-            trained_here = future.result()
+            try:
+                trained_here = future.result()
+            except killed as error:
+                names = ", ".join(f"seed {job.seed} {job.fold.subject}" for job in pending)
+                raise EvaluationError(
+                    f"{names}: every worker that trained it died ({error}); the folds written are kept: look in "
+                    "the workers' logs (memory?) and run the same command again to resume") from None
             for job, trained in zip(pending, trained_here):
                 result = folder.read_fold(job)
                 if result is None:
