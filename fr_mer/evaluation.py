@@ -13,18 +13,21 @@ fold is written to ``OUT/folds/seed<S>/<database>-<subject>.json`` atomically
 (:mod:`fr_mer.results_folder`), so an interrupted run resumes at the first
 unfinished fold. Metrics are computed on the pooled predictions of all folds
 (per seed), then summarised as mean and standard deviation over seeds
-(:mod:`fr_mer.report`).
+(:mod:`fr_mer.report`). With a ``scheduler``, the unfinished (seed, fold)
+chunks are tasks of a dask cluster (:func:`train_chunk`), whose workers write
+the same fold files into the shared results folder (docs/cluster.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from fr_mer.data import DeviceDataset, load_dataset
+from fr_mer.data import DeviceDataset, load_dataset, resolve_device
 from fr_mer.metrics import uf1
 from fr_mer.protocols import Fold, fold_leak, protocol_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
@@ -32,6 +35,9 @@ from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
 from fr_mer.state_dicts import load_into, read_state_dict
 from fr_mer.training import predict_proba, train_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Client
 
 __all__ = ["EvalConfig", "EvaluationError", "FoldResult", "load_plan_data", "plan_folds", "run_evaluation",
            "run_fold", "run_fold_stack"]
@@ -128,9 +134,10 @@ def run_fold(plan: RunPlan, data: DeviceDataset, job: FoldJob) -> FoldResult:
 
 
 def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConfig, *,
-                   device: torch.device, overwrite: bool = False, from_end: bool = False,
+                   device: torch.device | str, overwrite: bool = False, from_end: bool = False,
                    on_start: Callable[[int], None] | None = None,
-                   on_fold: Callable[[FoldResult, bool], None] | None = None) -> dict:
+                   on_fold: Callable[[FoldResult, bool], None] | None = None,
+                   scheduler: "str | Client | None" = None) -> dict:
     """Run (or resume) every seed x fold; returns the metrics written to ``metrics.json``.
 
     ``on_start(total_folds)`` is called once the folds are known; ``on_fold(result, resumed)``
@@ -144,12 +151,17 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     ``config.fold_batch`` > 1 (or 0, all) trains that many consecutive folds
     of a seed as one stacked model (:mod:`fr_mer.fold_stack`); the unfinished
     folds of an interrupted chunk are trained again as one, smaller, stack.
+
+    ``scheduler`` (a ``dask.distributed`` address or client) trains the
+    unfinished chunks on the cluster's workers (:func:`_train_on_cluster`), on
+    ``device`` as each worker resolves it ("auto": its own GPU if it has one);
+    this process reads the cache on the CPU for the folds and the reports.
     """
     from fr_mer import report
 
     plan = make_plan(config, cache_path)
     folder = ResultsFolder(out_dir)
-    data = load_plan_data(plan, device)
+    data = load_plan_data(plan, torch.device("cpu") if scheduler is not None else resolve_device(device))
     folder.check_or_write_config(plan, overwrite)
     folds = plan_folds(data)
     jobs = plan.jobs(folds)
@@ -157,7 +169,14 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
         on_start(len(jobs))
     started = time.perf_counter()
     results: dict[tuple[int, int], FoldResult] = {}
-    for chunk in _chunks(list(reversed(jobs)) if from_end else jobs, plan.stack or len(folds)):
+    chunks = _chunks(list(reversed(jobs)) if from_end else jobs, plan.stack or len(folds))
+    if scheduler is not None:
+        for job, result, resumed in _train_on_cluster(scheduler, plan, folder, chunks, str(device)):
+            results[job.seed, job.index] = result
+            if on_fold is not None:
+                on_fold(result, resumed)
+        chunks = []
+    for chunk in chunks:
         pending = []
         for job in chunk:
             result = folder.read_fold(job)
@@ -169,15 +188,98 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
                 on_fold(result, True)
         if not pending:
             continue
-        trained = [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
-        for job, result in zip(pending, trained):
-            folder.write_fold(job, result)
+        for job, result in zip(pending, _train_and_write(plan, data, folder, pending)):
             results[job.seed, job.index] = result
             if on_fold is not None:
                 on_fold(result, False)
     wall = time.perf_counter() - started
     in_order = [results[job.seed, job.index] for job in jobs]
     return report.write_reports(folder.path, plan, data, folds, in_order, wall)
+
+
+def _train_and_write(plan: RunPlan, data: DeviceDataset, folder: ResultsFolder,
+                     pending: Sequence[FoldJob]) -> list[FoldResult]:
+    """Train one chunk (one fold, or one stack) and write each fold's file as it is kept."""
+    trained = [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
+    for job, result in zip(pending, trained):
+        folder.write_fold(job, result)
+    return trained
+
+
+# -- on a dask cluster (fr_mer.cluster) --------------------------------------------------
+
+def _train_on_cluster(scheduler: "str | Client", plan: RunPlan, folder: ResultsFolder,
+                      chunks: Sequence[Sequence[FoldJob]],
+                      device: str) -> Iterator[tuple[FoldJob, FoldResult, bool]]:
+    """``(job, result, resumed)`` for every job of ``chunks``: read back, or trained by a worker.
+
+    Folds already in ``folder`` are yielded first (resumed); every other chunk is
+    one task (:func:`train_chunk`), whose worker writes the fold files; they are
+    read back here, so an ``--out`` that the workers do not share is an error,
+    not a silent loss. A task whose worker dies is run again by the scheduler.
+    """
+    from fr_mer.cluster import as_finished, connect, killed_worker_error
+
+    client = connect(scheduler)
+    killed = killed_worker_error()
+    try:
+        todo = []
+        for chunk in chunks:
+            pending = []
+            for job in chunk:
+                result = folder.read_fold(job)
+                if result is None:
+                    pending.append(job)
+                else:
+                    yield job, result, True
+            if pending:
+                todo.append(pending)
+        # Paths the workers resolve alike, whatever their working folder.
+        portable = dataclasses.replace(plan, weights_dir=plan.weights_dir.resolve() if plan.weights_dir else None)
+        out = folder.path.resolve()
+        for pending, future in as_finished(client, train_chunk, todo, portable, out, device, name="fr-mer-folds"):
+            try:
+                trained_here = future.result()
+            except killed as error:
+                names = ", ".join(f"seed {job.seed} {job.fold.subject}" for job in pending)
+                raise EvaluationError(
+                    f"{names}: every worker that trained it died ({error}); the folds written are kept: look in "
+                    "the workers' logs (memory?) and run the same command again to resume") from None
+            for job, trained in zip(pending, trained_here):
+                result = folder.read_fold(job)
+                if result is None:
+                    raise EvaluationError(
+                        f"{folder.fold_path(job)}: a worker trained this fold but its file is not there; --out "
+                        "must be a folder that this process and every worker share (docs/cluster.md)")
+                yield job, result, not trained
+    finally:
+        if client is not scheduler:
+            client.close()
+
+
+#: The last cache a worker process loaded (key, data): its tasks of one run share it.
+_worker_data: list[tuple[tuple, DeviceDataset]] = []
+
+
+def train_chunk(jobs: Sequence[FoldJob], plan: RunPlan, out_dir: Path, device: str) -> list[bool]:
+    """A cluster worker's task: train the chunk's unfinished folds and write their files into ``out_dir``.
+
+    Returns, per job, whether it was trained here (False: its file was already
+    written, by another process sharing the run). The cache is read once per
+    worker process and kept for the run's next tasks.
+    """
+    folder = ResultsFolder(out_dir)
+    unfinished = [folder.read_fold(job) is None for job in jobs]
+    pending = [job for job, todo in zip(jobs, unfinished) if todo]
+    if pending:
+        torch_device = resolve_device(device)
+        stat = plan.cache.stat()
+        key = (plan.cache, stat.st_mtime_ns, stat.st_size, tuple(sorted(plan.inputs.items())),
+               plan.config.protocol, plan.config.database, plan.composite_list, torch_device)
+        if not _worker_data or _worker_data[0][0] != key:
+            _worker_data[:] = [(key, load_plan_data(plan, torch_device))]
+        _train_and_write(plan, _worker_data[0][1], folder, pending)
+    return unfinished
 
 
 def _chunks(jobs: Sequence[FoldJob], size: int) -> list[list[FoldJob]]:

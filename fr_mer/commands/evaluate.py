@@ -61,21 +61,26 @@ class FoldProgress:
               help="Train this many folds of a seed together as one stacked model (0: all folds of a "
                    "seed); each fold trains as it would alone. Default: a resumed run's value, else 0 on "
                    "CUDA (many times faster) and 1 on the CPU (where stacking is slower).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Train the folds on a dask.distributed cluster: the scheduler's address (tcp://host:8786) "
+                   "or scheduler file (.json). --cache and --out must be shared with the workers; --device "
+                   "is resolved on each worker (docs/cluster.md). Needs fr-mer[cluster].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
               help="Work through the folds from the last one. Started beside a run with the same "
                    "options and --out, it shares the work: each process skips folds already written.")
 def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
-            seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, out, overwrite,
+            seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler, out, overwrite,
             from_end) -> None:
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
     plots. An interrupted run resumes at the first unfinished fold.
     """
+    # With --scheduler the workers train, each on --device as it resolves it; this process reads on the CPU.
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
-                                                     device, threads)
+                                                     "cpu" if scheduler else device, threads)
     check_writable_target(out, "--out", folder=True)
     if fold_batch is None:
         fold_batch = default_fold_batch(model_name, recipe, torch_device, out)
@@ -87,12 +92,13 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
         composite_list=str(composite_list) if composite_list else None, val_fraction=val_fraction,
         fold_batch=fold_batch,
     )
-    click.echo(f"{model_name} on {torch_device}, {protocol}{' (' + database + ')' if database else ''}, "
+    where = f"the workers of {scheduler} ({device})" if scheduler else torch_device
+    click.echo(f"{model_name} on {where}, {protocol}{' (' + database + ')' if database else ''}, "
                + ("released weights" if weights_dir else f"seeds {list(config.seeds)}"))
     progress = FoldProgress()
     try:
-        run_evaluation(cache, out, config, device=torch_device, overwrite=overwrite, from_end=from_end,
-                       on_start=progress.start, on_fold=progress.update)
+        run_evaluation(cache, out, config, device=device if scheduler else torch_device, overwrite=overwrite,
+                       from_end=from_end, on_start=progress.start, on_fold=progress.update, scheduler=scheduler)
     finally:
         progress.close()
     counts = progress.counts

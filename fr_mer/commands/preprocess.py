@@ -64,6 +64,10 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
                    "(layout: docs/cache-format.md).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes, one core each [default: all cores].")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the clips on a dask.distributed cluster: the scheduler's address (tcp://host:8786) "
+                   "or scheduler file (.json). The workers must see the frames at the same paths; this "
+                   "process writes --out (docs/cluster.md). Needs fr-mer[cluster].")
 @click.option("--overwrite", is_flag=True,
               help="Delete the cache at --out first and recompute everything (needed when the "
                    "parameters changed: samples made two ways are never mixed).")
@@ -107,6 +111,7 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 def command(
     out: Path,
     jobs: int | None,
+    scheduler: str | None,
     overwrite: bool,
     flow_size: int,
     feature_size: int,
@@ -133,6 +138,9 @@ def command(
     cannot be made is recorded with its reason and the run goes on; the exit status
     is 0 when the run finished, whatever the samples' fate.
     """
+    if scheduler is not None and jobs is not None:
+        raise click.UsageError("--jobs sets local worker processes; with --scheduler the cluster's workers "
+                               "do the work: give one of the two")
     align = dataclasses.replace(_overrides(AlignParams, align_items, "--align"), face_size=face_size)
     params = PreprocessParams(
         flow_size=flow_size,
@@ -159,10 +167,10 @@ def command(
         f"{statuses[UNUSABLE]} unusable (recorded as failures)",
         err=True,
     )
-    with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite) as run:
-        click.echo(
-            f"{out}: {len(run)} to make, {run.summary.skipped} already cached; {run.jobs} job(s)", err=True
-        )
+    with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite,
+                       scheduler=scheduler) as run:
+        where = f"on the cluster at {scheduler} ({run.jobs} worker threads)" if scheduler else f"{run.jobs} job(s)"
+        click.echo(f"{out}: {len(run)} to make, {run.summary.skipped} already cached; {where}", err=True)
         with click.progressbar(length=len(run), label="preprocess", file=sys.stderr,
                                show_pos=True, item_show_func=lambda o: o.key if o else "") as bar:
             for outcome in run:

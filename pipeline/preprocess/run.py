@@ -1,11 +1,18 @@
 """The parallel runner of ``fr-mer preprocess``: annotated clips in, cache samples out.
 
 :class:`PreprocessRun` fans clips out to ``jobs`` processes (joblib's loky
-backend), takes the results back in order of completion, and writes them from the
-main process only (``write``) through :class:`pipeline.cache.CacheWriter`: samples
+backend), or to the workers of a ``dask.distributed`` cluster (``scheduler``,
+:mod:`fr_mer.cluster`), takes the results back in order of completion, and
+writes them from the run's process only through
+:class:`pipeline.cache.CacheWriter` (the holder of the cache's lock): samples
 already in the cache with the same parameters are skipped, a sample that cannot be
 made is recorded as a failure with its reason while the others go on, and a run
 killed at any moment loses at most the samples in flight.
+
+Memory does not grow with the number of clips: a bounded number of clips is in
+flight at once (joblib's ``pre_dispatch``, the cluster's :func:`fr_mer.cluster.as_finished`
+window) and each finished sample is written and dropped before the next is
+taken; the run keeps only counts and the failures' reasons.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import cv2
 
@@ -26,6 +33,9 @@ from fr_mer.pipeline.preprocess.clip import Sample, process_clip
 from fr_mer.pipeline.preprocess.params import PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Client
 
 
 @dataclasses.dataclass
@@ -171,6 +181,11 @@ class PreprocessRun:
     parameters (or another schema) and ``overwrite`` is false, and
     :class:`~fr_mer.errors.ParameterError`
     when the clips were scanned with another SMIC apex rule than ``params``.
+
+    ``scheduler`` (an address or a ``distributed.Client``) runs the clips on a
+    dask cluster's workers instead of ``jobs`` local processes; the workers must
+    see the clips' frames at the same paths, and this process still writes the
+    cache. ``jobs`` then reports the cluster's worker threads at the start.
     """
 
     def __init__(
@@ -181,21 +196,36 @@ class PreprocessRun:
         *,
         jobs: int | None = None,
         overwrite: bool = False,
+        scheduler: "str | Client | None" = None,
     ) -> None:
         if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
             raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
         clips = list(clips)
         self.params = params
-        self.jobs = jobs or default_jobs()
         _check_apex_rule(clips, params.smic_apex)
+        # Connected before the cache is opened: an unreachable scheduler changes no file.
+        self.client = None
+        self._own_client = False
+        if scheduler is not None:
+            from fr_mer.cluster import connect
+
+            self.client = connect(scheduler)
+            self._own_client = self.client is not scheduler
+            self.jobs = sum(self.client.nthreads().values())
+        else:
+            self.jobs = jobs or default_jobs()
         self.summary = PreprocessSummary(out=Path(out), total=len(clips), jobs=self.jobs)
-        self.writer = CacheWriter(
-            out,
-            params=params.as_dict(),
-            arrays=params.array_specs(),
-            software=software_versions(),
-            overwrite=overwrite,
-        )
+        try:
+            self.writer = CacheWriter(
+                out,
+                params=params.as_dict(),
+                arrays=params.array_specs(),
+                software=software_versions(),
+                overwrite=overwrite,
+            )
+        except BaseException:
+            self._close_client()
+            raise
         done = self.writer.done_keys()
         self.unusable: list[tuple[str, str]] = []
         self.todo: list[Clip] = []
@@ -226,6 +256,12 @@ class PreprocessRun:
 
     def close(self) -> None:
         self.writer.close()
+        self._close_client()
+
+    def _close_client(self) -> None:
+        if self._own_client and self.client is not None:
+            self.client.close()
+        self.client = None
 
     def __iter__(self) -> Iterator[Outcome]:
         start = time.perf_counter()
@@ -235,9 +271,11 @@ class PreprocessRun:
                     self.writer.append_failure(key, reason)
                     self.summary.failed[key] = reason
             jobs = min(self.jobs, len(self.todo))
-            if jobs <= 1:
+            if self.client is not None:
+                results: Iterable[Outcome] = self._on_cluster()
+            elif jobs <= 1:
                 # In-process: no worker start-up, and the caller's debugger works.
-                results: Iterable[Outcome] = (_work(clip, self.params) for clip in self.todo)
+                results = (_work(clip, self.params) for clip in self.todo)
             else:
                 from joblib import Parallel, delayed
 
@@ -250,6 +288,21 @@ class PreprocessRun:
         finally:
             self.summary.wall_seconds = time.perf_counter() - start
             self.close()
+
+    def _on_cluster(self) -> Iterator[Outcome]:
+        """The outcomes of the clips run on the cluster's workers, as they finish.
+
+        A clip whose task was running on every worker that died under it (dask's
+        ``allowed-failures``) is recorded as a failure, like a clip that raised.
+        """
+        from fr_mer.cluster import as_finished, killed_worker_error
+
+        killed = killed_worker_error()
+        for clip, future in as_finished(self.client, _work, self.todo, self.params, name="fr-mer-clip"):
+            try:
+                yield future.result()
+            except killed as error:
+                yield Outcome(clip.key, None, f"{clip.key}: every worker that processed it died ({error})")
 
     def _record(self, outcome: Outcome) -> None:
         summary = self.summary
@@ -302,7 +355,13 @@ def preprocess(
     jobs: int | None = None,
     overwrite: bool = False,
     progress: Callable[[Outcome], None] | None = None,
+    scheduler: "str | Client | None" = None,
 ) -> PreprocessSummary:
-    """Make (or complete) the cache ``out`` from ``clips``; returns the run's summary."""
-    run = PreprocessRun(clips, out, params or PreprocessParams(), jobs=jobs, overwrite=overwrite)
+    """Make (or complete) the cache ``out`` from ``clips``; returns the run's summary.
+
+    ``scheduler``: a ``dask.distributed`` scheduler's address (or a client) to
+    run the clips on instead of ``jobs`` local processes.
+    """
+    run = PreprocessRun(clips, out, params or PreprocessParams(), jobs=jobs, overwrite=overwrite,
+                        scheduler=scheduler)
     return run.run(progress)

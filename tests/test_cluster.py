@@ -1,0 +1,191 @@
+"""``--scheduler``: preprocess and evaluate on a dask.distributed cluster (a LocalCluster the tests start).
+
+The cluster's results must be the local run's: the same cache arrays, the same
+fold files and reports (timings aside), also when a worker is killed while it
+holds a task.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+distributed = pytest.importorskip("distributed")
+
+from fr_mer import cluster  # noqa: E402
+from fr_mer.cli import main  # noqa: E402
+from fr_mer.evaluation import EvalConfig, run_evaluation  # noqa: E402
+from fr_mer.models import model_class  # noqa: E402
+from fr_mer.pipeline.cache import read_cache  # noqa: E402
+from fr_mer.pipeline.preprocess import PreprocessParams, preprocess  # noqa: E402
+from tests.cachefactory import small_composite  # noqa: E402
+from tests.test_preprocess import FAST, shift_clip  # noqa: E402
+
+#: Metrics that are times or dates, different in every run.
+TIMINGS = {"wall_seconds_this_run", "train_seconds_total", "written"}
+
+
+class KillOnce(distributed.WorkerPlugin):
+    """Kill (SIGKILL) the first worker process that starts a task whose key begins with ``prefix``.
+
+    The marker file makes it once for the whole cluster, the worker that the
+    nanny starts again included.
+    """
+
+    def __init__(self, prefix: str, marker: str) -> None:
+        self.prefix = prefix
+        self.marker = marker
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish != "executing" or not str(key).startswith(self.prefix):
+            return
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  memory_limit="1.5GiB") as local, distributed.Client(local) as connected:
+        yield connected
+
+
+@pytest.fixture
+def kill_once(client, tmp_path):
+    """``arm(prefix)``: the next task of that key prefix kills its worker; the plugin is removed afterwards."""
+    names = []
+
+    def arm(prefix: str) -> Path:
+        marker = tmp_path / f"killed-{prefix}"
+        names.append(f"kill-{prefix}-{tmp_path.name}")
+        client.register_plugin(KillOnce(prefix, str(marker)), name=names[-1])
+        return marker
+
+    yield arm
+    for name in names:
+        client.unregister_worker_plugin(name)
+
+
+# -- preprocess ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clips_and_reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    clips = [shift_clip(folder, 0.5 * i, subject=f"sub0{i}") for i in range(1, 5)]
+    reference = folder / "local.h5"
+    assert preprocess(clips, reference, PreprocessParams(**FAST), jobs=1).done == 4
+    return clips, reference
+
+
+def assert_same_cache(path: Path, reference: Path) -> None:
+    a = read_cache(reference, arrays=["flow", "onset_face", "apex_face", "landmarks"])
+    b = read_cache(path, arrays=["flow", "onset_face", "apex_face", "landmarks"])
+    assert sorted(b.keys) == sorted(a.keys) and not b.failures
+    order = [b.keys.index(k) for k in a.keys]
+    np.testing.assert_allclose(b.arrays["flow"][order], a.arrays["flow"], atol=1e-3)  # as test_two_jobs_...
+    for name in ("onset_face", "apex_face", "landmarks"):
+        np.testing.assert_array_equal(b.arrays[name][order], a.arrays[name])
+    assert b.params == a.params
+
+
+def test_preprocess_on_a_cluster_writes_the_local_cache_and_resumes(client, clips_and_reference, tmp_path):
+    clips, reference = clips_and_reference
+    out = tmp_path / "cluster.h5"
+    summary = preprocess(clips[:3], out, PreprocessParams(**FAST), scheduler=client.scheduler.address)
+    assert (summary.done, summary.skipped, len(summary.failed), summary.jobs) == (3, 0, 0, 2)
+    again = preprocess(clips, out, PreprocessParams(**FAST), scheduler=client)
+    assert (again.done, again.skipped, len(again.failed)) == (1, 3, 0)
+    assert_same_cache(out, reference)
+    assert not out.with_name(out.name + ".lock").exists()  # released with the run
+
+
+def test_preprocess_survives_a_killed_worker(client, clips_and_reference, kill_once, tmp_path):
+    clips, reference = clips_and_reference
+    marker = kill_once("fr-mer-clip")
+    out = tmp_path / "cluster.h5"
+    summary = preprocess(clips, out, PreprocessParams(**FAST), scheduler=client)
+    assert marker.exists()  # a worker did die holding a clip
+    assert (summary.done, len(summary.failed)) == (4, 0)
+    assert_same_cache(out, reference)
+
+
+def test_cli_preprocess_refuses_jobs_with_scheduler_and_an_unreachable_scheduler(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    runner = CliRunner()
+    both = runner.invoke(main, ["preprocess", "--dataset", "casme2", "--root", str(root), "--out",
+                                str(tmp_path / "c.h5"), "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"])
+    assert both.exit_code == 2 and "--scheduler" in both.output
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_SECONDS", 1)
+    clips = [shift_clip(tmp_path / "clips", 1.0)]
+    with pytest.raises(cluster.ClusterError, match="cannot reach the scheduler"):
+        preprocess(clips, tmp_path / "c.h5", PreprocessParams(**FAST), scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "c.h5").exists()  # nothing written before the cluster answers
+
+
+# -- evaluate --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evaluation_reference(tmp_path_factory):
+    """A one-seed composite of 3 subjects (3 folds), evaluated locally on one torch thread (as each worker runs)."""
+    folder = tmp_path_factory.mktemp("evaluation")
+    cache, listing = small_composite(folder, subjects_per_db=1)
+    config = EvalConfig(model="ststnet", recipe=model_class("ststnet").recipe.replace(epochs=1), seeds=(0,),
+                        composite_list=str(listing))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = run_evaluation(cache, folder / "local", config, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    return cache, listing, config, folder / "local", metrics
+
+
+def without_timings(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIMINGS | {"seconds", "samples_per_second"}}
+
+
+def assert_same_results(out: Path, reference: Path, metrics: dict, reference_metrics: dict) -> None:
+    assert without_timings(metrics) == without_timings(reference_metrics)
+    assert without_timings(json.loads((out / "metrics.json").read_text())) == without_timings(reference_metrics)
+    for name in ("predictions.csv", "config.json"):
+        assert (out / name).read_text() == (reference / name).read_text(), name
+    folds = sorted(p.relative_to(reference) for p in (reference / "folds").rglob("*.json"))
+    assert sorted(p.relative_to(out) for p in (out / "folds").rglob("*.json")) == folds
+    for fold in folds:
+        assert (without_timings(json.loads((out / fold).read_text()))
+                == without_timings(json.loads((reference / fold).read_text()))), fold
+
+
+def test_cli_evaluate_on_a_cluster_writes_the_local_results_and_resumes(client, evaluation_reference, tmp_path):
+    cache, listing, config, reference, reference_metrics = evaluation_reference
+    out = tmp_path / "cli"
+    # A fold already written (by an earlier, interrupted run) is read back, not trained again.
+    first = next((reference / "folds" / "seed0").glob("*.json"))
+    (out / "folds" / "seed0").mkdir(parents=True)
+    (out / "folds" / "seed0" / first.name).write_bytes(first.read_bytes())
+    result = CliRunner().invoke(main, [
+        "evaluate", "--cache", str(cache), "--model", "ststnet", "--epochs", "1", "--seeds", "1",
+        "--composite-list", str(listing), "--scheduler", client.scheduler.address, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "the workers of" in result.output and "2 folds trained, 1 resumed" in result.output
+    assert_same_results(out, reference, json.loads((out / "metrics.json").read_text()), reference_metrics)
+
+
+def test_evaluate_survives_a_killed_worker(client, evaluation_reference, kill_once, tmp_path):
+    cache, listing, config, reference, reference_metrics = evaluation_reference
+    marker = kill_once("fr-mer-folds")
+    out = tmp_path / "cluster"
+    metrics = run_evaluation(cache, out, config, device="cpu", scheduler=client)
+    assert marker.exists()  # a worker did die holding a fold
+    assert_same_results(out, reference, metrics, reference_metrics)
