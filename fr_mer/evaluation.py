@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from fr_mer.data import DeviceDataset, load_dataset, resolve_device
+from fr_mer.environment import device_name
 from fr_mer.metrics import uf1
 from fr_mer.protocols import Fold, fold_leak, protocol_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
@@ -89,7 +90,7 @@ def _predict_fold(data: DeviceDataset, job: FoldJob, model, train_index, val_ind
         keys=[data.keys[i] for i in fold.test_index],
         true=true.tolist(), pred=proba.argmax(1).tolist(), proba=np.round(proba, 6).tolist(),
         n_train=int(len(train_index)), seconds=seconds, train_loss=loss,
-        samples_per_second=rate, val_uf1=val_uf1,
+        samples_per_second=rate, val_uf1=val_uf1, device=device_name(device), torch_threads=torch.get_num_threads(),
     )
 
 
@@ -137,8 +138,10 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
                    device: torch.device | str, overwrite: bool = False, from_end: bool = False,
                    on_start: Callable[[int], None] | None = None,
                    on_fold: Callable[[FoldResult, bool], None] | None = None,
-                   scheduler: "str | Client | None" = None) -> dict:
+                   scheduler: "str | Client | None" = None, ensemble: bool = False) -> dict:
     """Run (or resume) every seed x fold; returns the metrics written to ``metrics.json``.
+
+    ``ensemble`` also reports the seeds' ensemble (:func:`fr_mer.report.write_reports`).
 
     ``on_start(total_folds)`` is called once the folds are known; ``on_fold(result, resumed)``
     after each fold, with ``resumed`` True for folds read back from an earlier run.
@@ -194,7 +197,7 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
                 on_fold(result, False)
     wall = time.perf_counter() - started
     in_order = [results[job.seed, job.index] for job in jobs]
-    return report.write_reports(folder.path, plan, data, folds, in_order, wall)
+    return report.write_reports(folder.path, plan, data, folds, in_order, wall, ensemble=ensemble)
 
 
 def _train_and_write(plan: RunPlan, data: DeviceDataset, folder: ResultsFolder,

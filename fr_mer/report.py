@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import statistics
 import time
@@ -12,6 +13,7 @@ import numpy as np
 
 from fr_mer.config import to_record
 from fr_mer.data import DeviceDataset
+from fr_mer.environment import describe_environment
 from fr_mer.metrics import confusion_matrix, pooled_metrics
 from fr_mer.pipeline.labels import DATABASE_TITLES
 from fr_mer.protocols import Fold
@@ -30,8 +32,12 @@ def _summary(values: Sequence[float]) -> tuple[float, float]:
 
 
 def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequence[Fold],
-                  results: Sequence[FoldResult], wall_seconds: float) -> dict:
-    """Every report of a finished run into ``out_dir``; returns the metrics (``metrics.json``)."""
+                  results: Sequence[FoldResult], wall_seconds: float, *, ensemble: bool = False) -> dict:
+    """Every report of a finished run into ``out_dir``; returns the metrics (``metrics.json``).
+
+    ``ensemble``: also score the mean of the seeds' probabilities per sample (``metrics["ensemble"]``,
+    ``ensemble_predictions.csv``), reported apart from the single seeds' mean and spread.
+    """
     config, seeds = plan.config, plan.seeds
     classes = plan.label_space.classes
     scopes = ("full",) + tuple(db for db in SCOPES[1:] if db in set(data.databases))
@@ -50,6 +56,7 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
         "wall_seconds_this_run": round(wall_seconds, 2),
         "train_seconds_total": round(sum(r.seconds for r in results), 2),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": {**describe_environment(data.device), "folds_ran_on": _fold_machines(results)},
     }
     for scope in SCOPES:
         if scope not in scopes:
@@ -68,6 +75,12 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
             "n": next(iter(per_seed.values()))["n"],
             "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
         }
+    if ensemble:
+        members = ensemble_predictions(results)
+        metrics["ensemble"] = {"seeds": list(seeds), **{
+            scope: _rounded(pooled_metrics(members, None if scope == "full" else scope, len(classes)))
+            for scope in scopes if config.protocol != "loso" or scope == "full"}}
+        _write_predictions(out_dir / "ensemble_predictions.csv", members, classes)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_predictions(out_dir / "predictions.csv", results, classes)
     _write_fold_log(out_dir / "folds.csv", results)
@@ -76,6 +89,39 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
         database = None if scope == "full" else scope
         _confusion_png(out_dir / f"confusion_{scope}.png", results, database, scope, config.model, classes)
     return metrics
+
+
+def ensemble_predictions(results: Sequence[FoldResult]) -> list[FoldResult]:
+    """One result per fold whose probabilities are the mean of every seed's for that fold.
+
+    The seeds of a fold predict the same samples in the same order; ``seed`` is -1 in the members.
+    """
+    by_fold: dict[tuple[str, str], list[FoldResult]] = {}
+    for result in results:
+        by_fold.setdefault((result.database, result.subject), []).append(result)
+    members = []
+    for runs in by_fold.values():
+        first = runs[0]
+        if any(r.keys != first.keys for r in runs):
+            raise ValueError(f"fold {first.database}/{first.subject}: the seeds predicted different samples")
+        proba = np.mean([np.asarray(r.proba, dtype=np.float64) for r in runs], axis=0)
+        members.append(dataclasses.replace(
+            first, seed=-1, pred=proba.argmax(1).tolist(), proba=np.round(proba, 6).tolist(),
+            seconds=sum(r.seconds for r in runs)))
+    return members
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def _fold_machines(results: Sequence[FoldResult]) -> list[dict[str, object]]:
+    """Where the folds were trained: each (device, torch threads) with its number of folds."""
+    counts: dict[tuple[object, object], int] = {}
+    for result in results:
+        key = (result.device, result.torch_threads)
+        counts[key] = counts.get(key, 0) + 1
+    return [{"device": d, "torch_threads": n, "folds": c} for (d, n), c in counts.items()]
 
 
 def _write_predictions(path: Path, results, classes: Sequence[str]) -> None:
@@ -121,6 +167,16 @@ def _markdown(metrics: dict, scopes, config) -> str:
     if metrics["missing_samples"]:
         lines += ["", f"{len(metrics['missing_samples'])} protocol samples were missing from the cache: "
                   + ", ".join(metrics["missing_samples"][:10])]
+    if "ensemble" in metrics:
+        lines += ["", f"Ensemble of seeds {metrics['ensemble']['seeds']} (mean of their probabilities per "
+                  "sample; not a single-seed figure):", "", "| scope | n | UF1 | UAR |", "|---|---|---|---|"]
+        lines += [f"| {scope} | {m['n']} | {m['uf1']:.4f} | {m['uar']:.4f} |"
+                  for scope, m in metrics["ensemble"].items() if scope != "seeds"]
+    machines = metrics["environment"]["folds_ran_on"]
+    if len(machines) > 1:
+        lines += ["", "The folds of this run were trained on more than one device or thread count (a resumed "
+                  "run): " + "; ".join(f"{m['folds']} on {m['device']} with {m['torch_threads']} threads"
+                                       for m in machines) + "."]
     lines += ["", f"Training time (sum over folds and seeds): {metrics['train_seconds_total']:.0f} s.", ""]
     return "\n".join(lines)
 

@@ -35,6 +35,10 @@ class FoldResult:
     train_loss: float
     samples_per_second: float
     val_uf1: float | None = None
+    #: Where the fold was trained (``cpu``, ``cuda:0 (NVIDIA H100 ...)``) and with how many torch
+    #: threads: a resumed run on another machine is then stated in the reports, not hidden.
+    device: str | None = None
+    torch_threads: int | None = None
 
 
 def atomic_json(path: Path, payload: object) -> None:

@@ -45,20 +45,27 @@ def model_options(func: Callable) -> Callable:
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for torch (default: torch's choice, all cores)."),
+        click.option("--deterministic", is_flag=True,
+                     help="torch's deterministic algorithms (and cuBLAS's workspace setting on CUDA): the same "
+                          "seed gives the same numbers on the same machine and versions; slower on a GPU."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, device,
-                     threads) -> tuple[dict[str, object], Recipe, torch.device]:
-    """Model options, recipe and device from the shared options, validated."""
+def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, device, threads,
+                     deterministic: bool = False) -> tuple[dict[str, object], Recipe, torch.device]:
+    """Model options, recipe and device from the shared options, validated; determinism set."""
     options = validate_options(model_name, parse_model_options(option_pairs))
     recipe = model_class(model_name).recipe.replace(epochs=epochs, batch_size=batch_size, lr=lr)
     torch_device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
+    if deterministic:
+        from fr_mer.environment import set_deterministic
+
+        set_deterministic()
     return options, recipe, torch_device
 
 

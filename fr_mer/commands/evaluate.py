@@ -65,14 +65,17 @@ class FoldProgress:
               help="Train the folds on a dask.distributed cluster: the scheduler's address (tcp://host:8786) "
                    "or scheduler file (.json). --cache and --out must be shared with the workers; --device "
                    "is resolved on each worker (docs/cluster.md). Needs fr-mer[cluster].")
+@click.option("--ensemble", is_flag=True,
+              help="Also report the ensemble of the seeds (the mean of their probabilities per sample) in "
+                   "metrics.json and ensemble_predictions.csv, apart from the single seeds' mean and sd.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
               help="Work through the folds from the last one. Started beside a run with the same "
                    "options and --out, it shares the work: each process skips folds already written.")
 def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
-            seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler, out, overwrite,
-            from_end) -> None:
+            deterministic, seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler,
+            ensemble, out, overwrite, from_end) -> None:
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
@@ -80,7 +83,7 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     """
     # With --scheduler the workers train, each on --device as it resolves it; this process reads on the CPU.
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
-                                                     "cpu" if scheduler else device, threads)
+                                                     "cpu" if scheduler else device, threads, deterministic)
     check_writable_target(out, "--out", folder=True)
     if fold_batch is None:
         fold_batch = default_fold_batch(model_name, recipe, torch_device, out)
@@ -98,7 +101,8 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     progress = FoldProgress()
     try:
         run_evaluation(cache, out, config, device=device if scheduler else torch_device, overwrite=overwrite,
-                       from_end=from_end, on_start=progress.start, on_fold=progress.update, scheduler=scheduler)
+                       from_end=from_end, on_start=progress.start, on_fold=progress.update, scheduler=scheduler,
+                       ensemble=ensemble)
     finally:
         progress.close()
     counts = progress.counts

@@ -50,11 +50,11 @@ def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | No
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for initialisation and batch order.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write (.pt).")
-def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, threads, exclude_subject,
+def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, threads, deterministic, exclude_subject,
             protocol, database, classes, composite_list, seed, out) -> None:
     """Train a model on every labelled sample of the protocol (but --exclude-subject)."""
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
-                                                     device, threads)
+                                                     device, threads, deterministic)
     check_writable_target(out, "--out", folder=False)
     if protocol == "loso" and database is None:
         database = single_database(read_cache(cache))
