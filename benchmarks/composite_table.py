@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from fr_mer.pipeline.labels import DATABASES
+
 #: Published MEGC2019 composite figures, (UF1, UAR) for full, CASME II, SAMM, SMIC.
 PUBLISHED = {
     "fr": {"full": (0.7838, 0.7832), "casme2": (0.8915, 0.8873), "samm": (0.7372, 0.7155), "smic": (0.7011, 0.7083)},
@@ -27,7 +29,7 @@ PUBLISHED = {
     "off_apexnet": {"full": (0.7196, 0.7096), "casme2": (0.8764, 0.8681), "samm": (0.5409, 0.5392),
                     "smic": (0.6817, 0.6695)},
 }
-SCOPES = ("full", "casme2", "samm", "smic")
+SCOPES = ("full",) + DATABASES  # every prediction pooled, then the composite's databases
 
 
 def _mean_sd(block: dict, metric: str) -> str:

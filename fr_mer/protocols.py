@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import DATABASES, global_subject
 
 PROTOCOLS = ("composite", "loso", "lodo", "megc2018-cde", "megc2018-hde")
 #: Protocols whose folds hold out a whole database (the others hold out one subject).
@@ -36,7 +36,7 @@ class Fold:
 
     @property
     def subject(self) -> str:
-        return f"{self.database}/{self.name}"
+        return global_subject(self.database, self.name)
 
     @property
     def holds_out_database(self) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 
 from fr_mer.pipeline.cache import ArraySpec, CacheWriter
 from fr_mer.pipeline.composite import read_composite_list
-from fr_mer.pipeline.labels import CLASSES, CLASS_INDEX
+from fr_mer.pipeline.labels import CLASSES, CLASS_INDEX, sample_key
 
 
 def write_flow_cache(path: Path, rows: list[tuple], *, seed: int = 0,
@@ -19,7 +19,7 @@ def write_flow_cache(path: Path, rows: list[tuple], *, seed: int = 0,
     spec = {"flow": ArraySpec((3, size, size), "f4", {"channels": "u,v,strain", "normalisation": "none"})}
     with CacheWriter(path, params={"test": True}, arrays=spec) as writer:
         for database, subject, clip, label, *objective in rows:
-            key = f"{database}/{subject}/{clip}"
+            key = sample_key(database, subject, clip)
             noise = rng.normal(scale=1.0, size=(3, size, size)).astype(np.float32)
             flow = (patterns[CLASS_INDEX[label]] * (2.0 if separable else 0.0) + noise) * 40 + 128
             writer.append({"key": key, "database": database, "subject": subject,
