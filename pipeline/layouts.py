@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.labels import SMIC_CODES, canonical_smic_clip, canonical_subject, disk_subject
+from fr_mer.pipeline.labels import (
+    SMIC_CODES,
+    SUBJECT_FORMATS,
+    canonical_smic_clip,
+    canonical_subject,
+    disk_subject,
+)
 
 #: Spreadsheet file names and headers as released. ``None`` is a blank header cell.
 CASME2_SPREADSHEETS = {
@@ -50,8 +56,8 @@ SMIC_EMOTION_CODES = {emotion: code for code, emotion in SMIC_CODES.items()}
 CASME3_FOLDER = "part_A"
 CASME3_ANNOTATIONS = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
 CASME3_HEADER = ("Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion")
-#: Subject folders and ``Subject`` cells: ``spNO.1``, ``spNO.2``, ... (unpadded).
-CASME3_SUBJECT = "spNO.{}"
+#: Subject folders and ``Subject`` cells: ``spNO.1``, ``spNO.2``, ... (unpadded; labels' format).
+CASME3_SUBJECT = SUBJECT_FORMATS["casme3"][1]
 #: The recorded tasks of a subject, one video (folder) each.
 CASME3_TASKS = tuple("abcdefghijklm")
 
