@@ -99,9 +99,14 @@ def sample_labels(cache: Cache, label_space: LabelSpace = COMPOSITE_SPACE) -> np
     ], dtype=np.int64)
 
 
+def cache_databases(cache: Cache) -> list[str]:
+    """The databases of the cache's samples, sorted."""
+    return sorted(set(cache.meta["database"]))
+
+
 def single_database(cache: Cache) -> str:
     """The one database of the cache's samples (``--protocol loso`` without ``--database``)."""
-    present = sorted(set(cache.meta["database"]))
+    present = cache_databases(cache)
     if len(present) == 1:
         return present[0]
     if not present:

@@ -168,7 +168,7 @@ def test_loso_on_several_databases_lists_them(tmp_path):
         make_plan(EvalConfig(model="ststnet", protocol="loso", recipe=FAST, seeds=(0,)), cache)
     result = CliRunner().invoke(main, ["evaluate", "--cache", str(cache), "--protocol", "loso", "--model",
                                        "ststnet", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "choose one with --database" in result.output
+    assert result.exit_code == 2 and "casme2, samm, smic; choose one with --database" in result.output
 
 
 def test_n_classes_option_must_match_the_label_space(tmp_path):

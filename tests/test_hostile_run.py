@@ -77,9 +77,8 @@ def test_bad_model_options_are_refused(composite, tmp_path, pair, named):
     refused(result, 2 if named == "--option" else 1, named)
 
 
-def test_loso_without_a_database_on_a_cache_of_several_is_refused(composite, tmp_path):
-    # A cache of one database needs no --database (issue 16); of several, the message lists them.
-    refused(run(*evaluate_args(composite, tmp_path / "out"), "--protocol", "loso"), 1, "--database")
+def test_loso_without_a_database_is_a_usage_error(composite, tmp_path):
+    refused(run(*evaluate_args(composite, tmp_path / "out"), "--protocol", "loso"), 2, "--database")
 
 
 def test_demo_jobs_zero_is_refused_before_any_work(tmp_path):

@@ -6,10 +6,24 @@ from pathlib import Path
 import click
 
 from fr_mer.commands.common import check_writable_target, model_options, resolve_training
+from fr_mer.data import cache_databases
 from fr_mer.evaluation import EvalConfig, run_evaluation
+from fr_mer.pipeline.cache import read_cache
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
 from fr_mer.run_plan import default_fold_batch
+
+
+def loso_database(cache: Path, protocol: str, database: str | None) -> str | None:
+    """``--database``, or for ``--protocol loso`` the cache's one database; several are a usage error
+    that lists them."""
+    if protocol != "loso" or database is not None:
+        return database
+    present = cache_databases(read_cache(cache))
+    if len(present) > 1:
+        raise click.UsageError(f"--protocol loso: {cache} holds samples of {', '.join(present)}; "
+                               "choose one with --database")
+    return present[0] if present else None
 
 
 class FoldProgress:
@@ -87,6 +101,7 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     check_writable_target(out, "--out", folder=True)
     if fold_batch is None:
         fold_batch = default_fold_batch(model_name, recipe, torch_device, out)
+    database = loso_database(cache, protocol, database)
     config = EvalConfig(
         model=model_name, protocol=protocol, database=database, classes=int(classes) if classes else None,
         options=options, recipe=recipe,

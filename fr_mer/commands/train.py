@@ -9,9 +9,9 @@ import torch
 
 from fr_mer.checkpoint import save_checkpoint
 from fr_mer.commands.common import check_writable_target, model_options, resolve_training
-from fr_mer.data import load_dataset, single_database
+from fr_mer.commands.evaluate import loso_database
+from fr_mer.data import load_dataset
 from fr_mer.models import create_model
-from fr_mer.pipeline.cache import read_cache
 from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.randomness import seeded_initialisation
@@ -56,8 +56,7 @@ def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, thr
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads, deterministic)
     check_writable_target(out, "--out", folder=False)
-    if protocol == "loso" and database is None:
-        database = single_database(read_cache(cache))
+    database = loso_database(cache, protocol, database)
     label_space = resolve_label_space(protocol, database, int(classes) if classes else None)
     with seeded_initialisation(seed):
         model = create_model(model_name, **with_class_count(model_name, options, label_space))
