@@ -185,3 +185,9 @@ def test_data_layer_rescales_face_landmarks_to_the_flow_grid(tmp_path):
     assert torch.allclose(points[1], torch.tensor([13.5, 13.5]))
     assert torch.allclose(points[0], torch.tensor([-0.5, 27.5]))
     assert not math.isnan(points.sum().item())
+
+
+def test_flow_of_another_size_is_refused_with_what_to_do():
+    model = create_model("htnet", dim=8, heads=2, block_repeats=(1,))
+    with pytest.raises(ParameterError, match="--feature-size 28"):
+        model({"flow": torch.zeros(1, 3, 32, 32), "flow_landmarks": torch.zeros(1, 68, 2)})

@@ -264,7 +264,10 @@ class HTNet(MERModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         flow = batch["flow"]
-        regions = tile_regions(flow, region_centres(batch["flow_landmarks"], side=flow.shape[-1]))
+        if flow.shape[-2:] != (FLOW_SIDE, FLOW_SIDE):
+            raise ParameterError(f"htnet reads {FLOW_SIDE}x{FLOW_SIDE} flow images, the cache holds "
+                                 f"{tuple(flow.shape[-2:])}; preprocess with --feature-size {FLOW_SIDE}")
+        regions = tile_regions(flow, region_centres(batch["flow_landmarks"]))
         x = self.embed(self.patches(regions))
         for level, hierarchy in enumerate(self.hierarchies):
             x = hierarchy(x)
