@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fr_mer.errors import ParameterError
+from fr_mer.pipeline.align import rescale_points
 from fr_mer.pipeline.cache import Cache, CacheError, read_cache
 from fr_mer.pipeline.composite import read_composite_list
 from fr_mer.pipeline.labels import (
@@ -87,6 +88,34 @@ def flow_channel_index(cache_path: Path, attrs: Mapping[str, object], wanted: Se
             f"{cache_path}: the flow column holds channels {stored}, the model needs {list(wanted)}"
         )
     return [stored.index(c) for c in wanted]
+
+
+#: The 68 landmarks on the flow input's pixel grid (models that cut regions of the flow read it).
+FLOW_LANDMARKS = "flow_landmarks"
+
+
+def _columns_to_read(cache_path: Path, wanted: Sequence[str]) -> list[str]:
+    """The cache columns holding ``wanted``: ``flow_landmarks`` comes from ``landmarks`` where not stored.
+
+    ``fr-mer import-ststnet --apex-faces`` stores ``flow_landmarks`` (its flow and
+    face crops differ); ``fr-mer preprocess`` computes the flow on the aligned face
+    crop itself, so there the face landmarks, rescaled, are the flow's.
+    """
+    if FLOW_LANDMARKS not in wanted:
+        return list(wanted)
+    if FLOW_LANDMARKS in read_cache(cache_path).available_arrays:
+        return list(wanted)
+    return [c for c in wanted if c != FLOW_LANDMARKS] + ["landmarks", "flow"]
+
+
+def _flow_landmarks(cache: Cache) -> np.ndarray:
+    """(N, 68, 2) landmarks on the flow grid: stored, or the face crop's rescaled to the flow's side."""
+    if FLOW_LANDMARKS in cache.arrays:
+        return cache.arrays[FLOW_LANDMARKS]
+    face_size = int(cache.params.get("align", {}).get("face_size", 0))
+    if face_size <= 0:
+        raise CacheError(f"{cache.path}: no flow_landmarks column and no recorded face size to derive them")
+    return rescale_points(cache.arrays["landmarks"], face_size, cache.arrays["flow"].shape[-1])
 
 
 def sample_labels(cache: Cache, label_space: LabelSpace = COMPOSITE_SPACE) -> np.ndarray:
@@ -183,12 +212,12 @@ def load_dataset(cache_path: str | Path, model_inputs: Mapping[str, Sequence[str
                  label_space: LabelSpace = COMPOSITE_SPACE) -> DeviceDataset:
     """Read the model's inputs for a protocol's samples and put them on ``device``."""
     cache_path = Path(cache_path)
-    cache = read_cache(cache_path, arrays=list(model_inputs))
+    cache = read_cache(cache_path, arrays=sorted(set(_columns_to_read(cache_path, list(model_inputs)))))
     all_labels = sample_labels(cache, label_space)
     rows, missing = select_protocol(cache, protocol, database, composite_list, all_labels)
     inputs: dict[str, torch.Tensor] = {}
     for name, channels in model_inputs.items():
-        array = cache.arrays[name]
+        array = _flow_landmarks(cache) if name == FLOW_LANDMARKS else cache.arrays[name]
         if channels is not None:
             array = array[:, flow_channel_index(cache_path, cache.array_attrs[name], channels)]
         selected = array[rows]

@@ -1,10 +1,11 @@
-"""`fr-mer import-ststnet`: STSTNet's released inputs -> an fr-mer cache."""
+"""`fr-mer import-ststnet`: STSTNet's released inputs (and apex faces) -> an fr-mer cache."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
+from fr_mer.pipeline.align import AlignParams
 from fr_mer.pipeline.composite import read_composite_list
 from fr_mer.ststnet_import import import_ststnet
 
@@ -14,13 +15,27 @@ from fr_mer.ststnet_import import import_ststnet
               help="Folder of STSTNet's released 28x28 flow images ('{subject}_{clip} .png').")
 @click.option("--labels", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Composite label list (official format); default: the official list shipped with fr-mer.")
+@click.option("--apex-faces", type=click.Path(path_type=Path), default=None,
+              help="Folder of the release's apex face crops ('{subject}_{clip}.jpg'): also store each "
+                   "sample's apex face aligned by fr-mer's rule (apex_face), its 68 landmarks (landmarks) "
+                   "and the landmarks on the flow image (flow_landmarks), for micro_attention and htnet.")
+@click.option("--face-size", type=click.IntRange(min=16), default=AlignParams().face_size, show_default=True,
+              help="With --apex-faces: side of the stored aligned apex face.")
+@click.option("--landmarks-model", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="With --apex-faces: dlib's shape_predictor_68_face_landmarks.dat "
+                   "[default: the one of face-recognition-models].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Cache file to write (HDF5).")
 @click.option("--overwrite", is_flag=True, help="Rebuild the cache instead of resuming it.")
-def command(images: Path, labels: Path | None, out: Path, overwrite: bool) -> None:
+def command(images: Path, labels: Path | None, apex_faces: Path | None, face_size: int,
+            landmarks_model: Path | None, out: Path, overwrite: bool) -> None:
     """Convert STSTNet's released composite inputs into an fr-mer cache."""
+    if apex_faces is None and (landmarks_model is not None or face_size != AlignParams().face_size):
+        raise click.UsageError("--face-size and --landmarks-model apply only with --apex-faces")
     with click.progressbar(length=len(read_composite_list(labels)), label="importing") as bar:
-        summary = import_ststnet(images, labels, out, overwrite=overwrite, on_sample=lambda key: bar.update(1))
-    click.echo(f"{out}: {summary.written} written, {summary.skipped} already there, "
-               f"{len(summary.failed)} failed")
-    for key, reason in list(summary.failed.items())[:20]:
-        click.echo(f"  failed {key}: {reason}")
+        summary = import_ststnet(
+            images, labels, out, apex_faces=apex_faces, align=AlignParams(face_size=face_size),
+            predictor=None if landmarks_model is None else str(landmarks_model),
+            overwrite=overwrite, on_sample=lambda key: bar.update(1),
+        )
+    for line in summary.lines(out):
+        click.echo(line)

@@ -112,11 +112,15 @@ class ResNet10(nn.Module):
     """Pre-activation ResNet-10 trunk for grayscale images.
 
     (B, 1, H, W), any scale (the input BatchNorm normalises it) ->
-    (B, 8 * width, H / 32, W / 32) after the final BN + ReLU.
+    (B, 8 * width, H / R, W / R) after the final BN + ReLU, with R = 4 times the
+    product of ``stage_strides`` (32 for the paper's (1, 2, 2, 2)).
     """
 
-    def __init__(self, width: int = 64, attention: bool = True, in_channels: int = 1) -> None:
+    def __init__(self, width: int = 64, attention: bool = True, in_channels: int = 1,
+                 stage_strides: tuple[int, int, int, int] = (1, 2, 2, 2)) -> None:
         super().__init__()
+        if len(stage_strides) != 4 or any(s not in (1, 2) for s in stage_strides):
+            raise ParameterError(f"stage_strides must be four strides of 1 or 2, got {stage_strides}")
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.input_bn = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
@@ -124,7 +128,7 @@ class ResNet10(nn.Module):
         blocks = []
         previous = width
         for i, channels in enumerate(widths):
-            blocks.append(PreActBlock(previous, channels, stride=1 if i == 0 else 2, attention=attention))
+            blocks.append(PreActBlock(previous, channels, stride=stage_strides[i], attention=attention))
             previous = channels
         self.blocks = nn.ModuleList(blocks)
         self.final_bn = nn.BatchNorm2d(previous)

@@ -16,7 +16,11 @@ fr-mer's reconstruction (docs/models.md says why):
   channels in its first stage) on each image, an input BatchNorm normalising
   the dynamic images' scale;
 - STMA: an embedded-Gaussian non-local block (Wang et al., CVPR 2018) on each
-  image's final feature map, global average pooling to features f_1..f_K, f_g;
+  image's final feature map, which is kept at least
+  :data:`NON_LOCAL_MIN_SIDE` x :data:`NON_LOCAL_MIN_SIDE` at every input size
+  (:func:`trunk_strides` drops the strides of the last stages that would
+  shrink it further: "long-distance" relations need distances to span),
+  global average pooling to features f_1..f_K, f_g;
   segment weights ``softmax_k(v^T tanh(W f_k))``, attended local feature
   ``l = sum_k w_k f_k``; fused feature ``h = l + f_g`` (one feature space, so
   the DE-Loss compares like with like), linear classifier;
@@ -40,6 +44,44 @@ from fr_mer.models.base import MERModel, Recipe
 from fr_mer.models.micro_attention import ResNet10, resize_square
 
 _NEUTRALS = ("onset_face", "static")
+
+#: The smallest side of the map the non-local block attends over. On the 2x2
+#: map of a stride-32 trunk at 64 px, every position is a neighbour of every
+#: other and "long-distance relations" mean nothing; 7x7 is the map of a
+#: ResNet at the paper's 224 px.
+NON_LOCAL_MIN_SIDE = 7
+
+
+def _halved(side: int) -> int:
+    """Output side of a stride-2 layer with "same" padding (conv 3x3 pad 1, 7x7 pad 3, max-pool 3 pad 1)."""
+    return (side + 1) // 2
+
+
+def trunk_strides(input_size: int, min_side: int = NON_LOCAL_MIN_SIDE) -> tuple[int, int, int, int]:
+    """Strides of the ResNet-10 trunk's four stages keeping its last map at least ``min_side`` wide.
+
+    The stem (7x7/2 convolution, 3x3/2 max-pool) always halves twice; stage 1
+    keeps its stride 1; each of stages 2-4 halves the map only while the result
+    stays at least ``min_side`` (32 px: (1, 1, 1, 1), an 8x8 map; 64 px:
+    (1, 2, 1, 1), 8x8; 112 px: (1, 2, 2, 1), 7x7; 224 px: (1, 2, 2, 2), 7x7).
+    """
+    side = _halved(_halved(input_size))
+    strides = [1]
+    for _ in range(3):
+        if _halved(side) >= min_side:
+            strides.append(2)
+            side = _halved(side)
+        else:
+            strides.append(1)
+    return tuple(strides)
+
+
+def feature_map_side(input_size: int, strides: tuple[int, ...]) -> int:
+    """Side of the trunk's last map for a square input of ``input_size`` and the stage ``strides``."""
+    side = _halved(_halved(input_size))
+    for stride in strides:
+        side = _halved(side) if stride == 2 else side
+    return side
 
 
 class NonLocalBlock2d(nn.Module):
@@ -121,6 +163,8 @@ class SMASTN(MERModel):
         Args:
             n_classes: output classes.
             input_size: image side; the same on every device (the paper: 112).
+                The trunk's strides follow it (:func:`trunk_strides`), so the
+                non-local block always sees a map of at least 7x7.
             width: channels of the shared CNN's first stage (doubling per stage).
             segment_hidden: hidden width of the segment-weight scorer.
             de_weight: weight of the DE-Loss (0: plain cross-entropy).
@@ -147,7 +191,7 @@ class SMASTN(MERModel):
         self.inputs = {"dynamic_images": None}
         if de_weight > 0 and de_neutral == "onset_face":
             self.inputs["onset_face"] = None
-        self.cnn = ResNet10(width=width, attention=False)
+        self.cnn = ResNet10(width=width, attention=False, stage_strides=trunk_strides(input_size))
         # Grey levels of the onset face are on another scale than dynamic images.
         self.onset_bn = nn.BatchNorm2d(1)
         dim = self.cnn.out_channels
