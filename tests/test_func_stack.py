@@ -28,15 +28,23 @@ SMALL = {
     "meranet": dict(base_width=4, layers=(1, 1, 1, 1), input_size=16),
     "micro_attention": dict(width=4, input_size=32),
     "smastn": dict(width=4, input_size=32, segment_hidden=8),
+    "htnet": dict(dim=6, heads=3, block_repeats=(1, 1, 1), mlp_mult=2),
 }
+#: Flow channels each model reads (htnet: STSTNet's three; the others here: u, v).
+FLOW_CHANNELS = {"htnet": 3}
+#: Parameters whose gradient is zero in exact arithmetic, so that Adam moves them by float noise alone
+#: and no two runs agree on them: HTNet's last hierarchy adds its position embedding equally to every
+#: channel, which the head's channel LayerNorm then removes (as in HTNet's public script).
+NOISE_ONLY = {"htnet": {"hierarchies.2.position"}}
 SIZES = (24, 19, 17)  # batches of 8: the last ones hold 8, 3 and 1 (skipped) samples
 SEEDS = (11, 12, 13)
 
 
-def dataset(n: int = 24, device: str = "cpu") -> DeviceDataset:
+def dataset(n: int = 24, device: str = "cpu", flow_channels: int = 2) -> DeviceDataset:
     g = torch.Generator().manual_seed(0)
     inputs = {
-        "flow": torch.randint(0, 256, (n, 2, 28, 28), generator=g).float(),
+        "flow": torch.randint(0, 256, (n, flow_channels, 28, 28), generator=g).float(),
+        "flow_landmarks": 4 + torch.rand(n, 68, 2, generator=g) * 20,
         "clip_frames": torch.randint(0, 256, (n, 4, 20, 20), generator=g).float(),
         "apex_face": torch.randint(0, 256, (n, 32, 32), generator=g).float(),
         "dynamic_images": torch.randn(n, 3, 32, 32, generator=g) * 40,
@@ -57,7 +65,7 @@ def fold_models(name: str) -> list:
 
 
 def check_stack_equals_folds_alone(name: str, device: str, epochs: int = 1) -> None:
-    data = dataset(device=device)
+    data = dataset(device=device, flow_channels=FLOW_CHANNELS.get(name, 2))
     recipe = model_class(name).recipe.replace(epochs=epochs, batch_size=8)
     indices = [np.arange(size) if f != 2 else np.arange(24 - size, 24) for f, size in enumerate(SIZES)]
     alone, stacked = fold_models(name), fold_models(name)
@@ -72,6 +80,8 @@ def check_stack_equals_folds_alone(name: str, device: str, epochs: int = 1) -> N
     for f, (reference, trained, initial) in enumerate(zip(alone, stacked, fold_models(name))):
         want, got, start = reference.state_dict(), trained.state_dict(), initial.state_dict()
         for key, value in want.items():
+            if key in NOISE_ONLY.get(name, ()):
+                continue
             moved = (value.float() - start[key].float().to(value.device)).abs().mean().item()
             error = (got[key].float() - value.float()).abs().mean().item()
             assert error <= 1e-2 * moved + 1e-7, f"fold {f} {key}: off by {error}, moved {moved}"
