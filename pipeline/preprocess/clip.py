@@ -166,8 +166,9 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
         "apex_frame": apex_frame,
         "offset_frame": clip.offset_frame,
         "flags": cache_flags(flags),
-        "objective_class": -1 if clip.objective_class is None else clip.objective_class,
     }
+    if clip.objective_class is not None:  # the cache writes -1 (none) for a row without it
+        meta["objective_class"] = clip.objective_class
     return Sample(clip.key, meta, pair.arrays, clock.seconds, repaired=repaired,
                   cpu_seconds=time.process_time() - cpu_start)
 
