@@ -30,7 +30,7 @@ import numpy as np
 
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.metrics import uar, uf1
-from fr_mer.pipeline.labels import CLASS_INDEX, CLASSES
+from fr_mer.pipeline.labels import CLASSES
 
 #: Files of a run folder that the comparison reads (written by fr_mer.report.write_reports).
 PREDICTIONS_FILE = "predictions.csv"
@@ -59,6 +59,9 @@ class RunPredictions:
     subjects: tuple[str, ...]
     true: np.ndarray
     predicted: dict[int, np.ndarray]
+    #: The run's label space, from predictions.csv's ``p_<class>`` columns (the composite's three
+    #: classes, CAS(ME)^3's 4 or 7, MEGC2018's objective classes).
+    classes: tuple[str, ...] = CLASSES
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -139,13 +142,14 @@ def load_run(path: str | Path) -> RunPredictions:
         if missing:
             raise ComparisonError(f"{table}: no column {', '.join(missing)}; expected the predictions.csv "
                                   "that fr-mer evaluate writes")
+        classes = tuple(c[2:] for c in reader.fieldnames or () if c.startswith("p_")) or CLASSES
         for line, row in enumerate(reader, start=2):
-            seed, sample, true, pred = _parse_row(table, line, row)
+            seed, sample, true, pred = _parse_row(table, line, row, classes)
             seen = samples.setdefault(sample, (row["database"], row["subject"], true))
             if seen != (row["database"], row["subject"], true):
                 raise ComparisonError(
-                    f"{table} row {line}: sample {sample} is {_describe(seen)} in an earlier row "
-                    f"but {_describe((row['database'], row['subject'], true))} here")
+                    f"{table} row {line}: sample {sample} is {_describe(seen, classes)} in an earlier row "
+                    f"but {_describe((row['database'], row['subject'], true), classes)} here")
             if sample in predicted.setdefault(seed, {}):
                 raise ComparisonError(f"{table} row {line}: sample {sample} is listed twice for seed {seed}")
             predicted[seed][sample] = pred
@@ -163,26 +167,27 @@ def load_run(path: str | Path) -> RunPredictions:
         databases=tuple(samples[k][0] for k in keys), subjects=tuple(samples[k][1] for k in keys),
         true=np.array([samples[k][2] for k in keys], dtype=np.int64),
         predicted={seed: np.array([rows[k] for k in keys], dtype=np.int64) for seed, rows in sorted(predicted.items())},
+        classes=classes,
     )
 
 
-def _parse_row(table: Path, line: int, row: dict[str, str]) -> tuple[int, str, int, int]:
+def _parse_row(table: Path, line: int, row: dict[str, str], classes: Sequence[str]) -> tuple[int, str, int, int]:
     try:
         seed = int(row["seed"])
     except (TypeError, ValueError):
         raise ComparisonError(f"{table} row {line}: seed {row['seed']!r} is not an integer") from None
     labels = []
     for column in ("true", "predicted"):
-        if row[column] not in CLASS_INDEX:
+        if row[column] not in classes:
             raise ComparisonError(f"{table} row {line}: {column} class {row[column]!r} is not one of "
-                                  f"{', '.join(CLASSES)}")
-        labels.append(CLASS_INDEX[row[column]])
+                                  f"{', '.join(classes)}")
+        labels.append(classes.index(row[column]))
     return seed, row["sample"], labels[0], labels[1]
 
 
-def _describe(sample: tuple[str, str, int]) -> str:
+def _describe(sample: tuple[str, str, int], classes: Sequence[str]) -> str:
     database, subject, true = sample
-    return f"{database}/{subject}, true {CLASSES[true]}"
+    return f"{database}/{subject}, true {classes[true]}"
 
 
 def _first(items: Sequence[str], count: int = 3) -> str:
@@ -206,6 +211,9 @@ def check_paired(run_a: RunPredictions, run_b: RunPredictions) -> None:
     if run_a.protocol and run_b.protocol and run_a.protocol != run_b.protocol:
         raise ComparisonError(f"{where} ran different protocols ({run_a.protocol} and {run_b.protocol}); "
                               "a paired comparison needs the same folds")
+    if run_a.classes != run_b.classes:
+        raise ComparisonError(f"{where} predicted different classes ({', '.join(run_a.classes)} and "
+                              f"{', '.join(run_b.classes)}); a paired comparison needs the same label space")
     if run_a.seeds != run_b.seeds:
         raise ComparisonError(
             f"{where} ran different seeds ({_seed_list(run_a.seeds)} and {_seed_list(run_b.seeds)}); "
@@ -223,8 +231,8 @@ def check_paired(run_a: RunPredictions, run_b: RunPredictions) -> None:
             raise ComparisonError(f"{where}: sample {key} is held out with {'/'.join(fold_a)} in the first run "
                                   f"and with {'/'.join(fold_b)} in the second; the folds differ")
         if run_a.true[i] != run_b.true[i]:
-            raise ComparisonError(f"{where}: sample {key} is labelled {CLASSES[run_a.true[i]]} in the first run "
-                                  f"and {CLASSES[run_b.true[i]]} in the second; the composite lists differ")
+            raise ComparisonError(f"{where}: sample {key} is labelled {run_a.classes[run_a.true[i]]} in the first "
+                                  f"run and {run_b.classes[run_b.true[i]]} in the second; the composite lists differ")
 
 
 def _seed_list(seeds: Sequence[int]) -> str:
@@ -241,6 +249,7 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, n_bootstrap: int = 1
     run_a, run_b = load_run(path_a), load_run(path_b)
     check_paired(run_a, run_b)
     seeds = run_a.seeds
+    n_classes = len(run_a.classes)
     pred_a = np.stack([run_a.predicted[s] for s in seeds])
     pred_b = np.stack([run_b.predicted[s] for s in seeds])
     folds = np.array([f"{d}/{s}" for d, s in zip(run_a.databases, run_a.subjects)])
@@ -255,11 +264,11 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, n_bootstrap: int = 1
     for scope, index in scopes:
         true = run_a.true[index]
         intervals = bootstrap_intervals(true, pred_a[:, index], pred_b[:, index], folds[index], n_bootstrap,
-                                        rng, confidence)
+                                        rng, confidence, n_classes)
         n_subjects = len(set(folds[index]))
         for name, metric in METRICS.items():
-            a = tuple(metric(true, p) for p in pred_a[:, index])
-            b = tuple(metric(true, p) for p in pred_b[:, index])
+            a = tuple(metric(true, p, n_classes) for p in pred_a[:, index])
+            b = tuple(metric(true, p, n_classes) for p in pred_b[:, index])
             metrics.append(_metric_comparison(scope, name, len(index), n_subjects, a, b, intervals[name]))
         for s, p_a, p_b in zip(seeds, pred_a[:, index], pred_b[:, index]):
             only_a = int(np.sum((p_a == true) & (p_b != true)))
@@ -301,7 +310,7 @@ def standard_error(values: Sequence[float]) -> float:
 
 def bootstrap_intervals(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, folds: np.ndarray,
                         n_bootstrap: int, rng: np.random.Generator,
-                        confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+                        confidence: float = 0.95, n_classes: int = len(CLASSES)) -> dict[str, tuple[float, float]]:
     """Percentile intervals, per metric, of the mean over seeds of A - B, resampling subjects.
 
     ``pred_a`` and ``pred_b`` are (seeds, samples); ``folds`` names each sample's
@@ -316,8 +325,9 @@ def bootstrap_intervals(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray
     for r, draw in enumerate(draws):
         rows = np.repeat(samples, np.bincount(draw, minlength=len(subjects))[position])
         for name, metric in METRICS.items():
-            means[name][r] = statistics.fmean(metric(true[rows], a[rows]) - metric(true[rows], b[rows])
-                                              for a, b in zip(pred_a, pred_b))
+            means[name][r] = statistics.fmean(
+                metric(true[rows], a[rows], n_classes) - metric(true[rows], b[rows], n_classes)
+                for a, b in zip(pred_a, pred_b))
     tail = (1 - confidence) / 2
     return {name: tuple(float(q) for q in np.quantile(m, [tail, 1 - tail])) for name, m in means.items()}
 

@@ -47,7 +47,7 @@ PRED_B = predictions({0: {0}, 1: {4, 8}, 2: {9, 12, 15}})
 
 
 def write_run(folder: Path, preds: dict[int, list[int]], samples=SAMPLES, model: str = "ststnet",
-              protocol: str = "composite") -> Path:
+              protocol: str = "composite", classes=CLASSES) -> Path:
     """A run folder as fr-mer evaluate leaves it: config.json, metrics.json and predictions.csv."""
     folder.mkdir(parents=True)
     seeds = sorted(preds)
@@ -57,11 +57,11 @@ def write_run(folder: Path, preds: dict[int, list[int]], samples=SAMPLES, model:
     with open(folder / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["sample", "subject", "database", "true", "predicted", "seed",
-                         *[f"p_{c}" for c in CLASSES]])
+                         *[f"p_{c}" for c in classes]])
         for seed in seeds:
             for (key, database, subject, true), pred in zip(samples, preds[seed]):
-                probs = [0.8 if c == pred else 0.1 for c in range(len(CLASSES))]
-                writer.writerow([key, subject, database, CLASSES[true], CLASSES[pred], seed,
+                probs = [0.8 if c == pred else 0.1 for c in range(len(classes))]
+                writer.writerow([key, subject, database, classes[true], classes[pred], seed,
                                  *[f"{p:.4f}" for p in probs]])
     return folder
 
@@ -299,3 +299,22 @@ def test_runs_written_by_fr_mer_evaluate(tmp_path, one_torch_thread):
         assert [round(v, 4) for v in row.a] == [metrics["low"][scope]["per_seed"][s]["uf1"] for s in ("0", "1")]
         assert [round(v, 4) for v in row.b] == [metrics["high"][scope]["per_seed"][s]["uf1"] for s in ("0", "1")]
     assert comparison.model_a == "ststnet" and comparison.row("full", "uf1").n_subjects == 3
+
+
+def test_runs_of_another_label_space_are_compared_in_it(tmp_path):
+    # Four classes (CAS(ME)^3's 4-class protocol): class 3 ("others") is predicted and scored.
+    four = CLASSES + ("others",)
+    samples = tuple((f"casme3/spNO.{s}/a/{k}", "casme3", f"spNO.{s}", k % 4) for s in (1, 2) for k in range(4))
+    true = [t for *_, t in samples]
+    a = {0: true, 1: true}
+    b = {0: [(t + 1) % 4 if i == 3 else t for i, t in enumerate(true)], 1: true}
+    run_a = write_run(tmp_path / "a", a, samples, protocol="loso", classes=four)
+    run_b = write_run(tmp_path / "b", b, samples, protocol="loso", classes=four)
+    comparison = compare_runs(run_a, run_b, n_bootstrap=50)
+    row = comparison.row("full", "uf1")
+    assert row.a == (1.0, 1.0)
+    assert row.b[0] == pytest.approx(hand_uf1(true, b[0]), abs=1e-12) and row.b[1] == 1.0
+    three = write_run(tmp_path / "c", {0: [t % 3 for t in true], 1: [t % 3 for t in true]},
+                      tuple((k, d, s, t % 3) for k, d, s, t in samples), protocol="loso")
+    with pytest.raises(FrMerError, match="different classes"):
+        compare_runs(run_a, three)
