@@ -11,6 +11,11 @@ Per stream this is 11,620 parameters (1,284 + 10,336).
 
 The three 1x1 convolutions that read a block's input are one convolution: the
 same function and parameter count as three layers, with fewer kernel calls.
+A stream pools each branch on its own before concatenating them (max-pooling
+is per channel, so this is the same function, with the full-resolution
+concatenation and the slicing of its gradient gone), and a block that reads
+one channel computes its 1x1 convolutions as one matrix product each over
+the pixels (a 1x1 convolution of one channel is ``w * x + b``).
 """
 from __future__ import annotations
 
@@ -53,11 +58,39 @@ class InceptionBlock(nn.Module):
         self.pool_proj = nn.Conv2d(in_channels, filters, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b1, r3, r5 = F.relu(self.reduce(x)).split(self.filters, dim=1)
-        pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-        return torch.cat(
-            (b1, F.relu(self.conv3(r3)), F.relu(self.conv5(r5)), F.relu(self.pool_proj(pooled))), dim=1
-        )
+        return torch.cat(self.branches(x), dim=1)
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``max_pool2d(self(x), 2)``, each branch pooled before the concatenation (4x fewer values to copy)."""
+        return torch.cat([F.max_pool2d(branch, kernel_size=2, stride=2) for branch in self.branches(x)], dim=1)
+
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The four branch outputs (1x1, 3x3, 5x5, pool), each (B, filters, H, W), channels-last for 4-d input."""
+        f = self.filters
+        if x.shape[1] == 1:
+            reduced, projected = self._one_channel_projections(x)
+        else:
+            reduced = self.reduce(x).relu_()
+            projected = self.pool_proj(F.max_pool2d(x, kernel_size=3, stride=1, padding=1)).relu_()
+        b1, r3, r5 = reduced.split(f, dim=1)
+        # oneDNN reads only dense inputs: a channel slice of a channels-last map is copied either way.
+        c3 = self.conv3(r3.contiguous(memory_format=torch.channels_last)).relu_()
+        c5 = self.conv5(r5.contiguous(memory_format=torch.channels_last)).relu_()
+        return b1, c3, c5, projected
+
+    def _one_channel_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # A 1x1 convolution of one channel is w * x + b per pixel: one (pixels, 1) x (1, out)
+        # product, whose output rows are the channels-last layout (oneDNN's kernels for one
+        # input channel are several times slower, its weight gradient most of all).
+        b, _, h, w = x.shape
+        plane = x.contiguous()  # (B, 1, H, W): one dense plane per sample, for the pixel rows and the pool
+        pooled = F.max_pool2d(plane, kernel_size=3, stride=1, padding=1)
+
+        def project(conv: nn.Conv2d, pixels: torch.Tensor) -> torch.Tensor:
+            out = torch.addmm(conv.bias, pixels.reshape(-1, 1), conv.weight.view(-1, 1).t()).relu_()
+            return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+        return project(self.reduce, plane), project(self.pool_proj, pooled)
 
 
 class InceptionStream(nn.Module):
@@ -74,7 +107,7 @@ class InceptionStream(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = F.max_pool2d(block(x), kernel_size=2, stride=2)
+            x = block.forward_pooled(x)
         return x
 
 
@@ -107,10 +140,7 @@ class InceptionBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != len(self.streams):
             raise ValueError(f"expected (B, {len(self.streams)}, H, W) flow images, got shape {tuple(x.shape)}")
-        outs = [
-            stream(x[:, i:i + 1].contiguous(memory_format=torch.channels_last))
-            for i, stream in enumerate(self.streams)
-        ]
+        outs = [stream(x[:, i:i + 1]) for i, stream in enumerate(self.streams)]
         return torch.cat(outs, dim=1).contiguous()
 
 
