@@ -66,31 +66,33 @@ class InceptionBlock(nn.Module):
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The four branch outputs (1x1, 3x3, 5x5, pool), each (B, filters, H, W), channels-last for 4-d input."""
-        f = self.filters
         if x.shape[1] == 1:
-            reduced, projected = self._one_channel_projections(x)
-        else:
-            reduced = self.reduce(x).relu_()
-            projected = self.pool_proj(F.max_pool2d(x, kernel_size=3, stride=1, padding=1)).relu_()
-        b1, r3, r5 = reduced.split(f, dim=1)
+            return self._one_channel_branches(x)
+        b1, r3, r5 = self.reduce(x).relu_().split(self.filters, dim=1)
         # oneDNN reads only dense inputs: a channel slice of a channels-last map is copied either way.
         c3 = self.conv3(r3.contiguous(memory_format=torch.channels_last)).relu_()
         c5 = self.conv5(r5.contiguous(memory_format=torch.channels_last)).relu_()
+        projected = self.pool_proj(F.max_pool2d(x, kernel_size=3, stride=1, padding=1)).relu_()
         return b1, c3, c5, projected
 
-    def _one_channel_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # A 1x1 convolution of one channel is w * x + b per pixel: one (pixels, 1) x (1, out)
-        # product, whose output rows are the channels-last layout (oneDNN's kernels for one
-        # input channel are several times slower, its weight gradient most of all).
+    def _one_channel_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # A 1x1 convolution of one channel is w * x + b per pixel: a (pixels, 1) x (1, out)
+        # product, whose rows are the channels-last layout. oneDNN's kernels for one input
+        # channel are several times slower (its weight gradient most of all), and one product
+        # per branch gives each branch a dense map: nothing to slice and copy before conv3/conv5.
         b, _, h, w = x.shape
         plane = x.contiguous()  # (B, 1, H, W): one dense plane per sample, for the pixel rows and the pool
-        pooled = F.max_pool2d(plane, kernel_size=3, stride=1, padding=1)
+        pixels = plane.view(-1, 1)
+        pooled = F.max_pool2d(plane, kernel_size=3, stride=1, padding=1).view(-1, 1)
 
-        def project(conv: nn.Conv2d, pixels: torch.Tensor) -> torch.Tensor:
-            out = torch.addmm(conv.bias, pixels.reshape(-1, 1), conv.weight.view(-1, 1).t()).relu_()
+        def project(weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            out = torch.addmm(bias, rows, weight.view(-1, 1).t()).relu_()
             return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
-        return project(self.reduce, plane), project(self.pool_proj, pooled)
+        f, weight, bias = self.filters, self.reduce.weight, self.reduce.bias
+        b1, r3, r5 = (project(weight[i * f:(i + 1) * f], bias[i * f:(i + 1) * f], pixels) for i in range(3))
+        projected = project(self.pool_proj.weight, self.pool_proj.bias, pooled)
+        return b1, self.conv3(r3).relu_(), self.conv5(r5).relu_(), projected
 
 
 class InceptionStream(nn.Module):
