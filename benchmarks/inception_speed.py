@@ -18,7 +18,7 @@ to read. Process CPU time is reported beside wall time: with one thread it is
 the work done, whatever the load.
 
 The minutes per seed are an estimate: the measured CPU seconds per sample at
-batch 128 times the samples one seed trains on (68 folds x 20 epochs x the
+batch 128 (one thread) times the samples one seed trains on (68 folds x 20 epochs x the
 fold's training samples), without the last, smaller batch of each epoch
 being any cheaper per sample, and without prediction and I/O.
 
@@ -79,6 +79,49 @@ def optimizer_before(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer
     return torch.optim.Adam(model.parameters(), lr=lr, foreach=False)
 
 
+# -- the kernels no rewrite in float32 removes ------------------------------------
+def kernels_only_step(model, batch_size: int):
+    """A step of only the arithmetic-bound kernels of ``model``'s step: its lower bound in float32.
+
+    Every convolution of the backbone that reads more than one channel, forward
+    and backward (weights and, inside the network, inputs), on dense channels-last
+    inputs of the network's shapes; the head's matrix products forward and backward;
+    the fused Adam update. No pooling, ReLU, copy or concatenation: whatever a
+    rewrite of the rest achieves, a step costs at least this (with these kernels).
+    """
+    g = torch.Generator().manual_seed(0)
+    convs, tensors = [], []
+    for stream in model.backbone.streams:
+        for block in stream.blocks:
+            cin, f = block.reduce.in_channels, block.filters
+            size = 28 if cin == 1 else 14
+            layers = [(block.conv3, f), (block.conv5, f)]
+            if cin > 1:
+                layers += [(block.reduce, cin), (block.pool_proj, cin)]
+            for conv, channels in layers:
+                x = torch.rand(batch_size, channels, size, size, generator=g).contiguous(
+                    memory_format=torch.channels_last).requires_grad_(cin > 1 or conv is not block.reduce)
+                convs.append(conv)
+                tensors.append(x)
+    features = torch.rand(batch_size, model.backbone.out_channels * 49, generator=g).requires_grad_()
+    optimizer = make_optimizer(model, model.recipe)
+
+    def head(x: torch.Tensor) -> torch.Tensor:
+        if hasattr(model, "branch"):
+            return model.branch.shared_input(x)
+        return model.fc1(x)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        for conv, x in zip(convs, tensors):
+            out = conv(x)
+            out.backward(torch.ones_like(out))
+        out = head(features)
+        out.backward(torch.ones_like(out))
+        optimizer.step()
+    return step
+
+
 # -- measurement ------------------------------------------------------------------
 def machine_info(threads: int) -> dict:
     cpu, flags = "unknown", set()
@@ -119,7 +162,8 @@ def time_model(name: str, data, batch_size: int, repeats: int, steps: int, seed:
     before = model_before(now)
     recipe = now.recipe
     steppers = {"before": make_step(before, optimizer_before(before, recipe.lr), batch, target),
-                "now": make_step(now, make_optimizer(now, recipe), batch, target)}
+                "now": make_step(now, make_optimizer(now, recipe), batch, target),
+                "kernels": kernels_only_step(copy.deepcopy(now), batch_size)}
     for step in steppers.values():  # warm-up: oneDNN primitives, allocator growth
         step()
         step()
@@ -134,8 +178,9 @@ def time_model(name: str, data, batch_size: int, repeats: int, steps: int, seed:
             cpu[key].append((time.process_time() - start_cpu) / steps)
     ratios = [b / n for b, n in zip(cpu["before"], cpu["now"])]
     wall_ratios = [b / n for b, n in zip(wall["before"], wall["now"])]
+    bound = [b / k for b, k in zip(cpu["before"], cpu["kernels"])]
     return {
-        "model": name, "batch_size": batch_size,
+        "model": name, "batch_size": batch_size, "cpu_ratio_bound_median": float(np.median(bound)),
         "ms_per_step": {k: 1e3 * float(np.median(v)) for k, v in wall.items()},
         "cpu_ms_per_step": {k: 1e3 * float(np.median(v)) for k, v in cpu.items()},
         "cpu_ratio_median": float(np.median(ratios)), "cpu_ratio_range": [float(min(ratios)), float(max(ratios))],
@@ -161,17 +206,21 @@ def markdown(report: dict) -> str:
         f"- {report['repeats']} interleaved rounds of {report['steps']} steps each",
         "",
         "| model | before ms/step (wall, CPU) | now ms/step (wall, CPU) | ratio (CPU; range) | ratio (wall) |"
-        " one seed, estimate |",
-        "|---|---|---|---|---|---|",
+        " kernels only ms/step (CPU) | bound on the ratio (CPU) | one seed on one core, estimate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         w, c = row["ms_per_step"], row["cpu_ms_per_step"]
         lines.append(
             f"| `{row['model']}` | {w['before']:.0f}, {c['before']:.0f} | {w['now']:.0f}, {c['now']:.0f} | "
             f"{row['cpu_ratio_median']:.2f} ({row['cpu_ratio_range'][0]:.2f}-{row['cpu_ratio_range'][1]:.2f}) | "
-            f"{row['wall_ratio_median']:.2f} | {row['seed_minutes_estimate']:.1f} min |")
+            f"{row['wall_ratio_median']:.2f} | {c['kernels']:.0f} | {row['cpu_ratio_bound_median']:.2f} | "
+            f"{row['seed_minutes_estimate']:.1f} min |")
     lines += ["", f"One seed: {report['samples_per_seed']:,} training samples (68 folds x 20 epochs); the estimate "
-              "is the wall time per sample of `now` times that count."]
+              "is the CPU time per sample of `now` at batch 128 times that count (one thread; two processes "
+              "sharing the folds with `--from-end` halve it on two idle cores). \"Kernels only\": the "
+              "convolutions, matrix products and Adam update of the step alone (`kernels_only_step`); "
+              "before / kernels only bounds what any float32 rewrite of the rest can give."]
     return "\n".join(lines)
 
 
@@ -202,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models:
         row = time_model(name, data, model_class(name).recipe.batch_size, args.repeats, args.steps, args.seed)
-        per_sample = row["ms_per_step"]["now"] / 1e3 / row["batch_size"]
+        per_sample = row["cpu_ms_per_step"]["now"] / 1e3 / row["batch_size"]
         row["seed_minutes_estimate"] = per_sample * report["samples_per_seed"] / 60
         rows.append(row)
         print(f"  {name}: {row['cpu_ms_per_step']} CPU ms/step, ratio {row['cpu_ratio_median']:.2f}",
