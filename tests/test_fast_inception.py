@@ -150,3 +150,17 @@ def test_make_optimizer_fuses_adam_and_steps_like_the_per_tensor_loop():
             opt.step()
     for (key, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), key
+
+
+def test_pooled_pixel_products_equal_pooling_the_full_size_map():
+    from fr_mer.models.inception import _pixel_products, _pooled_pixel_products
+
+    plane = cached_flow(3, channels=1, seed=7, dtype=torch.float64)  # many tied grey levels
+    weight = torch.tensor([0.5, -0.25, 2.0, -3.0], dtype=torch.float64).view(4, 1, 1, 1).requires_grad_()
+    bias = torch.tensor([-60.0, 30.0, 0.0, 400.0], dtype=torch.float64, requires_grad=True)
+    full = F.max_pool2d(_pixel_products(weight, bias, plane), 2, 2)
+    fast = _pooled_pixel_products(weight, bias, plane)
+    assert torch.equal(full, fast) and fast.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(full)
+    assert all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(
+        torch.autograd.grad(full, (weight, bias), g), torch.autograd.grad(fast, (weight, bias), g)))

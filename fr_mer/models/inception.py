@@ -15,7 +15,10 @@ A stream pools each branch on its own before concatenating them (max-pooling
 is per channel, so this is the same function, with the full-resolution
 concatenation and the slicing of its gradient gone), and a block that reads
 one channel computes its 1x1 convolutions as one matrix product each over
-the pixels (a 1x1 convolution of one channel is ``w * x + b``).
+the pixels (a 1x1 convolution of one channel is ``w * x + b``); there the 1x1
+and pool branches are pooled before they are computed (``relu(w * s + b)`` is
+monotone in ``s``: its window maximum comes from the window's maximum or
+minimum of ``s``), and the 3x3 and 5x5 branches pooled before their ReLU.
 """
 from __future__ import annotations
 
@@ -62,7 +65,9 @@ class InceptionBlock(nn.Module):
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """``max_pool2d(self(x), 2)``, each branch pooled before the concatenation (4x fewer values to copy)."""
-        return torch.cat([F.max_pool2d(branch, kernel_size=2, stride=2) for branch in self.branches(x)], dim=1)
+        if x.shape[1] == 1:
+            return self._one_channel_pooled(x)
+        return torch.cat([_pool2(branch) for branch in self.branches(x)], dim=1)
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The four branch outputs (1x1, 3x3, 5x5, pool), each (B, filters, H, W), channels-last for 4-d input."""
@@ -80,19 +85,57 @@ class InceptionBlock(nn.Module):
         # product, whose rows are the channels-last layout. oneDNN's kernels for one input
         # channel are several times slower (its weight gradient most of all), and one product
         # per branch gives each branch a dense map: nothing to slice and copy before conv3/conv5.
-        b, _, h, w = x.shape
         plane = x.contiguous()  # (B, 1, H, W): one dense plane per sample, for the pixel rows and the pool
-        pixels = plane.view(-1, 1)
-        pooled = F.max_pool2d(plane, kernel_size=3, stride=1, padding=1).view(-1, 1)
-
-        def project(weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            out = torch.addmm(bias, rows, weight.view(-1, 1).t()).relu_()
-            return out.view(b, h, w, -1).permute(0, 3, 1, 2)
-
         f, weight, bias = self.filters, self.reduce.weight, self.reduce.bias
-        b1, r3, r5 = (project(weight[i * f:(i + 1) * f], bias[i * f:(i + 1) * f], pixels) for i in range(3))
-        projected = project(self.pool_proj.weight, self.pool_proj.bias, pooled)
+        b1, r3, r5 = (_pixel_products(weight[i * f:(i + 1) * f], bias[i * f:(i + 1) * f], plane) for i in range(3))
+        pooled = F.max_pool2d(plane, kernel_size=3, stride=1, padding=1)
+        projected = _pixel_products(self.pool_proj.weight, self.pool_proj.bias, pooled)
         return b1, self.conv3(r3).relu_(), self.conv5(r5).relu_(), projected
+
+    def _one_channel_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        plane = x.contiguous()
+        f, weight, bias = self.filters, self.reduce.weight, self.reduce.bias
+        r3, r5 = (_pixel_products(weight[i * f:(i + 1) * f], bias[i * f:(i + 1) * f], plane) for i in (1, 2))
+        pooled = F.max_pool2d(plane, kernel_size=3, stride=1, padding=1)
+        # ReLU is monotone: relu(max(z)) = max(relu(z)), with the same gradient (a window whose
+        # maximum is <= 0 passes none either way), on a quarter of the values.
+        return torch.cat((
+            _pooled_pixel_products(weight[:f], bias[:f], plane),
+            _pool2(self.conv3(r3)).relu_(),
+            _pool2(self.conv5(r5)).relu_(),
+            _pooled_pixel_products(self.pool_proj.weight, self.pool_proj.bias, pooled),
+        ), dim=1)
+
+
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, kernel_size=2, stride=2)
+
+
+def _pixel_products(weight: torch.Tensor, bias: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """``relu(conv2d(plane, weight, bias))`` for a one-channel ``plane`` (B, 1, H, W) and a 1x1 ``weight``.
+
+    One (pixels, 1) x (1, out) product; the result (B, out, H, W) is channels-last.
+    """
+    b, _, h, w = plane.shape
+    out = torch.addmm(bias, plane.reshape(-1, 1), weight.view(-1, 1).t()).relu_()
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _pooled_pixel_products(weight: torch.Tensor, bias: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(_pixel_products(weight, bias, plane), 2)``, computed at the pooled size.
+
+    ``relu(w * s + b)`` rises with ``s`` where ``w >= 0`` and falls where ``w < 0``, so its
+    maximum over a window is the same map of the window's largest ``s`` (its smallest where
+    ``w < 0``): two 2x2 pools of the one-channel plane instead of a full-size map and its
+    pooling per output channel. Same values and, where no weight is exactly 0, the same
+    gradients (a zero weight's gradient reads the window's largest value rather than its first).
+    """
+    high = _pool2(plane)
+    low = -_pool2(-plane)
+    b, _, h, w = high.shape
+    slope = weight.view(-1)
+    selected = torch.where(slope >= 0, high.view(b, h, w, 1), low.view(b, h, w, 1))  # (B, H/2, W/2, out)
+    return torch.addcmul(bias, selected, slope).relu_().permute(0, 3, 1, 2)
 
 
 class InceptionStream(nn.Module):
