@@ -37,14 +37,24 @@ class TrainLog:
         return self.samples_seen / self.seconds if self.seconds > 0 else float("nan")
 
 
+#: Devices with torch's fused Adam kernel (one pass over each parameter, its gradient and both moments).
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimiser (its name is checked by :class:`Recipe`) over the trainable parameters."""
+    """The recipe's optimiser (its name is checked by :class:`Recipe`) over the trainable parameters.
+
+    Adam and AdamW use torch's fused kernel where the parameters are floating point
+    on a device that has it: the same update as the per-tensor loop up to rounding,
+    in one pass instead of about eight over FR's 4.8 M parameters.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
     adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    fused = bool(params) and all(p.device.type in FUSED_ADAM_DEVICES and p.is_floating_point() for p in params)
+    return adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused or None)
 
 
 def _epoch_order(train_index: torch.Tensor, labels: torch.Tensor, balanced: bool,

@@ -40,7 +40,7 @@ class DualInception(MERModel):
             raise ParameterError(f"dual_inception needs 0 <= dropout < 1, got {dropout}")
         if normalise not in NORMALISATIONS:
             raise ParameterError(f"dual_inception option normalise must be one of {', '.join(NORMALISATIONS)}, "
-                             f"got {normalise!r}")
+                                 f"got {normalise!r}")
         self.dropout, self.normalise = dropout, normalise
         # Per instance, so that ("u", "v", "strain") asks the data layer for strain too.
         self.inputs = {"flow": channels}
