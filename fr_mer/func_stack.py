@@ -77,6 +77,8 @@ class FunctionalStack:
         for module in self.template.modules():
             if hasattr(module, "memory_format"):  # vmap computes in the default layout only
                 module.memory_format = torch.contiguous_format
+            if hasattr(module, "vmap_safe"):  # and traces no hand-written autograd.Function
+                module.vmap_safe = True
         # One slot, shared by the template and its batch norms, holds the call in progress.
         self.slot = types.SimpleNamespace(call=None)
         self.template.drop = types.MethodType(_stacked_drop, self.template)

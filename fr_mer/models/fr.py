@@ -164,6 +164,10 @@ class _BranchLinear(nn.Module):
     Initialised like ``nn.Linear`` (uniform in +-1/sqrt(I)) branch by branch.
     """
 
+    #: True: plain autograd instead of the hand-written products, which torch.func's vmap cannot
+    #: trace; a stack of folds (fr_mer.func_stack) sets it.
+    vmap_safe = False
+
     def __init__(self, branches: int, in_features: int, out_features: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(branches, in_features, out_features))
@@ -177,6 +181,8 @@ class _BranchLinear(nn.Module):
 
     def shared_input(self, x: torch.Tensor) -> torch.Tensor:
         """All branches applied to the same (B, I) input: (B, K, O)."""
+        if self.vmap_safe:
+            return torch.einsum("bi,kio->bko", x, self.weight) + self.bias
         return _SharedInputBranches.apply(x, self.weight, self.bias)
 
 
