@@ -75,6 +75,22 @@ def kill_once(client, tmp_path):
         client.unregister_worker_plugin(name)
 
 
+def test_as_finished_keeps_a_bounded_number_of_tasks_in_flight(client):
+    drawn = []
+
+    def items():
+        for i in range(12):
+            drawn.append(i)
+            yield i
+
+    seen = []
+    for item, future in cluster.as_finished(client, pow, items(), 2, name="square", limit=3):
+        assert len(drawn) <= len(seen) + 3  # never more than 3 submitted and not yet taken
+        seen.append((item, future.result()))
+    assert sorted(seen) == [(i, i * i) for i in range(12)]
+    assert cluster.in_flight_limit(client) == 2 * 2  # two per worker thread
+
+
 # -- preprocess ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
