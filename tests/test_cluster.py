@@ -25,7 +25,7 @@ from fr_mer.models import model_class  # noqa: E402
 from fr_mer.pipeline.cache import read_cache  # noqa: E402
 from fr_mer.pipeline.preprocess import PreprocessParams, preprocess  # noqa: E402
 from tests.cachefactory import small_composite  # noqa: E402
-from tests.test_preprocess import FAST, shift_clip  # noqa: E402
+from tests.test_preprocess import FAST, shift_clip, write_face_smic  # noqa: E402
 
 #: Metrics that are times or dates, different in every run.
 # "environment" describes the machine (the main process reads on one thread count, workers train on
@@ -77,21 +77,40 @@ def kill_once(client, tmp_path):
         client.unregister_worker_plugin(name)
 
 
+def test_as_finished_keeps_a_bounded_number_of_tasks_in_flight(client):
+    drawn = []
+
+    def items():
+        for i in range(12):
+            drawn.append(i)
+            yield i
+
+    seen = []
+    for item, future in cluster.as_finished(client, pow, items(), 2, name="square", limit=3):
+        assert len(drawn) <= len(seen) + 3  # never more than 3 submitted and not yet taken
+        seen.append((item, future.result()))
+    assert sorted(seen) == [(i, i * i) for i in range(12)]
+    assert cluster.in_flight_limit(client) == 2 * 2  # two per worker thread
+
+
 # -- preprocess ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def clips_and_reference(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clips")
-    clips = [shift_clip(folder, 0.5 * i, subject=f"sub0{i}") for i in range(1, 5)]
-    reference = folder / "local.h5"
-    assert preprocess(clips, reference, PreprocessParams(**FAST), jobs=1).done == 4
-    return clips, reference
+def smic_and_local_cache(tmp_path_factory):
+    """An SMIC-HS release of 3 clips, the preprocess arguments, and the cache of a local run of them."""
+    folder = tmp_path_factory.mktemp("preprocess")
+    write_face_smic(folder / "smic", 3)
+    args = ["preprocess", "--dataset", "smic", "--root", str(folder / "smic"), "--flow-size", "64",
+            "--head-motion", "none"]
+    local = CliRunner().invoke(main, args + ["--out", str(folder / "local.h5"), "--jobs", "1"])
+    assert local.exit_code == 0, local.output
+    return args, folder / "local.h5"
 
 
 def assert_same_cache(path: Path, reference: Path) -> None:
     a = read_cache(reference, arrays=["flow", "onset_face", "apex_face", "landmarks"])
     b = read_cache(path, arrays=["flow", "onset_face", "apex_face", "landmarks"])
-    assert sorted(b.keys) == sorted(a.keys) and not b.failures
+    assert len(a) == 3 and sorted(b.keys) == sorted(a.keys) and not b.failures
     order = [b.keys.index(k) for k in a.keys]
     np.testing.assert_allclose(b.arrays["flow"][order], a.arrays["flow"], atol=1e-3)  # as test_two_jobs_...
     for name in ("onset_face", "apex_face", "landmarks"):
@@ -99,40 +118,38 @@ def assert_same_cache(path: Path, reference: Path) -> None:
     assert b.params == a.params
 
 
-def test_preprocess_on_a_cluster_writes_the_local_cache_and_resumes(client, clips_and_reference, tmp_path):
-    clips, reference = clips_and_reference
+def test_cli_preprocess_on_a_cluster_writes_the_local_cache_and_resumes(client, smic_and_local_cache, tmp_path,
+                                                                        monkeypatch):
+    args, reference = smic_and_local_cache
     out = tmp_path / "cluster.h5"
-    summary = preprocess(clips[:3], out, PreprocessParams(**FAST), scheduler=client.scheduler.address)
-    assert (summary.done, summary.skipped, len(summary.failed), summary.jobs) == (3, 0, 0, 2)
-    again = preprocess(clips, out, PreprocessParams(**FAST), scheduler=client)
-    assert (again.done, again.skipped, len(again.failed)) == (1, 3, 0)
+    runner = CliRunner()
+    result = runner.invoke(main, args + ["--out", str(out), "--scheduler", client.scheduler.address])
+    assert result.exit_code == 0, result.output
+    assert "on the cluster at" in result.output and "3 done, 0 skipped" in result.output
     assert_same_cache(out, reference)
     assert not out.with_name(out.name + ".lock").exists()  # released with the run
+    again = runner.invoke(main, args + ["--out", str(out), "--scheduler", client.scheduler.address])
+    assert again.exit_code == 0 and "0 done, 3 skipped" in again.output
 
-
-def test_preprocess_survives_a_killed_worker(client, clips_and_reference, kill_once, tmp_path):
-    clips, reference = clips_and_reference
-    marker = kill_once("fr-mer-clip")
-    out = tmp_path / "cluster.h5"
-    summary = preprocess(clips, out, PreprocessParams(**FAST), scheduler=client)
-    assert marker.exists()  # a worker did die holding a clip
-    assert (summary.done, len(summary.failed)) == (4, 0)
-    assert_same_cache(out, reference)
-
-
-def test_cli_preprocess_refuses_jobs_with_scheduler_and_an_unreachable_scheduler(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    root.mkdir()
-    runner = CliRunner()
-    both = runner.invoke(main, ["preprocess", "--dataset", "casme2", "--root", str(root), "--out",
-                                str(tmp_path / "c.h5"), "--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"])
+    both = runner.invoke(main, args + ["--out", str(tmp_path / "c.h5"), "--jobs", "2", "--scheduler",
+                                       "tcp://127.0.0.1:9"])
     assert both.exit_code == 2 and "--scheduler" in both.output
-
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_SECONDS", 1)
     clips = [shift_clip(tmp_path / "clips", 1.0)]
     with pytest.raises(cluster.ClusterError, match="cannot reach the scheduler"):
         preprocess(clips, tmp_path / "c.h5", PreprocessParams(**FAST), scheduler="tcp://127.0.0.1:9")
     assert not (tmp_path / "c.h5").exists()  # nothing written before the cluster answers
+
+
+def test_preprocess_survives_a_killed_worker(client, smic_and_local_cache, kill_once, tmp_path):
+    args, reference = smic_and_local_cache
+    marker = kill_once("fr-mer-clip")
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "cluster.h5"), "--scheduler",
+                                              client.scheduler.address])
+    assert result.exit_code == 0, result.output
+    assert marker.exists()  # a worker did die holding a clip
+    assert "3 done, 0 skipped" in result.output and "0 failed" in result.output
+    assert_same_cache(tmp_path / "cluster.h5", reference)
 
 
 # -- evaluate --------------------------------------------------------------------------
