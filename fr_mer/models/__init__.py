@@ -5,9 +5,8 @@ imports every model module, which registers it.
 """
 from __future__ import annotations
 
-from fr_mer.models import (  # noqa: F401
-    dual_inception, fr, htnet, meranet, micro_attention, off_apexnet, smastn, ststnet,
-)
+from fr_mer.models import dual_inception, fr, htnet, meranet, micro_attention  # noqa: F401
+from fr_mer.models import off_apexnet, smastn, ststnet  # noqa: F401
 from fr_mer.models._registry import create_model, list_models, model_class, model_option_names, register
 from fr_mer.models._registry import validate_options
 from fr_mer.models.base import MERModel, Recipe, count_parameters

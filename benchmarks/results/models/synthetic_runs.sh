@@ -22,7 +22,7 @@ for model in "${models[@]}"; do
   case $model in
     micro_attention) extra=(-o input_size=64 --epochs 30) ;;
     meranet) extra=(--epochs 20) ;;
-    smastn) extra=(--epochs 15) ;;
+    smastn) extra=(-o width=16 --epochs 15) ;;
   esac
   out="$work/runs-amp$amp/$model"
   "$frmer" evaluate --cache "$data/cache.h5" --protocol composite --composite-list "$data/synthetic_3class_gt.csv" \
