@@ -46,6 +46,8 @@ FLOWS = [
     ("frmer-0.30-256", 0.30, 256, "none"),
     ("frmer-0.36-256-rigid", 0.36, 256, "rigid"),
     ("plain-256", "plain", 256, "none"),
+    ("frmer-0.30-128", 0.30, 128, "none"),
+    ("plain-128", "plain", 128, "none"),
 ]
 QUICK_FLOWS = [FLOWS[0], FLOWS[-1]]
 AFTER_FLOW = ("none", "nose_flow", "nose_median", "rigid_flow")
@@ -86,6 +88,14 @@ def clip_variants(onset, apex, landmarks, flows, aligner, tvl1, seconds):
     return out
 
 
+def save_features(path: Path, per_clip: list[dict], meta: dict) -> None:
+    """Every variant's inputs of the clips done so far (written whole, then renamed: resumable)."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, meta=json.dumps(meta),
+                        **{"|".join(v): np.stack([c[v] for c in per_clip]) for v in per_clip[0]})
+    tmp.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, type=Path, help="a casme2-layout development set")
@@ -93,39 +103,47 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=None, help="npz of every variant's inputs (reused)")
     parser.add_argument("--quick", action="store_true", help="fr-mer's default crop and the plain one only")
     parser.add_argument("--flows", default=None, help="comma-separated names of FLOWS to run (default: all)")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="probe the clips already in --features (a run stopped early: its first subjects)")
+    parser.add_argument("--stride", type=int, default=1, help="every STRIDE-th clip of each subject (CPU time)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     flows = QUICK_FLOWS if args.quick else FLOWS
     if args.flows:
         flows = [f for f in FLOWS if f[0] in args.flows.split(",")]
     clips = [c for c in read_database("casme2", args.root, None) if c.usable and c.label]
+    clips = [c for s in sorted({c.subject for c in clips})
+             for c in sorted((c for c in clips if c.subject == s), key=lambda c: c.key)[::args.stride]]
     aligner, tvl1 = FaceAligner(AlignParams()), TVL1Params()
     seconds: dict[str, list[float]] = {}
-    if args.features and args.features.is_file():
+    per_clip, meta = [], {"keys": [], "labels": [], "subjects": [], "seconds": seconds}
+    if args.features and args.features.is_file():  # resume: the clips already done
         stored = np.load(args.features, allow_pickle=False)
         meta = json.loads(str(stored["meta"]))
-        features = {tuple(k.split("|")): stored[k] for k in stored.files if k != "meta"}
         seconds = meta["seconds"]
-    else:
-        per_clip, meta = [], {"keys": [], "labels": [], "subjects": []}
-        for n, clip in enumerate(clips):
-            onset, apex = read_gray(clip.onset_path), read_gray(clip.apex_path)
-            start = time.perf_counter()
-            landmarks = aligner.landmarks(onset)
-            seconds.setdefault("landmarks", []).append(time.perf_counter() - start)
-            if landmarks is None:
-                print(f"{clip.key}: no face found, skipped", flush=True)
-                continue
-            per_clip.append(clip_variants(onset, apex, landmarks, flows, aligner, tvl1, seconds))
-            meta["keys"].append(clip.key)
-            meta["labels"].append(CLASSES.index(clip.label))
-            meta["subjects"].append(clip.subject)
-            print(f"{n + 1}/{len(clips)} {clip.key}", flush=True)
-        features = {v: np.stack([c[v] for c in per_clip]) for v in per_clip[0]}
-        meta["seconds"] = seconds
-        if args.features:
-            np.savez_compressed(args.features, meta=json.dumps(meta),
-                                **{"|".join(k): a for k, a in features.items()})
+        variants = [tuple(k.split("|")) for k in stored.files if k != "meta"]
+        per_clip = [{v: stored["|".join(v)][i] for v in variants} for i in range(len(meta["keys"]))]
+    done = set(meta["keys"])
+    for n, clip in enumerate(clips):
+        if args.probe_only:
+            break
+        if clip.key in done:
+            continue
+        onset, apex = read_gray(clip.onset_path), read_gray(clip.apex_path)
+        start = time.perf_counter()
+        landmarks = aligner.landmarks(onset)
+        seconds.setdefault("landmarks", []).append(time.perf_counter() - start)
+        if landmarks is None:
+            print(f"{clip.key}: no face found, skipped", flush=True)
+            continue
+        per_clip.append(clip_variants(onset, apex, landmarks, flows, aligner, tvl1, seconds))
+        meta["keys"].append(clip.key)
+        meta["labels"].append(CLASSES.index(clip.label))
+        meta["subjects"].append(clip.subject)
+        print(f"{n + 1}/{len(clips)} {clip.key}", flush=True)
+        if args.features and (len(per_clip) % 3 == 0 or n == len(clips) - 1):
+            save_features(args.features, per_clip, meta)
+    features = {v: np.stack([c[v] for c in per_clip]) for v in per_clip[0]}
     labels, subjects, keys = np.asarray(meta["labels"]), np.asarray(meta["subjects"]), meta["keys"]
     folds = subject_folds(["casme2"] * len(keys), subjects)
     rows, predictions = [], []
