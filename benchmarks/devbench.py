@@ -47,6 +47,7 @@ FLOWS = [
     ("frmer-0.36-256-rigid", 0.36, 256, "rigid"),
     ("plain-256", "plain", 256, "none"),
     ("frmer-0.30-128", 0.30, 128, "none"),
+    ("frmer-0.40-128", 0.40, 128, "none"),
     ("plain-128", "plain", 128, "none"),
 ]
 QUICK_FLOWS = [FLOWS[0], FLOWS[-1]]
@@ -105,6 +106,10 @@ def main() -> None:
     parser.add_argument("--flows", default=None, help="comma-separated names of FLOWS to run (default: all)")
     parser.add_argument("--probe-only", action="store_true",
                         help="probe the clips already in --features (a run stopped early: its first subjects)")
+    parser.add_argument("--head-motions", default=None,
+                        help="comma-separated head-motion methods to probe (default: every one computed)")
+    parser.add_argument("--variants", default=None,
+                        help="';'-separated FLOW|HEAD_MOTION|NORMALISATION|CHANNELS rows to probe (default: all)")
     parser.add_argument("--stride", type=int, default=1, help="every STRIDE-th clip of each subject (CPU time)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -147,8 +152,14 @@ def main() -> None:
     labels, subjects, keys = np.asarray(meta["labels"]), np.asarray(meta["subjects"]), meta["keys"]
     folds = subject_folds(["casme2"] * len(keys), subjects)
     rows, predictions = [], []
+    motions = args.head_motions.split(",") if args.head_motions else None
+    wanted = set(args.variants.split(";")) if args.variants else None
     for (name, motion, normalisation), array in sorted(features.items()):
+        if motions is not None and motion not in motions:
+            continue
         for channels in (("u", "v"), ("u", "v", "strain")):
+            if wanted is not None and "|".join((name, motion, normalisation, ",".join(channels))) not in wanted:
+                continue
             results = probe_folds(array[:, :len(channels)], labels, keys, folds, len(CLASSES), C=DEFAULT_C)
             true = [t for r in results for t in r.true]
             pred = [p for r in results for p in r.pred]

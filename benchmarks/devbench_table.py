@@ -44,6 +44,43 @@ def runs_table(folders: list[Path]) -> list[str]:
     return lines + [""]
 
 
+def fold_predictions(folder: Path) -> dict[str, dict[str, tuple[int, int]]]:
+    """subject -> {sample: (true, predicted)} of a results folder: its fold files (seed 0), or its
+    predictions.csv (a probe)."""
+    import csv
+
+    from fr_mer.pipeline.labels import CLASSES
+
+    by_subject: dict[str, dict[str, tuple[int, int]]] = {}
+    folds = sorted((folder / "folds" / "seed0").glob("*.json"))
+    if folds:
+        for path in folds:
+            fold = json.loads(path.read_text())
+            by_subject[fold["subject"]] = {k: (t, p) for k, t, p in zip(fold["keys"], fold["true"], fold["pred"])}
+        return by_subject
+    with open(folder / "predictions.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            by_subject.setdefault(row["subject"], {})[row["sample"]] = (
+                CLASSES.index(row["true"]), CLASSES.index(row["predicted"]))
+    return by_subject
+
+
+def common_folds_table(folders: list[Path]) -> list[str]:
+    """UF1/UAR of each run on the held-out subjects every run finished (runs stopped early compare
+    on the same subjects)."""
+    from fr_mer.metrics import uar, uf1
+
+    runs = {folder.name: fold_predictions(folder) for folder in folders}
+    common = sorted(set.intersection(*(set(r) for r in runs.values())))
+    lines = [f"Held-out subjects finished by every run: {len(common)} ({', '.join(common)}).", "",
+             "| run | samples | UF1 | UAR |", "|---|---:|---:|---:|"]
+    for name, by_subject in runs.items():
+        pairs = [pair for subject in common for pair in by_subject[subject].values()]
+        true, pred = [t for t, _ in pairs], [p for _, p in pairs]
+        lines.append(f"| {name} | {len(pairs)} | {uf1(true, pred):.4f} | {uar(true, pred):.4f} |")
+    return lines + [""]
+
+
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "devbench"
     lines = []
@@ -52,6 +89,10 @@ def main() -> None:
     runs = sorted(p.parent for p in root.glob("*/metrics.json"))
     if runs:
         lines += ["### fr-mer probe and fr-mer evaluate on caches of the development set", ""] + runs_table(runs)
+    paired = sorted(p.parent for p in root.glob("*/paired.txt"))
+    for marker in paired:
+        names = marker.joinpath("paired.txt").read_text().split()
+        lines += [f"### {marker.name}", ""] + common_folds_table([root / n for n in names])
     print("\n".join(lines))
 
 
