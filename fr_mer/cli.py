@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "demo",
     "train": "train",
     "evaluate": "evaluate",
+    "probe": "probe",
     "import-ststnet": "import_ststnet",
     "predict": "predict",
     "compare": "compare",

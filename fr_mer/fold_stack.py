@@ -137,6 +137,14 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
         check_classes_present(data.labels, torch.as_tensor(rows, device=device), models[0].n_classes,
                               f"the training set of stacked fold {f}")
     n_folds, n_max = len(models), max(lengths)
+    # Each fold runs the epochs its own training size gives (Recipe.for_training_size), as fold
+    # by fold; a fold whose epochs are done takes no step in the stack's remaining ones.
+    fold_recipes = [recipe.for_training_size(n) for n in lengths]
+    fold_epochs = np.asarray([r.epochs for r in fold_recipes])
+    if recipe.lr_step_epochs > 0 and len({r.lr_step_epochs for r in fold_recipes}) > 1:
+        raise ParameterError("the folds of this stack run different learning-rate schedules (their training "
+                             "sets straddle the recipe's min_steps rule); use --fold-batch 1")
+    recipe = fold_recipes[int(fold_epochs.argmax())]
     table = torch.zeros(n_folds, n_max, dtype=torch.int64)
     for f, rows in enumerate(train_indices):
         table[f, :lengths[f]] = torch.as_tensor(rows)
@@ -172,17 +180,24 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
         order = table.gather(1, keys.argsort(dim=1))
         epoch_loss = torch.zeros(n_folds, device=device)
         epoch_batches = np.zeros(n_folds, dtype=np.int64)
+        running = epoch < fold_epochs
         for begin, counts, counts_on_device in plan:
+            if not running.all():
+                counts = np.where(running, counts, 0)
+                counts_on_device = torch.as_tensor(counts, device=device)
             epoch_loss += stacked_step(forward, optimizer, data, order[:, begin:begin + batch_size],
                                        counts_on_device)
             stepped = counts >= 2
             epoch_batches += stepped
             seen += np.where(stepped, counts, 0)
         steps += epoch_batches
-        if epoch == recipe.epochs - 1:  # one host synchronisation per run
-            last_loss = epoch_loss / torch.as_tensor(np.maximum(epoch_batches, 1), device=device)
+        finishing = epoch == fold_epochs - 1
+        if finishing.any():  # a fold's last epoch (one host synchronisation when all end together)
+            mean = epoch_loss / torch.as_tensor(np.maximum(epoch_batches, 1), device=device)
+            last_loss = torch.where(torch.as_tensor(finishing, device=device), mean, last_loss)
     seconds = time.perf_counter() - start
     stacked.unstack()
     losses = last_loss.cpu().tolist()
     share = seconds / n_folds
-    return [TrainLog(recipe.epochs, int(steps[f]), share, float(losses[f]), int(seen[f])) for f in range(n_folds)]
+    return [TrainLog(int(fold_epochs[f]), int(steps[f]), share, float(losses[f]), int(seen[f]))
+            for f in range(n_folds)]

@@ -2,37 +2,78 @@
 
 For each fold of a protocol, a logistic regression (scikit-learn) is fitted on the flattened
 inputs of the training subjects, standardised with the training subjects' own statistics, and
-predicts the held-out subject once. The pooled predictions are scored like a model's (UF1/UAR).
-It is the standard diagnostic of preprocessing: a pipeline whose inputs a linear model cannot
-decode leaves little for a network either.
+predicts the held-out subject once. The pooled predictions are scored like a model's (UF1/UAR)
+and written in the reports of ``fr-mer evaluate`` (:func:`fr_mer.report.write_reports`:
+metrics.json, predictions.csv, folds.csv, summary.md). It is the standard diagnostic of
+preprocessing: a pipeline whose inputs a linear model cannot decode leaves little for a network
+either. Deterministic: lbfgs has no random state, so the probe has no seeds (it is recorded as
+seed 0).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
+from fr_mer.pipeline.labels import DATABASES
+from fr_mer.protocols import PROTOCOLS
+from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
 #: samples and thousands of input values.
 DEFAULT_C = 0.05
 
+#: The name the probe's reports carry where a model's name stands.
+PROBE_NAME = "probe"
+
+FLOW_CHANNELS = ("u", "v", "strain")
+
+
+@settings
+class ProbeConfig:
+    """What defines a probe run (recorded in ``config.json`` and, as its recipe, in ``metrics.json``)."""
+
+    protocol: str = "composite"
+    database: str | None = None
+    composite_list: str | None = None
+    channels: tuple[str, ...] = FLOW_CHANNELS
+    C: float = DEFAULT_C
+    class_weight: str | None = "balanced"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.protocol == "loso" and self.database not in DATABASES:
+            raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+        if not self.channels or len(set(self.channels)) != len(self.channels) \
+                or not set(self.channels) <= set(FLOW_CHANNELS):
+            raise ParameterError(f"--channels must be distinct names among {','.join(FLOW_CHANNELS)}, "
+                                 f"got {','.join(self.channels)}")
+        probe_classifier(self.C, self.class_weight)  # checks C and the class weight
+
 
 @dataclasses.dataclass(frozen=True)
-class ProbeFold:
-    """One held-out subject's probe predictions."""
+class ProbePlan:
+    """A probe run in the shape the evaluation reports read (``config``, ``recipe``, ``seeds``)."""
 
-    database: str
-    subject: str
-    keys: list[str]
-    true: list[int]
-    pred: list[int]
-    proba: list[list[float]]
-    n_train: int
-    seconds: float
+    config: "_ReportedConfig"
+    recipe: ProbeConfig
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReportedConfig:
+    protocol: str
+    database: str | None
+    model: str = PROBE_NAME
+    options: dict = dataclasses.field(default_factory=dict)
+    weights_dir: str | None = None
 
 
 def probe_classifier(C: float = DEFAULT_C, class_weight: str | None = "balanced"):
@@ -45,19 +86,20 @@ def probe_classifier(C: float = DEFAULT_C, class_weight: str | None = "balanced"
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not C > 0:
-        raise ParameterError(f"probe C must be > 0, got {C}")
+    if not (isinstance(C, (int, float)) and C > 0 and math.isfinite(C)):
+        raise ParameterError(f"probe C (--C) must be a finite number > 0, got {C}")
     if class_weight not in (None, "balanced"):
         raise ParameterError(f"probe class weight must be 'balanced' or None, got {class_weight!r}")
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight=class_weight, max_iter=5000))
 
 
 def probe_folds(features: np.ndarray, labels: np.ndarray, keys: Sequence[str], folds, n_classes: int, *,
-                C: float = DEFAULT_C, class_weight: str | None = "balanced") -> list[ProbeFold]:
+                C: float = DEFAULT_C, class_weight: str | None = "balanced") -> list[FoldResult]:
     """Fit and predict each fold of ``folds`` (:class:`fr_mer.protocols.Fold`) on (N, D) features.
 
     ``proba`` has one column per class of the label space (a class absent from a fold's training
-    subjects gets probability 0 there).
+    subjects gets probability 0 there). The results are the evaluation's :class:`FoldResult`
+    (seed 0; no training loss or rate: NaN).
     """
     features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     labels = np.asarray(labels, dtype=np.int64)
@@ -69,9 +111,38 @@ def probe_folds(features: np.ndarray, labels: np.ndarray, keys: Sequence[str], f
         known = classifier.classes_
         proba = np.zeros((len(fold.test_index), n_classes))
         proba[:, known] = classifier.predict_proba(features[fold.test_index])
-        results.append(ProbeFold(
-            database=fold.database, subject=fold.name, keys=[keys[i] for i in fold.test_index],
+        results.append(FoldResult(
+            seed=0, database=fold.database, subject=fold.name, keys=[keys[i] for i in fold.test_index],
             true=labels[fold.test_index].tolist(), pred=proba.argmax(1).tolist(),
             proba=np.round(proba, 6).tolist(), n_train=int(len(fold.train_index)),
-            seconds=time.perf_counter() - start))
+            seconds=time.perf_counter() - start, train_loss=math.nan, samples_per_second=math.nan))
     return results
+
+
+def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) -> dict:
+    """Probe the cache's ``flow`` channels under ``config``'s protocol; returns ``metrics.json``'s content.
+
+    The samples and folds are the evaluation's (:func:`fr_mer.data.load_dataset`,
+    :func:`fr_mer.evaluation.plan_folds`), so a probe and a model evaluated on one cache
+    and protocol see the same samples in the same folds.
+    """
+    import torch
+
+    from fr_mer import report
+    from fr_mer.data import load_dataset
+    from fr_mer.evaluation import plan_folds
+    from fr_mer.pipeline.labels import CLASSES
+
+    composite_list = Path(config.composite_list).resolve() if config.composite_list else None
+    config = dataclasses.replace(config, composite_list=str(composite_list) if composite_list else None)
+    folder = ResultsFolder(out_dir)
+    start = time.perf_counter()
+    data = load_dataset(cache_path, {"flow": tuple(config.channels)}, torch.device("cpu"),
+                        protocol=config.protocol, database=config.database, composite_list=composite_list)
+    folds = plan_folds(data)
+    results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds, len(CLASSES),
+                          C=config.C, class_weight=config.class_weight)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    atomic_json(folder.path / CONFIG_FILE, {"probe": to_record(config), "cache": str(Path(cache_path).resolve())})
+    plan = ProbePlan(config=_ReportedConfig(protocol=config.protocol, database=config.database), recipe=config)
+    return report.write_reports(folder.path, plan, data, folds, results, time.perf_counter() - start)

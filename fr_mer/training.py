@@ -88,12 +88,14 @@ def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor,
     batch order and augmentation (a generator on the data's device) and, through
     a derived stream, dropout (:attr:`MERModel.generator`, set for the run).
     Initialisation is the caller's (:func:`fr_mer.randomness.seeded_initialisation`).
-    torch's global generators are not used.
+    torch's global generators are not used. The epochs are the recipe's for this training
+    set's size (:meth:`Recipe.for_training_size`: at least ``recipe.min_steps`` steps).
     """
     device = data.device
     model.to(device).train()
     train_index = train_index.to(device)
     check_classes_present(data.labels, train_index, model.n_classes)
+    recipe = recipe.for_training_size(train_index.numel())
     generator = make_generator(seed, device)
     optimizer = make_optimizer(model, recipe)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step_epochs, recipe.lr_gamma)

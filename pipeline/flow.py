@@ -21,6 +21,9 @@ DEFAULT_FLOW_SIZE = 256
 #: Side of the model input (u, v, strain) images, as STSTNet / Dual-Inception use.
 DEFAULT_FEATURE_SIZE = 28
 
+#: The normalisation ``fr-mer preprocess`` applies by default (docs/pipeline.md, "The model input").
+DEFAULT_NORMALISATION = "minmax255"
+
 #: The normalisations of :func:`flow_features`, by name, as stored in the cache.
 NORMALISATIONS = {
     "minmax255": (

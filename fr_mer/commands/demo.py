@@ -72,4 +72,9 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
     click.echo(f"demo finished in {time.perf_counter() - start:.0f} s ({timings}); "
                f"UF1 {metrics['full']['uf1']:.4f} ± {metrics['full']['uf1_std']:.4f}, "
                f"UAR {metrics['full']['uar']:.4f} ± {metrics['full']['uar_std']:.4f}")
-    click.echo(f"reports: {Path(out) / 'results'} (metrics.json, predictions.csv, summary.md, confusion_*.png)")
+    click.echo(f"linear probe on the same cache and folds (fr-mer probe): UF1 {metrics['probe']['uf1']:.4f}, "
+               f"UAR {metrics['probe']['uar']:.4f}")
+    click.echo(f"reports: {Path(out) / 'results'} (metrics.json, predictions.csv, summary.md, confusion_*.png), "
+               f"{Path(out) / 'probe'}")
+    click.echo("real faces: the development benchmark's figures and the command that makes them are in "
+               "docs/benchmarks-devbench.md")

@@ -11,7 +11,8 @@ from fr_mer.commands.scan import clips_from_options, dataset_options
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams
 from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
-from fr_mer.pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
+from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, DEFAULT_NORMALISATION, NORMALISATIONS,
+                                  TVL1Params)
 from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
 from fr_mer.pipeline.preprocess import (
     ClipOptions,
@@ -76,7 +77,7 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
                    "measures its effect on accuracy and time).")
 @click.option("--feature-size", type=click.IntRange(min=1), default=DEFAULT_FEATURE_SIZE, show_default=True,
               help="Side of the 'flow' model input (u, v, strain).")
-@click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default="minmax255",
+@click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=DEFAULT_NORMALISATION,
               show_default=True,
               help="Scaling of the 'flow' input: minmax255 = each channel of each sample to 0..255 "
                    "(STSTNet's inputs); none = pixels and unitless strain.")

@@ -14,6 +14,7 @@ A model declares
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar, Mapping
 
 import torch
@@ -25,6 +26,16 @@ from fr_mer.errors import ParameterError
 from fr_mer.ops import dropout as _dropout
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+
+#: Training samples of a composite-protocol fold (442 samples less one subject's, about 6):
+#: the size the recipes were tuned at, and the reference of :attr:`Recipe.min_steps`.
+COMPOSITE_FOLD_TRAIN_SAMPLES = 436
+
+
+def batches_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimisation steps of one epoch over ``n_train`` samples: a last batch of one sample is skipped."""
+    full, rest = divmod(n_train, batch_size)
+    return full + (1 if rest >= 2 else 0)
 
 
 @settings
@@ -41,6 +52,10 @@ class Recipe:
     lr_gamma: float = 0.1
     class_balanced: bool = False  # sample training batches with equal class frequency
     augment: bool = False  # model-defined augmentation, training only
+    #: The fewest optimisation steps a fold trains for (the rule of :meth:`for_training_size`).
+    #: None: the steps the recipe takes on a composite fold, so the composite is unchanged;
+    #: 0: off (the epochs are taken as given).
+    min_steps: int | None = None
 
     def __post_init__(self) -> None:
         # A batch of one sample is skipped (batch norm needs two), so batch_size 1 would train nothing.
@@ -57,9 +72,36 @@ class Recipe:
                                  f"{self.weight_decay!r} and {self.momentum!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ParameterError(f"recipe optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.min_steps is None:
+            # Resolved once, from the recipe as written, so that a later batch-size or lr
+            # change keeps the step count the recipe was tuned with.
+            object.__setattr__(self, "min_steps", self.epochs * batches_per_epoch(
+                COMPOSITE_FOLD_TRAIN_SAMPLES, self.batch_size))
+        elif isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ParameterError(f"recipe min_steps must be an integer >= 0, got {self.min_steps!r}")
 
     def replace(self, **changes: object) -> "Recipe":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the changes that are not None. An explicit ``epochs`` turns the
+        :attr:`min_steps` rule off unless ``min_steps`` is given too: that many epochs are run."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "epochs" in changes:
+            changes.setdefault("min_steps", 0)
+        return dataclasses.replace(self, **changes)
+
+    def for_training_size(self, n_train: int) -> "Recipe":
+        """The recipe a fold of ``n_train`` training samples runs: the rule that trains at any size.
+
+        When ``epochs`` x (batches per epoch) falls short of :attr:`min_steps`, the epochs, and
+        the learning-rate schedule's ``lr_step_epochs`` with them, are multiplied by the smallest
+        integer that reaches it. FR's recipe (20 epochs of batch 128, 80 steps on a composite fold
+        of 436 samples) runs 80 epochs of one batch on a fold of 110. Unchanged otherwise.
+        """
+        steps = self.epochs * batches_per_epoch(n_train, self.batch_size)
+        if steps == 0 or steps >= self.min_steps:
+            return self
+        factor = math.ceil(self.min_steps / steps)
+        return dataclasses.replace(self, epochs=self.epochs * factor,
+                                   lr_step_epochs=self.lr_step_epochs * factor)
 
 
 class MERModel(nn.Module):

@@ -24,7 +24,8 @@ from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams, default_predictor_path
 from fr_mer.pipeline.cache import ArraySpec
-from fr_mer.pipeline.flow import DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, NORMALISATIONS, TVL1Params
+from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, DEFAULT_NORMALISATION, NORMALISATIONS,
+                                  TVL1Params)
 from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
 from fr_mer.pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT
@@ -97,7 +98,7 @@ class PreprocessParams:
 
     flow_size: int = DEFAULT_FLOW_SIZE
     feature_size: int = DEFAULT_FEATURE_SIZE
-    normalisation: str = "minmax255"
+    normalisation: str = DEFAULT_NORMALISATION
     tvl1: TVL1Params = dataclasses.field(default_factory=TVL1Params)
     align: AlignParams = dataclasses.field(default_factory=AlignParams)
     head_motion: str = DEFAULT_METHOD
@@ -165,6 +166,7 @@ class PreprocessParams:
                 "normalisation": self.normalisation,
                 "normalisation_description": NORMALISATIONS[self.normalisation],
                 "flow_size": self.flow_size,
+                "units": FLOW_UNITS[self.normalisation],
                 "direction": "onset -> apex; u +x (right), v +y (down)",
             }),
             "onset_face": ArraySpec((s, s), "uint8", {"units": "grey level 0..255"}),
@@ -196,6 +198,15 @@ class PreprocessParams:
                 "frames_per_segment": "all" if d.frames_per_segment is None else d.frames_per_segment,
             })
         return specs
+
+
+#: The ``flow`` column's units per normalisation (recorded as its ``units`` attribute): raw values
+#: are in pixels of the flow-size crop, so ``u / flow_size`` is the scale-free unit (face side).
+FLOW_UNITS = {
+    "minmax255": "0..255 per channel and sample (the motion's magnitude and the u:v ratio are not kept)",
+    "none": "u, v: px of the flow_size crop (divide by flow_size for fractions of the face side); "
+            "strain: px/px",
+}
 
 
 @functools.lru_cache(maxsize=8)
