@@ -21,7 +21,7 @@ import numpy as np
 
 from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.labels import DATABASES
+from fr_mer.pipeline.labels import COMPOSITE_SPACE, DATABASES, LabelSpace
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
 
@@ -64,6 +64,7 @@ class ProbePlan:
 
     config: "_ReportedConfig"
     recipe: ProbeConfig
+    label_space: LabelSpace = COMPOSITE_SPACE
     seeds: tuple[int, ...] = (0,)
 
 
@@ -131,7 +132,6 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     from fr_mer import report
     from fr_mer.data import load_dataset
     from fr_mer.evaluation import plan_folds
-    from fr_mer.pipeline.labels import CLASSES
 
     composite_list = Path(config.composite_list).resolve() if config.composite_list else None
     config = dataclasses.replace(config, composite_list=str(composite_list) if composite_list else None)
@@ -140,9 +140,11 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     data = load_dataset(cache_path, {"flow": tuple(config.channels)}, torch.device("cpu"),
                         protocol=config.protocol, database=config.database, composite_list=composite_list)
     folds = plan_folds(data)
-    results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds, len(CLASSES),
+    results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds,
+                          data.label_space.n_classes,
                           C=config.C, class_weight=config.class_weight)
     folder.path.mkdir(parents=True, exist_ok=True)
     atomic_json(folder.path / CONFIG_FILE, {"probe": to_record(config), "cache": str(Path(cache_path).resolve())})
-    plan = ProbePlan(config=_ReportedConfig(protocol=config.protocol, database=config.database), recipe=config)
+    plan = ProbePlan(config=_ReportedConfig(protocol=config.protocol, database=config.database), recipe=config,
+                     label_space=data.label_space)
     return report.write_reports(folder.path, plan, data, folds, results, time.perf_counter() - start)

@@ -77,7 +77,7 @@ def check_classes_present(labels: torch.Tensor, train_index: torch.Tensor, n_cla
     if classes_present.numel() < n_classes:
         absent = sorted(set(range(n_classes)) - set(classes_present.tolist()))
         raise TrainingError(f"{what} has no sample of class(es) {absent}; "
-                         "this fold cannot be trained (check the cache's labels)")
+                            "this fold cannot be trained (check the cache's labels)")
 
 
 def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor, recipe: Recipe, *,

@@ -9,8 +9,8 @@ from skimage import data
 
 from fr_mer.pipeline import align
 from fr_mer.pipeline.align import (FACE_FROM_APEX, NO_FACE_WHOLE_FRAME, AlignParams, FaceAligner, apply_matrix,
-                            default_predictor_path, eye_centres, rescale_matrix, rescale_points,
-                            whole_frame_matrix)
+                                   default_predictor_path, eye_centres, rescale_matrix, rescale_points,
+                                   whole_frame_matrix)
 from fr_mer.pipeline.flow import tvl1_flow
 
 

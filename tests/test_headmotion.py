@@ -7,7 +7,7 @@ from skimage import data
 from fr_mer.pipeline.align import FaceAligner
 from fr_mer.pipeline.flow import tvl1_flow
 from fr_mer.pipeline.headmotion import (DEFAULT_METHOD, METHODS, RIGID_LANDMARKS, compensate, compensate_flow,
-                                 fit_similarity, fit_similarity_field, motion_field, nose_box, rigid_mask)
+                                        fit_similarity, fit_similarity_field, motion_field, nose_box, rigid_mask)
 
 S = 128
 

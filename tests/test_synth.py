@@ -135,7 +135,7 @@ def test_same_seed_same_bytes(composite, photos, tmp_path):
             again.databases[name].annotations
         )
     other = writing.generate(tmp_path / "other", layout="smic", photos=photos,
-                               **{**SMALL, "seed": SMALL["seed"] + 1})
+                             **{**SMALL, "seed": SMALL["seed"] + 1})
 
     def hs_frames(digest):  # NIR/VIS/non_micro hold the layout writer's fixed dummy frames
         return {v for k, v in digest.items() if "/HS/" in k and "/micro/" in k}
@@ -162,7 +162,7 @@ def test_output_bytes_are_those_of_the_unsplit_generator(composite):
 
 def test_frame_depends_only_on_clip_and_number(photos):
     identities, clips = planning.plan_database("casme2", subjects=1, clips_per_subject=1,
-                                                photos=photos, seed=5)
+                                               photos=photos, seed=5)
     clip = clips[0]
     renderer = rendering.ClipRenderer(identities[0], clip, 5)
     forward = [renderer(n) for n in range(clip.onset, clip.offset + 1)]
@@ -258,7 +258,7 @@ def test_classes_move_different_regions_in_different_directions(identities):
 def test_nuisances_do_not_depend_on_the_class(identities):
     params = {
         label: planning.draw_clip(9, (1, 0, 0, 0), dataset="samm", subject="006", clip="006_1_1",
-                                   label=label, identity=identities[0])
+                                  label=label, identity=identities[0])
         for label in CLASSES
     }
     nuisance = [(p.onset, p.apex, p.offset, p.pose, p.drift, p.blink, p.lighting, p.noise_sigma,

@@ -65,6 +65,7 @@ class ArraySpec:
     dtype: str
     attrs: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
+
 def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 

@@ -70,6 +70,7 @@ def _check_out(path: Path) -> None:
     except OSError as exc:
         raise CacheError(f"{path}: cannot create its folder ({exc.strerror}); choose another --out") from None
 
+
 class CacheWriter:
     """Appends samples to a cache, resumably.
 
@@ -265,6 +266,7 @@ class CacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
 
 def _recover(path: Path) -> None:
     """Rewrite a cache left by a killed writer: committed rows only, atomically."""

@@ -371,4 +371,3 @@ def _generate(out_dir, layout, subjects, clips_per_subject, faces, photos, seed,
         duration_s=tuple(duration_s),
     )
     return write_synth(out_dir, settings, photos=photos, overwrite=overwrite, progress=progress)
-
