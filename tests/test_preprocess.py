@@ -132,7 +132,7 @@ def test_meta_label_and_flags(tmp_path):
     assert sample.meta == {
         "key": "casme2/sub02/EP03_02", "database": "casme2", "subject": "sub02", "clip": "EP03_02",
         "emotion": "disgust", "label": 0, "onset_frame": 10, "apex_frame": 11, "offset_frame": 12,
-        "flags": ["apex_middle", "repaired"], "objective_class": -1,
+        "flags": ["apex_middle", "repaired"],
     }
     others = shift_clip(tmp_path, 1.0, subject="sub03", emotion="others", label=None)
     assert process_clip(others, PreprocessParams(**FAST)).meta["label"] == -1
