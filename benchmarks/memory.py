@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from fr_mer.environment import cpu_model
 
 RESULTS = Path(__file__).parent / "results"
 CLIPS_PER_SUBJECT = 10
@@ -116,16 +117,6 @@ def synth(folder: Path, clips: int) -> Path:
                                "--clips-per-subject", str(CLIPS_PER_SUBJECT), "--overwrite"),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return annotations
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -35,16 +34,7 @@ from fr_mer.pipeline.labels import CLASSES
 from fr_mer.pipeline.readers import read_database
 from fr_mer.probe import DEFAULT_C, probe_folds
 from fr_mer.protocols import subject_folds
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from fr_mer.environment import cpu_model
 
 
 def read_gray(path: Path) -> np.ndarray:

@@ -36,19 +36,9 @@ import torch
 from fr_mer.pipeline.flow import TVL1Params
 from fr_mer.pipeline.flow import tvl1_flow as opencv_flow
 from fr_mer.pipeline.tvl1_torch import tvl1_flow
+from fr_mer.environment import cpu_model
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform's answer where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def face_pairs(n_pairs: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
