@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from fr_mer.environment import cpu_model
 
 RESULTS = Path(__file__).parent / "results"
