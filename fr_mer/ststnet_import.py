@@ -9,7 +9,7 @@ value, so the released STSTNet weights apply to it as they do to the images.
 
 With ``apex_faces`` (a folder of the release's apex face crops), each sample
 also gets its apex face aligned by fr-mer's rule and its landmarks
-(:mod:`fr_mer.apex_faces`), for the apex-frame and landmark-region models.
+(:mod:`fr_mer.apex_alignment`), for the apex-frame and landmark-region models.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from fr_mer.apex_faces import align_apex_face, apex_face_names, apex_face_specs, find_apex_face, read_gray
+from fr_mer.apex_alignment import align_apex_face, apex_face_names, apex_face_specs, find_apex_face, read_gray
 from fr_mer.config import to_record
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams, FaceAligner

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fr_mer.apex_faces import FACE_BOX_WHOLE_CROP, apex_face_names, crop_to_flow
+from fr_mer.apex_alignment import FACE_BOX_WHOLE_CROP, apex_face_names, crop_to_flow
 from fr_mer.cli import main
 from fr_mer.pipeline.align import AlignParams, FaceAligner, eye_centres
 from fr_mer.pipeline.cache import read_cache
