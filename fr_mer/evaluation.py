@@ -180,12 +180,8 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
                 on_fold(result, resumed)
         chunks = []
     for chunk in chunks:
-        pending = []
-        for job in chunk:
-            result = folder.read_fold(job)
-            if result is None:
-                pending.append(job)
-                continue
+        finished, pending = _finished_and_pending(folder, chunk)
+        for job, result in finished:
             results[job.seed, job.index] = result
             if on_fold is not None:
                 on_fold(result, True)
@@ -228,13 +224,9 @@ def _train_on_cluster(scheduler: "str | Client", plan: RunPlan, folder: ResultsF
     try:
         todo = []
         for chunk in chunks:
-            pending = []
-            for job in chunk:
-                result = folder.read_fold(job)
-                if result is None:
-                    pending.append(job)
-                else:
-                    yield job, result, True
+            finished, pending = _finished_and_pending(folder, chunk)
+            for job, result in finished:
+                yield job, result, True
             if pending:
                 todo.append(pending)
         # Paths the workers resolve alike, whatever their working folder.
@@ -283,6 +275,19 @@ def train_chunk(jobs: Sequence[FoldJob], plan: RunPlan, out_dir: Path, device: s
             _worker_data[:] = [(key, load_plan_data(plan, torch_device))]
         _train_and_write(plan, _worker_data[0][1], folder, pending)
     return unfinished
+
+
+def _finished_and_pending(folder: ResultsFolder, chunk: Sequence[FoldJob]
+                          ) -> tuple[list[tuple[FoldJob, FoldResult]], list[FoldJob]]:
+    """A chunk's jobs split into those an earlier run finished (with their results) and the rest."""
+    finished, pending = [], []
+    for job in chunk:
+        result = folder.read_fold(job)
+        if result is None:
+            pending.append(job)
+        else:
+            finished.append((job, result))
+    return finished, pending
 
 
 def _chunks(jobs: Sequence[FoldJob], size: int) -> list[list[FoldJob]]:
