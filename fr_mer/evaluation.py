@@ -199,10 +199,19 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
 def _train_and_write(plan: RunPlan, data: DeviceDataset, folder: ResultsFolder,
                      pending: Sequence[FoldJob]) -> list[FoldResult]:
     """Train one chunk (one fold, or one stack) and write each fold's file as it is kept."""
-    trained = [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
+    if plan.candidates:
+        from fr_mer.selection import train_selected
+
+        trained = train_selected(plan, data, pending, _train)
+    else:
+        trained = _train(plan, data, pending)
     for job, result in zip(pending, trained):
         folder.write_fold(job, result)
     return trained
+
+
+def _train(plan: RunPlan, data: DeviceDataset, pending: Sequence[FoldJob]) -> list[FoldResult]:
+    return [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
 
 
 # -- on a dask cluster (fr_mer.cluster) --------------------------------------------------
