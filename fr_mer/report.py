@@ -75,7 +75,7 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
             "n": next(iter(per_seed.values()))["n"],
             "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
         }
-    if plan.candidates:
+    if any(r.selection is not None for r in results):  # --select (fr_mer.selection)
         from fr_mer.selection import selection_metrics
 
         metrics["selection"] = selection_metrics(plan, results)

@@ -1,5 +1,6 @@
 """``fr-mer evaluate --select FILE``: nested selection on the training subjects only (fr_mer.selection)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,22 @@ def test_cli_select_refuses_a_bad_file_before_any_work(tmp_path):
     assert "Traceback" not in result.output and not (tmp_path / "out" / "config.json").exists()
     with pytest.raises(ValueError, match="--weights trains nothing"):
         EvalConfig(model="ststnet", weights_dir=str(tmp_path), select=GRID)
+
+
+def test_the_documented_select_file_is_valid():
+    path = Path(__file__).resolve().parent.parent / "docs" / "select-ststnet.json"
+    grid = read_select_file(path, "ststnet", model_class("ststnet").recipe, {})
+    assert grid.size == 8 and grid.inner_folds == 3
+
+
+def test_stacked_inner_fits_score_as_fold_by_fold_through_the_generic_stack(tmp_path, one_torch_thread):
+    cache, listing = small_composite(tmp_path, subjects_per_db=2)
+    grid = SelectionGrid(recipe={"lr": [1e-3, 1e-2]}, inner_folds=2)
+    scores = []
+    for fold_batch in (1, 0):
+        config = EvalConfig(model="off_apexnet", options={"hidden": 16}, recipe=BASE.replace(epochs=10), seeds=(0,),
+                            composite_list=str(listing), select=grid, fold_batch=fold_batch)
+        plan = make_plan(config, cache)
+        data = load_plan_data(plan, torch.device("cpu"))
+        scores.append([s.inner_uf1 for s in selection.score_candidates(plan, data, plan.jobs(plan_folds(data))[:2])])
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)
