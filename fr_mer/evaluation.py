@@ -16,6 +16,9 @@ unfinished fold. Metrics are computed on the pooled predictions of all folds
 (:mod:`fr_mer.report`). With a ``scheduler``, the unfinished (seed, fold)
 chunks are tasks of a dask cluster (:func:`train_chunk`), whose workers write
 the same fold files into the shared results folder (docs/cluster.md).
+With a select grid (``--select``), each chunk first chooses per fold among the
+grid's candidates on inner folds of its training subjects
+(:func:`fr_mer.selection.train_selected`), on either path.
 """
 from __future__ import annotations
 
@@ -198,11 +201,21 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
 
 def _train_and_write(plan: RunPlan, data: DeviceDataset, folder: ResultsFolder,
                      pending: Sequence[FoldJob]) -> list[FoldResult]:
-    """Train one chunk (one fold, or one stack) and write each fold's file as it is kept."""
-    trained = [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
+    """Train one chunk (one fold, or one stack; with candidates, selected first) and write each fold's file."""
+    if plan.candidates:
+        from fr_mer.selection import train_selected
+
+        trained = train_selected(plan, data, pending, _train)
+    else:
+        trained = _train(plan, data, pending)
     for job, result in zip(pending, trained):
         folder.write_fold(job, result)
     return trained
+
+
+def _train(plan: RunPlan, data: DeviceDataset, pending: Sequence[FoldJob]) -> list[FoldResult]:
+    """A plain run's training of one chunk: one fold, or one stack."""
+    return [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
 
 
 # -- on a dask cluster (fr_mer.cluster) --------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 #: Sub-stream tags, so that one seed gives independent streams for different jobs.
 DROPOUT_STREAM = 1
 STACK_STREAM = 1 << 20  # the batch order of a stack of folds (fr_mer.fold_stack)
+SELECT_STREAM = 1 << 21  # nested selection's inner split and inner fits (fr_mer.selection)
 
 
 def derive_seed(*entropy: int) -> int:

@@ -75,6 +75,10 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
             "n": next(iter(per_seed.values()))["n"],
             "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
         }
+    if any(r.selection is not None for r in results):  # --select (fr_mer.selection)
+        from fr_mer.selection import selection_metrics
+
+        metrics["selection"] = selection_metrics(plan, results)
     if ensemble:
         members = ensemble_predictions(results)
         metrics["ensemble"] = {"seeds": list(seeds), **{
@@ -172,6 +176,10 @@ def _markdown(metrics: dict, scopes, config) -> str:
                   "sample; not a single-seed figure):", "", "| scope | n | UF1 | UAR |", "|---|---|---|---|"]
         lines += [f"| {scope} | {m['n']} | {m['uf1']:.4f} | {m['uar']:.4f} |"
                   for scope, m in metrics["ensemble"].items() if scope != "seeds"]
+    if "selection" in metrics:
+        from fr_mer.selection import selection_markdown
+
+        lines += selection_markdown(metrics["selection"])
     machines = metrics["environment"]["folds_ran_on"]
     if len(machines) > 1:
         lines += ["", "The folds of this run were trained on more than one device or thread count (a resumed "

@@ -15,6 +15,7 @@ from typing import Any
 from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import FrMerError
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan
+from fr_mer.selection import FoldSelection
 
 CONFIG_FILE = "config.json"
 
@@ -39,6 +40,8 @@ class FoldResult:
     #: threads: a resumed run on another machine is then stated in the reports, not hidden.
     device: str | None = None
     torch_threads: int | None = None
+    #: ``--select``: the candidate chosen for this fold and every candidate's inner score.
+    selection: FoldSelection | None = None
 
 
 def atomic_json(path: Path, payload: object) -> None:

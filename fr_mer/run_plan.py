@@ -32,6 +32,7 @@ from fr_mer.pipeline.labels import (
 )
 from fr_mer.protocols import PROTOCOLS, Fold
 from fr_mer.randomness import fold_seed, seeded_initialisation
+from fr_mer.selection import Candidate, SelectionGrid, resolve_candidates
 
 
 class EvaluationError(FrMerError, ValueError):
@@ -53,6 +54,7 @@ class EvalConfig:
     composite_list: str | None = None
     val_fraction: float = 0.0
     fold_batch: int = 1  # folds of a seed trained together as one stacked model; 0: all of them
+    select: SelectionGrid | None = None  # nested selection's grid (--select FILE, fr_mer.selection)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -72,6 +74,8 @@ class EvalConfig:
             raise ParameterError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.fold_batch < 0:
             raise ParameterError(f"--fold-batch must be 0 (all folds of a seed) or more, got {self.fold_batch}")
+        if self.select is not None and self.weights_dir is not None:
+            raise ParameterError("--select chooses among trained candidates; --weights trains nothing: give one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +106,7 @@ class RunPlan:
     composite_list: Path | None
     stack: int | None  # folds trained together: 1 fold by fold, None all folds of a seed
     label_space: LabelSpace = COMPOSITE_SPACE
+    candidates: tuple[Candidate, ...] = ()  # nested selection's (fr_mer.selection); () selects nothing
 
     @property
     def model_name(self) -> str:
@@ -196,20 +201,23 @@ def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:
         database = _cache_database(Path(cache))
     label_space = resolve_label_space(config.protocol, database, config.classes)
     options = with_class_count(config.model, options, label_space)
-    if config.fold_batch != 1 and weights_dir is None:
-        from fr_mer.fold_stack import check_stackable
-
-        check_stackable(cls, recipe)
     composite_list = Path(config.composite_list).resolve() if config.composite_list else None
     # An instance's inputs can depend on its options (e.g. which flow channels); building one
     # also runs the constructor's own checks of the option values.
     with seeded_initialisation(0):
         inputs = dict(create_model(config.model, **options).inputs)
+    candidates = () if config.select is None else resolve_candidates(config.select, config.model, recipe, options,
+                                                                     inputs=inputs)
+    if config.fold_batch != 1 and weights_dir is None:
+        from fr_mer.fold_stack import check_stackable
+
+        for each in (recipe, *(c.recipe for c in candidates)):
+            check_stackable(cls, each)
     recorded = dataclasses.replace(config, database=database, options=options, recipe=recipe,
                                    composite_list=str(composite_list) if composite_list else None)
     return RunPlan(
         config=recorded, cache=Path(cache).resolve(), model_class=cls, options=options, recipe=recipe,
         inputs=inputs, seeds=config.seeds[:1] if weights_dir else tuple(config.seeds), weights_dir=weights_dir,
         composite_list=composite_list,
-        stack=1 if weights_dir else (config.fold_batch or None), label_space=label_space,
+        stack=1 if weights_dir else (config.fold_batch or None), label_space=label_space, candidates=candidates,
     )

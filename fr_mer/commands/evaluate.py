@@ -12,6 +12,7 @@ from fr_mer.pipeline.cache import read_cache
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
 from fr_mer.run_plan import default_fold_batch
+from fr_mer.selection import read_select_file
 
 
 def loso_database(cache: Path, protocol: str, database: str | None) -> str | None:
@@ -82,6 +83,11 @@ class FoldProgress:
 @click.option("--ensemble", is_flag=True,
               help="Also report the ensemble of the seeds (the mean of their probabilities per sample) in "
                    "metrics.json and ensemble_predictions.csv, apart from the single seeds' mean and sd.")
+@click.option("--select", "select_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Nested selection: a JSON grid of recipe values and model options (docs/protocols.md#nested-"
+                   "selection). Per fold, each candidate is scored on inner subject folds of the TRAINING "
+                   "subjects only; the best is retrained on them and predicts the held-out subject once. Costs "
+                   "candidates x inner folds + 1 fits per fold.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
@@ -89,7 +95,7 @@ class FoldProgress:
                    "options and --out, it shares the work: each process skips folds already written.")
 def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
             deterministic, seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler,
-            ensemble, out, overwrite, from_end) -> None:
+            ensemble, select_file, out, overwrite, from_end) -> None:
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
@@ -102,13 +108,14 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     if fold_batch is None:
         fold_batch = default_fold_batch(model_name, recipe, torch_device, out)
     database = loso_database(cache, protocol, database)
+    select = read_select_file(select_file, model_name, recipe, options) if select_file else None
     config = EvalConfig(
         model=model_name, protocol=protocol, database=database, classes=int(classes) if classes else None,
         options=options, recipe=recipe,
         seeds=tuple(range(first_seed, first_seed + seeds)),
         weights_dir=str(weights_dir) if weights_dir else None,
         composite_list=str(composite_list) if composite_list else None, val_fraction=val_fraction,
-        fold_batch=fold_batch,
+        fold_batch=fold_batch, select=select,
     )
     where = f"the workers of {scheduler} ({device})" if scheduler else torch_device
     click.echo(f"{model_name} on {where}, {protocol}{' (' + database + ')' if database else ''}, "

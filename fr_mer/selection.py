@@ -1,0 +1,381 @@
+"""Nested model selection (``fr-mer evaluate --select FILE``): choose per outer fold, on its training subjects.
+
+A select file (JSON, :func:`read_select_file`) holds a small grid of recipe values
+(any field of :class:`~fr_mer.models.base.Recipe`) and model options (``-o``
+options, validated against the model's constructor), and the number of inner
+folds::
+
+    {"recipe": {"epochs": [20, 40], "lr": [0.001, 0.0001]},
+     "options": {"dropout": [0.0, 0.5]},
+     "inner_folds": 3}
+
+The candidates are the grid's cartesian product, in file order (the last key
+varies fastest), at most :data:`MAX_CANDIDATES`. For each outer (seed, fold),
+:func:`score_candidates` splits that fold's TRAINING rows by subject
+(scikit-learn's ``StratifiedGroupKFold``) into ``inner_folds`` inner folds;
+every candidate is trained on each inner training side and predicts the inner
+validation side once, and its score is the UF1 of its inner predictions pooled
+over the inner folds. The best candidate (ties: the earlier one in file order)
+is then trained on the fold's training subjects as a plain run trains them, with
+the same fold seed, and predicts the held-out subject once
+(:func:`train_selected`). The held-out subject is never read before that.
+
+Randomness: the inner split and each inner fit draw from seeds derived from the
+fold seed and :data:`~fr_mer.randomness.SELECT_STREAM` (the split:
+``derive_seed(fold_seed, SELECT_STREAM)``; inner fold k:
+``derive_seed(fold_seed, SELECT_STREAM, k)``). Every candidate of an inner fold
+trains from the same seed, so candidates differ by their settings alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fr_mer.config import from_record, settings, to_record
+from fr_mer.data import DeviceDataset
+from fr_mer.errors import FrMerError, ParameterError
+from fr_mer.metrics import uf1
+from fr_mer.models import Recipe, create_model, validate_options
+from fr_mer.randomness import SELECT_STREAM, derive_seed, seeded_initialisation
+from fr_mer.training import check_classes_present, predict_proba, train_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fr_mer.results_folder import FoldResult
+    from fr_mer.run_plan import FoldJob, RunPlan
+
+#: The most candidates a grid may have: each costs inner_folds fits per outer fold.
+MAX_CANDIDATES = 64
+DEFAULT_INNER_FOLDS = 3
+#: Recipe fields a grid may vary: all of them.
+RECIPE_KEYS = tuple(field.name for field in dataclasses.fields(Recipe))
+
+
+class SelectionError(FrMerError, ValueError):
+    """A select file or grid that cannot be used; the message names the file (or grid) and the key."""
+
+
+@settings
+class SelectionGrid:
+    """A select file's contents: recipe values and model options to choose among, and the inner split."""
+
+    recipe: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    options: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    inner_folds: int = DEFAULT_INNER_FOLDS
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.recipe) - set(RECIPE_KEYS))
+        if unknown:
+            raise ParameterError(f"recipe: no recipe setting(s) {', '.join(unknown)}; the recipe's settings are "
+                                 f"{', '.join(RECIPE_KEYS)}")
+        for section, grid in (("recipe", self.recipe), ("options", self.options)):
+            for key, values in grid.items():
+                if not values:
+                    raise ParameterError(f"{section}.{key}: an empty list of values; give at least one")
+                if any(a == b for a, b in itertools.combinations(values, 2)):
+                    raise ParameterError(f"{section}.{key}: a value is repeated ({values}); list each value once")
+        if "n_classes" in self.options:
+            raise ParameterError("options.n_classes: the number of classes follows the run's label space; "
+                                 "it is not chosen")
+        if not self.recipe and not self.options:
+            raise ParameterError("recipe, options: the grid is empty; give at least one recipe setting or "
+                                 "model option with its values")
+        if isinstance(self.inner_folds, bool) or self.inner_folds < 2:
+            raise ParameterError(f"inner_folds: must be an integer of at least 2, got {self.inner_folds!r}")
+        if self.size > MAX_CANDIDATES:
+            raise ParameterError(f"recipe, options: {self.size} candidates (the product of the lists' lengths), "
+                                 f"more than {MAX_CANDIDATES}; each costs inner_folds fits per outer fold: "
+                                 "choose fewer values")
+
+    @property
+    def size(self) -> int:
+        """The number of candidates (the product of the lists' lengths)."""
+        return int(np.prod([len(v) for v in (*self.recipe.values(), *self.options.values())]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of the grid: its ``changes`` to the run's recipe and options, and both resolved."""
+
+    index: int  # position in the grid's cartesian product (file order)
+    recipe_changes: Mapping[str, object]
+    option_changes: Mapping[str, object]
+    recipe: Recipe  # the run's recipe with the changes
+    options: Mapping[str, object]  # the run's model options with the changes
+
+    def record(self) -> dict[str, dict[str, object]]:
+        """The candidate as the grid gives it (JSON-ready)."""
+        return json.loads(json.dumps({"recipe": dict(self.recipe_changes), "options": dict(self.option_changes)}))
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in {**self.recipe_changes, **self.option_changes}.items())
+
+
+@settings
+class FoldSelection:
+    """What nested selection chose for one (seed, fold), and on what (recorded in the fold's result)."""
+
+    chosen: int  # the candidate's index in the grid (file order)
+    candidate: dict[str, dict[str, Any]]  # {"recipe": {...}, "options": {...}}: the chosen changes
+    inner_uf1: list[float]  # every candidate's pooled inner UF1, in grid order
+    inner_folds: int
+    seconds: float  # the inner fits' share of the fold's time (included in the fold's seconds)
+
+
+def read_select_file(path: str | Path, model: str, recipe: Recipe, options: Mapping[str, object]) -> SelectionGrid:
+    """The select file at ``path``, validated for ``model`` with the run's ``recipe`` and ``options``.
+
+    Every error is a :class:`SelectionError` naming the file and the key: JSON
+    that does not parse, an unknown section or recipe setting, an empty or
+    repeated list, a value the recipe or the model's constructor refuses, a
+    grid of more than :data:`MAX_CANDIDATES` candidates.
+    """
+    path = Path(path)
+    source = f"--select {path}"
+    try:
+        record = json.loads(path.read_text())
+    except OSError as error:
+        raise SelectionError(f"{source}: cannot be read ({error.strerror or error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SelectionError(f"{source}: not a JSON file ({error}); docs/protocols.md#nested-selection "
+                             "shows the format") from None
+    try:
+        grid = from_record(SelectionGrid, record, source=source)
+    except FrMerError as error:
+        raise SelectionError(str(error)) from None
+    resolve_candidates(grid, model, recipe, options, source=source)
+    return grid
+
+
+def _recipe_with(base: Recipe, changes: Mapping[str, object], source: str) -> Recipe:
+    """``base`` with ``changes``, validated, with :meth:`Recipe.replace`'s rule: given epochs run as given."""
+    record = {**to_record(base), **changes}
+    if "epochs" in changes and "min_steps" not in changes:
+        record["min_steps"] = 0
+    try:
+        return from_record(Recipe, record, source=source)
+    except FrMerError as error:
+        raise SelectionError(str(error)) from None
+
+
+def _model_inputs(model: str, options: Mapping[str, object]) -> dict[str, object]:
+    with seeded_initialisation(0):
+        return dict(create_model(model, **options).inputs)
+
+
+def resolve_candidates(grid: SelectionGrid, model: str, recipe: Recipe, options: Mapping[str, object], *,
+                       inputs: Mapping[str, object] | None = None,
+                       source: str = "--select") -> tuple[Candidate, ...]:
+    """The grid's candidates, in file order, each validated (``source`` names the file in messages).
+
+    Every value is checked on its own first (the message names ``recipe.KEY[i]`` or
+    ``options.KEY[i]``), then every combination of options builds a model once (the
+    constructor's own checks), whose cache inputs must be the run's ``inputs``: the
+    data is loaded once for all candidates.
+    """
+    for key, values in grid.recipe.items():
+        for i, value in enumerate(values):
+            _recipe_with(recipe, {key: value}, f"{source}: recipe.{key}[{i}]")
+    checked: dict[str, list[object]] = {}
+    for key, values in grid.options.items():
+        try:
+            checked[key] = [validate_options(model, {key: value}, source=f"{source}: options.{key}[{i}]")[key]
+                            for i, value in enumerate(values)]
+        except FrMerError as error:
+            raise SelectionError(str(error)) from None
+    if inputs is None:
+        inputs = _model_inputs(model, options)
+    option_sets = []
+    for combination in itertools.product(*checked.values()):
+        changes = dict(zip(checked, combination))
+        merged = {**options, **changes}
+        described = ", ".join(f"{k}={v}" for k, v in changes.items())
+        try:
+            own = _model_inputs(model, merged)
+        except FrMerError as error:
+            raise SelectionError(f"{source}: options {described}: {error}") from None
+        if own != dict(inputs):
+            raise SelectionError(f"{source}: options {described}: the model then reads other cache inputs "
+                                 f"({own}) than the run's ({dict(inputs)}); the data is loaded once for every "
+                                 "candidate: give that option with -o instead")
+        option_sets.append((changes, merged))
+    candidates = []
+    for combination in itertools.product(*grid.recipe.values()):
+        recipe_changes = dict(zip(grid.recipe, combination))
+        described = ", ".join(f"{k}={v}" for k, v in recipe_changes.items())
+        resolved = _recipe_with(recipe, recipe_changes, f"{source}: recipe {described}")
+        for changes, merged in option_sets:
+            candidates.append(Candidate(len(candidates), recipe_changes, changes, resolved, merged))
+    return tuple(candidates)
+
+
+def candidate_plan(plan: "RunPlan", candidate: Candidate) -> "RunPlan":
+    """The run's plan with the candidate's recipe and options (and nothing more to select)."""
+    return dataclasses.replace(plan, options=dict(candidate.options), recipe=candidate.recipe, candidates=())
+
+
+def inner_model(plan: "RunPlan", data: DeviceDataset, seed: int, train_index: np.ndarray):
+    """A fresh model for one inner fit, on the data's device: the one place inner models are built.
+
+    ``plan`` is a candidate's (:func:`candidate_plan`); ``train_index`` the inner
+    training rows the model will train on (the only rows a model may fit anything
+    of its inputs on), as :func:`fr_mer.evaluation._fold_model` has the fold's.
+    """
+    return plan.build_model(seed).to(data.device)
+
+
+def inner_splits(data: DeviceDataset, job: "FoldJob", n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(inner train rows, inner validation rows)`` per inner fold of the job's training subjects.
+
+    Grouped by (database, subject), stratified by class as far as the subjects
+    allow (``StratifiedGroupKFold``), shuffled with ``derive_seed(fold seed, SELECT_STREAM)``.
+    Only the fold's training rows are looked at.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rows = np.asarray(job.fold.train_index, dtype=np.int64)
+    groups = np.array([f"{data.databases[i]}/{data.subjects[i]}" for i in rows])
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise SelectionError(f"fold {job.fold.subject}: {n_groups} training subjects, fewer than the select "
+                             f"file's inner_folds ({n_splits}); give a smaller inner_folds")
+    labels = data.labels[torch.as_tensor(rows, device=data.device)].cpu().numpy()
+    split = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                 random_state=derive_seed(job.fold_seed, SELECT_STREAM))
+    return [(rows[train], rows[val]) for train, val in split.split(np.zeros(len(rows)), labels, groups)]
+
+
+@dataclasses.dataclass
+class _InnerFit:
+    job: int  # position in the chunk
+    k: int  # inner fold
+    train: np.ndarray
+    val: np.ndarray
+    seed: int
+
+
+def score_candidates(plan: "RunPlan", data: DeviceDataset, jobs: Sequence["FoldJob"]) -> list[FoldSelection]:
+    """Every candidate's pooled inner UF1 per job, and the choice (ties: the earlier candidate).
+
+    With ``plan.stack`` 1 each inner fit trains alone (:func:`~fr_mer.training.train_model`);
+    otherwise each candidate's inner fits of the chunk train as stacks of at most
+    ``len(jobs)`` fits (:func:`~fr_mer.fold_stack.train_stacked`), the size of the run's own stacks.
+    """
+    start = time.perf_counter()
+    n_splits = plan.config.select.inner_folds
+    fits = []
+    for position, job in enumerate(jobs):
+        for k, (train, val) in enumerate(inner_splits(data, job, n_splits)):
+            check_classes_present(data.labels, torch.as_tensor(train, device=data.device), plan.label_space.n_classes,
+                                  f"inner fold {k} of fold {job.fold.subject} (seed {job.seed})")
+            fits.append(_InnerFit(position, k, train, val, derive_seed(job.fold_seed, SELECT_STREAM, k)))
+    scores = np.zeros((len(jobs), len(plan.candidates)))
+    for candidate in plan.candidates:
+        cplan = candidate_plan(plan, candidate)
+        predicted = _inner_predictions(cplan, data, jobs, fits, candidate.index)
+        for position in range(len(jobs)):
+            mine = [(fit, pred) for fit, pred in zip(fits, predicted) if fit.job == position]
+            true = np.concatenate([data.labels[torch.as_tensor(fit.val, device=data.device)].cpu().numpy()
+                                   for fit, _ in mine])
+            scores[position, candidate.index] = uf1(true, np.concatenate([pred for _, pred in mine]),
+                                                    plan.label_space.n_classes)
+    seconds = (time.perf_counter() - start) / max(len(jobs), 1)
+    selections = []
+    for row in scores:
+        chosen = 0
+        for index, score in enumerate(row):
+            if score > row[chosen]:  # strictly better: a tie keeps the earlier candidate
+                chosen = index
+        selections.append(FoldSelection(chosen=chosen, candidate=plan.candidates[chosen].record(),
+                                        inner_uf1=[round(float(s), 6) for s in row], inner_folds=n_splits,
+                                        seconds=seconds))
+    return selections
+
+
+def _inner_predictions(cplan: "RunPlan", data: DeviceDataset, jobs: Sequence["FoldJob"], fits: Sequence[_InnerFit],
+                       candidate: int) -> list[np.ndarray]:
+    """Each inner fit's predicted classes on its inner validation rows, trained with the candidate's plan."""
+    models = [inner_model(cplan, data, fit.seed, fit.train) for fit in fits]
+    if cplan.stack == 1:
+        for model, fit in zip(models, fits):
+            train_model(model, data, torch.as_tensor(fit.train), cplan.recipe, seed=fit.seed)
+    else:
+        from fr_mer.fold_stack import train_stacked
+
+        size = len(jobs)
+        for begin in range(0, len(fits), size):
+            group = fits[begin:begin + size]
+            stack_seed = derive_seed(jobs[0].seed, SELECT_STREAM, candidate,
+                                     *(n for fit in group for n in (jobs[fit.job].index, fit.k)))
+            train_stacked(models[begin:begin + size], data, [fit.train for fit in group], cplan.recipe,
+                          seed=stack_seed, fold_seeds=[fit.seed for fit in group])
+    return [predict_proba(model, data, torch.as_tensor(fit.val)).argmax(1).cpu().numpy()
+            for model, fit in zip(models, fits)]
+
+
+def train_selected(plan: "RunPlan", data: DeviceDataset, jobs: Sequence["FoldJob"],
+                   fit: Callable[["RunPlan", DeviceDataset, Sequence["FoldJob"]], list["FoldResult"]]
+                   ) -> list["FoldResult"]:
+    """Select per job (:func:`score_candidates`), then ``fit`` each chosen candidate's jobs with its plan.
+
+    ``fit(plan, data, jobs)`` is the plain run's training of a chunk (one fold, or one
+    stack): the jobs that chose the same candidate train together, in their order;
+    each result records its selection and counts the inner fits' time in its seconds.
+    """
+    selections = score_candidates(plan, data, jobs)
+    results: dict[int, FoldResult] = {}
+    for candidate in plan.candidates:
+        group = [position for position, s in enumerate(selections) if s.chosen == candidate.index]
+        if not group:
+            continue
+        trained = fit(candidate_plan(plan, candidate), data, [jobs[p] for p in group])
+        for position, result in zip(group, trained):
+            selection = selections[position]
+            results[position] = dataclasses.replace(result, selection=selection,
+                                                    seconds=result.seconds + selection.seconds)
+    return [results[position] for position in range(len(jobs))]
+
+
+# -- reports (fr_mer.report) ------------------------------------------------------------
+
+def selection_metrics(plan: "RunPlan", results: Sequence["FoldResult"]) -> dict[str, object]:
+    """``metrics.json``'s ``selection``: the grid, each candidate with how often it was chosen, every fold's choice."""
+    chosen = [r.selection for r in results if r.selection is not None]
+    grid = plan.config.select
+    candidates = []
+    for candidate in plan.candidates:
+        inner = [s.inner_uf1[candidate.index] for s in chosen]
+        candidates.append({"index": candidate.index, **candidate.record(),
+                           "chosen": sum(s.chosen == candidate.index for s in chosen),
+                           "mean_inner_uf1": round(statistics.fmean(inner), 4) if inner else None})
+    return {
+        "grid": to_record(grid),
+        "inner_folds": grid.inner_folds,
+        "fits_per_fold": len(plan.candidates) * grid.inner_folds + 1,
+        "candidates": candidates,
+        "folds": [{"seed": r.seed, "database": r.database, "subject": r.subject, "chosen": r.selection.chosen,
+                   "inner_uf1": r.selection.inner_uf1} for r in results if r.selection is not None],
+    }
+
+
+def selection_markdown(selection: Mapping[str, Any]) -> list[str]:
+    """The Markdown report's lines for :func:`selection_metrics`'s record."""
+    lines = ["", f"Nested selection: {len(selection['candidates'])} candidates, chosen per fold on "
+             f"{selection['inner_folds']} inner folds of its training subjects ({selection['fits_per_fold']} fits "
+             "per fold); the held-out subject was predicted once, by the chosen candidate retrained.", "",
+             "| candidate | settings | times chosen | mean inner UF1 |", "|---|---|---|---|"]
+    for c in selection["candidates"]:
+        settings_text = ", ".join(f"{k}={v}" for k, v in {**c["recipe"], **c["options"]}.items())
+        mean = "" if c["mean_inner_uf1"] is None else f"{c['mean_inner_uf1']:.4f}"
+        lines.append(f"| {c['index']} | {settings_text} | {c['chosen']} | {mean} |")
+    lines += ["", "| seed | fold | chosen | inner UF1 per candidate |", "|---|---|---|---|"]
+    lines += [f"| {f['seed']} | {f['database']}/{f['subject']} | {f['chosen']} | "
+              + ", ".join(f"{u:.4f}" for u in f["inner_uf1"]) + " |" for f in selection["folds"]]
+    return lines
