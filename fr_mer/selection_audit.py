@@ -254,6 +254,7 @@ def _plot(path: Path, audit: dict, scopes: Sequence[str]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     colours = {"last_epoch": "black", "best_epoch_per_subject": "tab:red", "best_single_epoch": "tab:green"}
     fig, (curve_ax, bar_ax) = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=100)
@@ -267,6 +268,7 @@ def _plot(path: Path, audit: dict, scopes: Sequence[str]) -> None:
     for name in FIGURES:
         curve_ax.axhline(audit[name]["full"]["uf1"], color=colours[name], linestyle="--", linewidth=0.9,
                          label=TITLES[name])
+    curve_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve_ax.set_xlabel("epoch")
     curve_ax.set_ylabel("UF1 (full)")
     curve_ax.legend(fontsize=6, loc="lower right")
@@ -277,8 +279,9 @@ def _plot(path: Path, audit: dict, scopes: Sequence[str]) -> None:
                    yerr=[audit[name][s]["uf1_std"] for s in scopes], capsize=2)
     bar_ax.set_xticks(range(len(scopes)), list(scopes))
     bar_ax.set_ylabel("UF1 (mean, bars: sd over seeds)")
-    bar_ax.set_ylim(0, 1)
-    bar_ax.legend(fontsize=6, loc="upper right")
+    bar_ax.set_ylim(0, 1.25)
+    bar_ax.set_yticks(np.linspace(0, 1, 6))
+    bar_ax.legend(fontsize=6, loc="upper center", ncol=len(FIGURES))
     fig.suptitle(f"{audit['model']}: selection audit, seeds {audit['seeds']} (only the last epoch is a result)",
                  fontsize=9)
     fig.tight_layout()
