@@ -8,8 +8,9 @@ predicted (:func:`run_fold`, or :func:`run_fold_stack` for stacked folds) ->
 
 For each seed and each fold, a fresh model, initialised from the fold's seed
 (:mod:`fr_mer.randomness`), is trained on the other subjects and predicts the
-held-out one once; nothing else looks at the held-out subject. Each finished
-fold is written to ``OUT/folds/seed<S>/<database>-<subject>.json`` atomically
+held-out one once; nothing else looks at the held-out subject but the opt-in
+``--audit-selection`` log, used for its own report only (:mod:`fr_mer.selection_audit`).
+Each finished fold is written to ``OUT/folds/seed<S>/<database>-<subject>.json`` atomically
 (:mod:`fr_mer.results_folder`), so an interrupted run resumes at the first
 unfinished fold. Metrics are computed on the pooled predictions of all folds
 (per seed), then summarised as mean and standard deviation over seeds
@@ -37,6 +38,7 @@ from fr_mer.protocols import Fold, fold_leak, protocol_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
 from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
+from fr_mer.selection_audit import EpochLog, EpochRecorder, audited, check_finished_folds_logged, write_log
 from fr_mer.state_dicts import load_into, read_state_dict
 from fr_mer.training import predict_proba, train_model
 
@@ -117,11 +119,18 @@ def run_fold_stack(plan: RunPlan, data: DeviceDataset, jobs: Sequence[FoldJob]) 
             for job, (model, train_index, val_index), log in zip(jobs, built, logs)]
 
 
-def run_fold(plan: RunPlan, data: DeviceDataset, job: FoldJob) -> FoldResult:
-    """Train on the fold's training subjects (or load its released weights) and predict the held-out one."""
+def run_fold(plan: RunPlan, data: DeviceDataset, job: FoldJob, *,
+             audit_logs: list[EpochLog] | None = None) -> FoldResult:
+    """Train on the fold's training subjects (or load its released weights) and predict the held-out one.
+
+    ``audit_logs`` (``--audit-selection``): a list that receives the fold's
+    :class:`~fr_mer.selection_audit.EpochLog`, the held-out subject's predictions after
+    every epoch, which change nothing of the training or the result.
+    """
     model, train_index, val_index = _fold_model(plan, data, job)
     start = time.perf_counter()
     loss = rate = float("nan")
+    recorder = None
     if plan.weights_dir is not None:
         weights = plan.weights_dir / f"{job.fold.name}.pth"
         if not weights.is_file():
@@ -132,19 +141,29 @@ def run_fold(plan: RunPlan, data: DeviceDataset, job: FoldJob) -> FoldResult:
         load_into(model, weights, read_state_dict(weights, map_location=data.device))
         model.to(data.device)
     else:
-        log = train_model(model, data, torch.as_tensor(train_index), plan.recipe, seed=job.fold_seed)
+        recorder = EpochRecorder(model, data, job.fold.test_index) if audit_logs is not None else None
+        log = train_model(model, data, torch.as_tensor(train_index), plan.recipe, seed=job.fold_seed,
+                          on_epoch=recorder)
         loss, rate = log.final_loss, log.samples_per_second
-    return _predict_fold(data, job, model, train_index, val_index, time.perf_counter() - start, loss, rate)
+    result = _predict_fold(data, job, model, train_index, val_index, time.perf_counter() - start, loss, rate)
+    if recorder is not None:
+        audit_logs.append(recorder.log(result))
+    return result
 
 
 def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConfig, *,
                    device: torch.device | str, overwrite: bool = False, from_end: bool = False,
                    on_start: Callable[[int], None] | None = None,
                    on_fold: Callable[[FoldResult, bool], None] | None = None,
-                   scheduler: "str | Client | None" = None, ensemble: bool = False) -> dict:
+                   scheduler: "str | Client | None" = None, ensemble: bool = False,
+                   audit_selection: bool = False) -> dict:
     """Run (or resume) every seed x fold; returns the metrics written to ``metrics.json``.
 
     ``ensemble`` also reports the seeds' ensemble (:func:`fr_mer.report.write_reports`).
+    ``audit_selection`` logs each fold's held-out predictions after every epoch and reports
+    what epoch selection on them would have given (:mod:`fr_mer.selection_audit`); the
+    metrics are the same. Not a recorded setting; a resumed run with it needs every
+    finished fold's log.
 
     ``on_start(total_folds)`` is called once the folds are known; ``on_fold(result, resumed)``
     after each fold, with ``resumed`` True for folds read back from an earlier run.
@@ -166,11 +185,15 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     from fr_mer import report
 
     plan = make_plan(config, cache_path)
+    if audit_selection:
+        plan = audited(plan)
     folder = ResultsFolder(out_dir)
     data = load_plan_data(plan, torch.device("cpu") if scheduler is not None else resolve_device(device))
     folder.check_or_write_config(plan, overwrite)
     folds = plan_folds(data)
     jobs = plan.jobs(folds)
+    if plan.audit_selection:
+        check_finished_folds_logged(folder, jobs)
     if on_start is not None:
         on_start(len(jobs))
     started = time.perf_counter()
@@ -201,21 +224,31 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
 
 def _train_and_write(plan: RunPlan, data: DeviceDataset, folder: ResultsFolder,
                      pending: Sequence[FoldJob]) -> list[FoldResult]:
-    """Train one chunk (one fold, or one stack; with candidates, selected first) and write each fold's file."""
+    """Train one chunk (one fold, or one stack; with candidates, selected first) and write each fold's file
+    (after its audit log, with ``--audit-selection``) as it is kept."""
+    audit_logs = [] if plan.audit_selection else None
+
+    def fit(fit_plan: RunPlan, fit_data: DeviceDataset, jobs: Sequence[FoldJob]) -> list[FoldResult]:
+        return _train(fit_plan, fit_data, jobs, audit_logs)
+
     if plan.candidates:
         from fr_mer.selection import train_selected
 
-        trained = train_selected(plan, data, pending, _train)
+        trained = train_selected(plan, data, pending, fit)
     else:
-        trained = _train(plan, data, pending)
+        trained = fit(plan, data, pending)
+    for log in audit_logs or ():
+        write_log(folder, log)
     for job, result in zip(pending, trained):
         folder.write_fold(job, result)
     return trained
 
 
-def _train(plan: RunPlan, data: DeviceDataset, pending: Sequence[FoldJob]) -> list[FoldResult]:
-    """A plain run's training of one chunk: one fold, or one stack."""
-    return [run_fold(plan, data, pending[0])] if plan.stack == 1 else run_fold_stack(plan, data, pending)
+def _train(plan: RunPlan, data: DeviceDataset, pending: Sequence[FoldJob],
+           audit_logs: list[EpochLog] | None = None) -> list[FoldResult]:
+    """A plain run's training of one chunk: one fold (audited if ``audit_logs`` is a list), or one stack."""
+    return ([run_fold(plan, data, pending[0], audit_logs=audit_logs)] if plan.stack == 1
+            else run_fold_stack(plan, data, pending))
 
 
 # -- on a dask cluster (fr_mer.cluster) --------------------------------------------------

@@ -1,4 +1,7 @@
-"""Evaluation reports: metrics.json, predictions.csv, folds.csv, summary.md, confusion PNGs."""
+"""Evaluation reports: metrics.json, predictions.csv, folds.csv, summary.md, confusion PNGs.
+
+A run of ``--audit-selection`` also gets ``selection_audit.json`` and ``.png`` (:mod:`fr_mer.selection_audit`).
+"""
 from __future__ import annotations
 
 import csv
@@ -29,6 +32,19 @@ def _summary(values: Sequence[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def seed_summary(per_seed: dict[str, dict[str, float]]) -> dict[str, object]:
+    """One scope's entry of ``metrics.json``: the mean and sd over seeds of each seed's pooled UF1 and
+    UAR (``per_seed``: seed -> :func:`~fr_mer.metrics.pooled_metrics`), the sample count, each seed's."""
+    uf1_mean, uf1_std = _summary([m["uf1"] for m in per_seed.values()])
+    uar_mean, uar_std = _summary([m["uar"] for m in per_seed.values()])
+    return {
+        "uf1": round(uf1_mean, 4), "uar": round(uar_mean, 4),
+        "uf1_std": round(uf1_std, 4), "uar_std": round(uar_std, 4),
+        "n": next(iter(per_seed.values()))["n"],
+        "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
+    }
 
 
 def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequence[Fold],
@@ -64,17 +80,9 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
         database = None if scope == "full" else scope
         if config.protocol == "loso" and scope != "full":
             continue
-        per_seed = {}
-        for seed in seeds:
-            per_seed[str(seed)] = pooled_metrics([r for r in results if r.seed == seed], database, len(classes))
-        uf1_mean, uf1_std = _summary([m["uf1"] for m in per_seed.values()])
-        uar_mean, uar_std = _summary([m["uar"] for m in per_seed.values()])
-        metrics[scope] = {
-            "uf1": round(uf1_mean, 4), "uar": round(uar_mean, 4),
-            "uf1_std": round(uf1_std, 4), "uar_std": round(uar_std, 4),
-            "n": next(iter(per_seed.values()))["n"],
-            "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
-        }
+        metrics[scope] = seed_summary({
+            str(seed): pooled_metrics([r for r in results if r.seed == seed], database, len(classes))
+            for seed in seeds})
     if any(r.selection is not None for r in results):  # --select (fr_mer.selection)
         from fr_mer.selection import selection_metrics
 
@@ -88,7 +96,12 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_predictions(out_dir / "predictions.csv", results, classes)
     _write_fold_log(out_dir / "folds.csv", results)
-    (out_dir / "summary.md").write_text(_markdown(metrics, scopes, config))
+    from fr_mer.selection_audit import write_selection_audit
+
+    audit = write_selection_audit(out_dir, results, model=config.model, protocol=config.protocol,
+                                  database=config.database, seeds=seeds, classes=classes,
+                                  scopes=[s for s in scopes if config.protocol != "loso" or s == "full"])
+    (out_dir / "summary.md").write_text(_markdown(metrics, scopes, config) + audit)
     for scope in scopes:
         database = None if scope == "full" else scope
         _confusion_png(out_dir / f"confusion_{scope}.png", results, database, scope, config.model, classes)

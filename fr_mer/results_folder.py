@@ -3,7 +3,9 @@
 ``OUT/config.json`` records the run's settings (:class:`~fr_mer.run_plan.EvalConfig`)
 and its cache; ``OUT/folds/seed<S>/<database>-<subject>.json`` holds one
 finished fold (:class:`FoldResult`), written atomically (``os.replace``), so a
-killed run leaves only whole files and a rerun resumes after them.
+killed run leaves only whole files and a rerun resumes after them. With
+``--audit-selection``, ``<database>-<subject>.audit.json`` beside it holds the
+fold's per-epoch predictions (:mod:`fr_mer.selection_audit`), written first.
 """
 from __future__ import annotations
 
@@ -44,10 +46,10 @@ class FoldResult:
     selection: FoldSelection | None = None
 
 
-def atomic_json(path: Path, payload: object) -> None:
+def atomic_json(path: Path, payload: object, indent: int | None = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_text(json.dumps(payload, indent=indent))
     os.replace(tmp, path)
 
 
@@ -67,7 +69,15 @@ class ResultsFolder:
             raise EvaluationError(f"--out {self.path}: exists and is not a folder; give a folder for the results")
 
     def fold_path(self, job: FoldJob) -> Path:
-        return self.path / "folds" / f"seed{job.seed}" / f"{job.fold.database}-{job.fold.name}.json"
+        return self._fold_file(job.seed, job.fold.database, job.fold.name, ".json")
+
+    def audit_path(self, seed: int, database: str, name: str) -> Path:
+        """The (seed, fold)'s per-epoch log of ``--audit-selection`` (:mod:`fr_mer.selection_audit`), beside
+        its fold file; ``name`` is the fold's (:attr:`FoldResult.subject`)."""
+        return self._fold_file(seed, database, name, ".audit.json")
+
+    def _fold_file(self, seed: int, database: str, name: str, suffix: str) -> Path:
+        return self.path / "folds" / f"seed{seed}" / f"{database}-{name}{suffix}"
 
     def read_fold(self, job: FoldJob) -> FoldResult | None:
         """The finished fold's result, or None when it has not been written."""

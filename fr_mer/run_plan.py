@@ -107,6 +107,9 @@ class RunPlan:
     stack: int | None  # folds trained together: 1 fold by fold, None all folds of a seed
     label_space: LabelSpace = COMPOSITE_SPACE
     candidates: tuple[Candidate, ...] = ()  # nested selection's (fr_mer.selection); () selects nothing
+    #: ``--audit-selection``: log the held-out subject's predictions after every epoch
+    #: (:mod:`fr_mer.selection_audit`); not a setting of the run (the results are the same)
+    audit_selection: bool = False
 
     @property
     def model_name(self) -> str:
@@ -160,9 +163,10 @@ def _cache_database(cache: Path) -> str:
 
 
 def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device,
-                       out_dir: str | Path | None = None) -> int:
+                       out_dir: str | Path | None = None, *, stacking: bool = True) -> int:
     """``--fold-batch`` when it is not given: what a resumed run in ``out_dir`` recorded; else 0 (all
-    folds of a seed stacked) on CUDA where the model stacks with ``recipe``, and 1 on the CPU.
+    folds of a seed stacked) on CUDA where the model stacks with ``recipe``, and 1 on the CPU or
+    without ``stacking`` (``--audit-selection``, which trains fold by fold).
 
     Stacking is the same training per fold (:mod:`fr_mer.func_stack`), so the
     choice is speed alone: on a GPU one fold is too little work, on the CPU the
@@ -176,7 +180,7 @@ def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device,
             value = None  # the results folder's own check names a damaged file
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-    if device.type != "cuda":
+    if device.type != "cuda" or not stacking:
         return 1
     from fr_mer.fold_stack import check_stackable
 

@@ -88,6 +88,11 @@ class FoldProgress:
                    "selection). Per fold, each candidate is scored on inner subject folds of the TRAINING "
                    "subjects only; the best is retrained on them and predicts the held-out subject once. Costs "
                    "candidates x inner folds + 1 fits per fold.")
+@click.option("--audit-selection", is_flag=True,
+              help="Also log each held-out subject's predictions after every epoch (used for nothing else) and "
+                   "report, apart from the results, what choosing epochs on them would have scored: best epoch "
+                   "per subject, best single epoch (OUT/selection_audit.json, .png; docs/protocols.md). The "
+                   "training and results are unchanged. Trains fold by fold (not with --fold-batch or --weights).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
@@ -95,18 +100,19 @@ class FoldProgress:
                    "options and --out, it shares the work: each process skips folds already written.")
 def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
             deterministic, seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler,
-            ensemble, select_file, out, overwrite, from_end) -> None:
+            ensemble, select_file, audit_selection, out, overwrite, from_end) -> None:
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
-    plots. An interrupted run resumes at the first unfinished fold.
+    plots (and with --audit-selection, selection_audit.json and .png). An interrupted
+    run resumes at the first unfinished fold.
     """
     # With --scheduler the workers train, each on --device as it resolves it; this process reads on the CPU.
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      "cpu" if scheduler else device, threads, deterministic)
     check_writable_target(out, "--out", folder=True)
     if fold_batch is None:
-        fold_batch = default_fold_batch(model_name, recipe, torch_device, out)
+        fold_batch = default_fold_batch(model_name, recipe, torch_device, out, stacking=not audit_selection)
     database = loso_database(cache, protocol, database)
     select = read_select_file(select_file, model_name, recipe, options) if select_file else None
     config = EvalConfig(
@@ -124,7 +130,7 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     try:
         run_evaluation(cache, out, config, device=device if scheduler else torch_device, overwrite=overwrite,
                        from_end=from_end, on_start=progress.start, on_fold=progress.update, scheduler=scheduler,
-                       ensemble=ensemble)
+                       ensemble=ensemble, audit_selection=audit_selection)
     finally:
         progress.close()
     counts = progress.counts
