@@ -310,7 +310,9 @@ class PreprocessRun:
             else:
                 from joblib import Parallel, delayed
 
-                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
+                # deferring, the workers keep aligning the next batch while this process computes flows
+                ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
+                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", pre_dispatch=ahead)(
                     delayed(_work)(clip, self.params, os.getpid(), defer) for clip in self.todo
                 )
             waiting: list[Outcome] = []
