@@ -22,7 +22,7 @@ from fr_mer.cli import main
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import CacheError, CacheWriter, read_cache
 from fr_mer.pipeline.flow import flow_implementation
-from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun, finish_clip, process_clip
+from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun, finish_clip, preprocess, process_clip
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED
 from fr_mer.pipeline.scan import scan
 
@@ -56,20 +56,17 @@ def two_caches(synthetic):
 
     root, args = synthetic
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runner = CliRunner()
-        opencv = root.parent / "opencv.h5"
-        result = runner.invoke(main, [*args, "--out", str(opencv), "--jobs", "1"])
-        assert result.exit_code == 0, result.output
-        cpu = root.parent / "torch-cpu.h5"
-        result = runner.invoke(main, [*args, "--out", str(cpu), "--jobs", "1", "--flow-device", "cpu",
-                                      "--flow-batch", "2"])
-        assert result.exit_code == 0, result.output
-        assert "3 done" in result.output and "0 failed" in result.output
-        assert "TV-L1 in torch on cpu, 2 pairs at a time" in result.output
-    finally:
-        torch.set_num_threads(threads)
+    runner = CliRunner()
+    opencv = root.parent / "opencv.h5"
+    result = runner.invoke(main, [*args, "--out", str(opencv), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    cpu = root.parent / "torch-cpu.h5"
+    result = runner.invoke(main, [*args, "--out", str(cpu), "--jobs", "1", "--flow-device", "cpu",
+                                  "--flow-batch", "2", "--flow-threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3 done" in result.output and "0 failed" in result.output
+    assert "TV-L1 in torch on cpu, 2 pairs at a time" in result.output
+    assert torch.get_num_threads() == threads  # --flow-threads holds for the run only
     return opencv, cpu
 
 
@@ -123,6 +120,18 @@ def test_a_deferred_flow_gives_the_sample_process_clip_makes(synthetic, two_cach
         finish_clip(direct, np.zeros((64, 64, 2), np.float32), params)
 
 
+def test_flow_threads_hold_while_the_run_iterates(synthetic, tmp_path):
+    import torch
+
+    root, _ = synthetic
+    clip = scan("smic", root=root).clips[0]
+    params = PreprocessParams(flow_size=64, feature_size=16, flow_implementation="torch")
+    before, seen = torch.get_num_threads(), []
+    summary = preprocess([clip], tmp_path / "c.h5", params, jobs=1, flow_threads=1,
+                         progress=lambda outcome: seen.append(torch.get_num_threads()))
+    assert summary.done == 1 and seen == [1] and torch.get_num_threads() == before
+
+
 @pytest.mark.skipif(cuda_available(), reason="this machine has a CUDA device")
 def test_cuda_without_a_gpu_is_refused_before_any_file_changes(synthetic, tmp_path):
     _, args = synthetic
@@ -163,6 +172,8 @@ def test_library_checks_of_the_flow_device(tmp_path):
         PreprocessRun([], tmp_path / "b.h5", unsupported)
     with pytest.raises(ParameterError, match="flow_batch"):
         PreprocessRun([], tmp_path / "c.h5", opencv, flow_batch=0)
+    with pytest.raises(ParameterError, match="flow_threads"):
+        PreprocessRun([], tmp_path / "d.h5", opencv, flow_threads=0)
     assert not any(tmp_path.iterdir())
     assert PreprocessParams.from_dict({k: v for k, v in opencv.as_dict().items()
                                        if k != "flow_implementation"}) == opencv

@@ -84,6 +84,9 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--flow-batch", type=click.IntRange(min=1), default=DEFAULT_FLOW_BATCH, show_default=True,
               help="Pairs per torch TV-L1 batch with --flow-device cpu or cuda (lower it if the GPU runs out "
                    "of memory).")
+@click.option("--flow-threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of the torch TV-L1 in this process with --flow-device cpu [default: torch's "
+                   "choice, all cores; 1 on a machine shared with other jobs, docs/tvl1-torch.md].")
 @click.option("--feature-size", type=click.IntRange(min=1), default=DEFAULT_FEATURE_SIZE, show_default=True,
               help="Side of the 'flow' model input (u, v, strain).")
 @click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=DEFAULT_NORMALISATION,
@@ -126,6 +129,7 @@ def command(
     flow_size: int,
     flow_device: str,
     flow_batch: int,
+    flow_threads: int | None,
     feature_size: int,
     normalisation: str,
     face_size: int,
@@ -181,7 +185,8 @@ def command(
         err=True,
     )
     with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite, scheduler=scheduler,
-                       flow_device=None if flow_device == "opencv" else flow_device, flow_batch=flow_batch) as run:
+                       flow_device=None if flow_device == "opencv" else flow_device, flow_batch=flow_batch,
+                       flow_threads=flow_threads) as run:
         where = f"on the cluster at {scheduler} ({run.jobs} worker threads)" if scheduler else f"{run.jobs} job(s)"
         if run.flow_device is not None:
             where += f"; TV-L1 in torch on {run.flow_device}, {run.flow_batch} pairs at a time"

@@ -208,6 +208,7 @@ class PreprocessRun:
     flows when ``params.flow_implementation`` is ``torch`` (the module docstring);
     a device torch cannot use is refused with a
     :class:`~fr_mer.errors.ParameterError` before the cache is opened.
+    ``flow_threads``: torch's CPU threads while the run iterates (None: as they are).
     """
 
     def __init__(
@@ -221,16 +222,21 @@ class PreprocessRun:
         scheduler: "str | Client | None" = None,
         flow_device: str | None = None,
         flow_batch: int = DEFAULT_FLOW_BATCH,
+        flow_threads: int | None = None,
     ) -> None:
         if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
             raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
         if isinstance(flow_batch, bool) or not isinstance(flow_batch, int) or flow_batch < 1:
             raise ParameterError(f"flow_batch must be a positive integer, got {flow_batch!r}")
+        if flow_threads is not None and (isinstance(flow_threads, bool) or not isinstance(flow_threads, int)
+                                         or flow_threads < 1):
+            raise ParameterError(f"flow_threads must be a positive integer, got {flow_threads!r}")
         clips = list(clips)
         self.params = params
         _check_apex_rule(clips, params.smic_apex)
         self.flow_device = _flow_device(params, flow_device)
         self.flow_batch = flow_batch
+        self.flow_threads = flow_threads if self.flow_device is not None else None
         # Connected before the cache is opened: an unreachable scheduler changes no file.
         self.client = None
         self._own_client = False
@@ -295,6 +301,12 @@ class PreprocessRun:
 
     def __iter__(self) -> Iterator[Outcome]:
         start = time.perf_counter()
+        torch_threads = None
+        if self.flow_threads is not None:
+            import torch
+
+            torch_threads = torch.get_num_threads()
+            torch.set_num_threads(self.flow_threads)
         try:
             for key, reason in self.unusable:
                 if key not in self.summary.failed:
@@ -333,6 +345,10 @@ class PreprocessRun:
         finally:
             self.summary.wall_seconds = time.perf_counter() - start
             self.close()
+            if torch_threads is not None:
+                import torch
+
+                torch.set_num_threads(torch_threads)
 
     def _finish_flows(self, waiting: list[Outcome]) -> list[Outcome]:
         """The outcomes of samples waiting for their flow: the flows of all as one torch batch, then each finished.
@@ -454,13 +470,15 @@ def preprocess(
     scheduler: "str | Client | None" = None,
     flow_device: str | None = None,
     flow_batch: int = DEFAULT_FLOW_BATCH,
+    flow_threads: int | None = None,
 ) -> PreprocessSummary:
     """Make (or complete) the cache ``out`` from ``clips``; returns the run's summary.
 
     ``scheduler``: a ``dask.distributed`` scheduler's address (or a client) to
     run the clips on instead of ``jobs`` local processes. ``flow_device``,
-    ``flow_batch``: see :class:`PreprocessRun`.
+    ``flow_batch``, ``flow_threads``: see :class:`PreprocessRun`.
     """
     run = PreprocessRun(clips, out, params or PreprocessParams(), jobs=jobs, overwrite=overwrite,
-                        scheduler=scheduler, flow_device=flow_device, flow_batch=flow_batch)
+                        scheduler=scheduler, flow_device=flow_device, flow_batch=flow_batch,
+                        flow_threads=flow_threads)
     return run.run(progress)
