@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_pipeline import cpu_model, read_gray, square_box  # noqa: E402
 
+from fr_mer import atomic  # noqa: E402
 from fr_mer.metrics import uar, uf1  # noqa: E402
 from fr_mer.pipeline.align import AlignParams, FaceAligner, apply_matrix  # noqa: E402
 from fr_mer.pipeline.flow import TVL1Params, flow_features, optical_strain, tvl1_flow  # noqa: E402
@@ -92,10 +93,9 @@ def clip_variants(onset, apex, landmarks, flows, aligner, tvl1, seconds):
 
 def save_features(path: Path, per_clip: list[dict], meta: dict) -> None:
     """Every variant's inputs of the clips done so far (written whole, then renamed: resumable)."""
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, meta=json.dumps(meta),
-                        **{"|".join(v): np.stack([c[v] for c in per_clip]) for v in per_clip[0]})
-    tmp.replace(path)
+    with atomic.atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, meta=json.dumps(meta),
+                            **{"|".join(v): np.stack([c[v] for c in per_clip]) for v in per_clip[0]})
 
 
 def main() -> None:

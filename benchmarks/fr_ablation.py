@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fr_mer import atomic
 from fr_mer.data import load_dataset, resolve_device
 from fr_mer.evaluation import EvalConfig, FoldResult, run_evaluation, run_fold
 from fr_mer.metrics import pooled_metrics, uar, uf1
@@ -150,10 +150,7 @@ def run_variant(name: str, protocol: str, seeds: tuple[int, ...], cache: Path, o
                 results.append(FoldResult(**json.loads(path.read_text())))
                 continue
             result = run_fold(plan, data, FoldJob(seed, index, fold))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(dataclasses.asdict(result)))
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps(dataclasses.asdict(result)))
             results.append(result)
             log(_fold_line(name, protocol, result))
         seed_results = [r for r in results if r.seed == seed]

@@ -36,7 +36,15 @@ import numpy as np
 import skimage.data
 
 from fr_mer.pipeline.clips import Clip
-from fr_mer.pipeline.preprocess import STAGES, ClipOptions, DynamicImageOptions, PreprocessParams, PreprocessRun
+from fr_mer.pipeline.flow import FLOW_DEVICES, flow_implementation
+from fr_mer.pipeline.preprocess import (
+    DEFAULT_FLOW_BATCH,
+    STAGES,
+    ClipOptions,
+    DynamicImageOptions,
+    PreprocessParams,
+    PreprocessRun,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -94,12 +102,13 @@ def write_clips(folder: Path, n_clips: int, n_frames: int, seed: int) -> list[Cl
     return clips
 
 
-def measure(clips: list[Clip], params: PreprocessParams, jobs: int, out: Path) -> dict:
+def measure(clips: list[Clip], params: PreprocessParams, jobs: int, out: Path, flow_device: str | None = None,
+            flow_batch: int = DEFAULT_FLOW_BATCH) -> dict:
     if out.exists():
         out.unlink()
     params.as_dict()  # hashes the landmark model once, outside the timings
     start = time.perf_counter()
-    run = PreprocessRun(clips, out, params, jobs=jobs)
+    run = PreprocessRun(clips, out, params, jobs=jobs, flow_device=flow_device, flow_batch=flow_batch)
     finished = []
     with run:
         for _ in run:
@@ -115,6 +124,7 @@ def measure(clips: list[Clip], params: PreprocessParams, jobs: int, out: Path) -
     busy = sum(per_sample.values())
     return {
         "jobs": jobs,
+        "flow_device": flow_device or "opencv",
         "samples": summary.done,
         "wall_s": wall,
         "samples_per_s": summary.done / wall,
@@ -160,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=6, help="frames per clip, onset..offset")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="--jobs values to time")
     parser.add_argument("--flow-size", type=int, default=PreprocessParams().flow_size)
+    parser.add_argument("--flow-device", choices=FLOW_DEVICES, default="opencv",
+                        help="TV-L1 of fr-mer preprocess --flow-device (cpu, cuda: the torch port, batched)")
+    parser.add_argument("--flow-batch", type=int, default=DEFAULT_FLOW_BATCH, help="pairs per torch TV-L1 batch")
     parser.add_argument("--with-clip", action="store_true", help="also make clip_frames")
     parser.add_argument("--with-dynamic-images", action="store_true", help="also make dynamic_images")
     parser.add_argument("--seed", type=int, default=0)
@@ -170,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
 
     params = PreprocessParams(
         flow_size=args.flow_size,
+        flow_implementation=flow_implementation(args.flow_device),
         clip=ClipOptions() if args.with_clip else None,
         dynamic_images=DynamicImageOptions() if args.with_dynamic_images else None,
     )
     work = args.work or Path(tempfile.mkdtemp(prefix="frmer-bench-"))
     try:
         clips = write_clips(work / "frames", args.clips, args.frames, args.seed)
-        results = [measure(clips, params, jobs, work / f"cache-j{jobs}.h5") for jobs in args.jobs]
+        device = None if args.flow_device == "opencv" else args.flow_device
+        results = [measure(clips, params, jobs, work / f"cache-j{jobs}.h5", device, args.flow_batch)
+                   for jobs in args.jobs]
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from fr_mer.atomic import atomic_path
 from fr_mer.config import to_record
 from fr_mer.errors import FrMerError
 from fr_mer.models import MERModel, Recipe, create_model, list_models
@@ -50,9 +51,8 @@ def save_checkpoint(path: str | Path, model: MERModel, *, fold: str | None, seed
         "cache_schema_version": SCHEMA_VERSION,
         "preprocess_params": json.dumps(dict(preprocess_params or {}), sort_keys=True, default=str),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -2,18 +2,20 @@
 
 ``OUT/config.json`` records the run's settings (:class:`~fr_mer.run_plan.EvalConfig`)
 and its cache; ``OUT/folds/seed<S>/<database>-<subject>.json`` holds one
-finished fold (:class:`FoldResult`), written atomically (``os.replace``), so a
-killed run leaves only whole files and a rerun resumes after them. With
+finished fold (:class:`FoldResult`), written atomically (:mod:`fr_mer.atomic`: a
+temporary file of the writer's own, then ``os.replace``), so a killed run leaves
+only whole files and a rerun resumes after them, and two runs in one folder at once
+(``--from-end`` beside a plain run) never trip over each other's files. With
 ``--audit-selection``, ``<database>-<subject>.audit.json`` beside it holds the
 fold's per-epoch predictions (:mod:`fr_mer.selection_audit`), written first.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from fr_mer import atomic
 from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import FrMerError
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan
@@ -47,10 +49,12 @@ class FoldResult:
 
 
 def atomic_json(path: Path, payload: object, indent: int | None = 1) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=indent))
-    os.replace(tmp, path)
+    """``payload`` as JSON in ``path``, atomically (:func:`fr_mer.atomic.write_text`)."""
+    atomic.write_text(path, _json_text(payload, indent))
+
+
+def _json_text(payload: object, indent: int | None = 1) -> str:
+    return json.dumps(payload, indent=indent)
 
 
 def _read_json(path: Path, what: str, remedy: str) -> Any:
@@ -97,7 +101,9 @@ class ResultsFolder:
         """Record the plan's settings, or check that the folder's recorded run has the same ones.
 
         Raises :class:`EvaluationError` naming the settings that differ (or the
-        damaged file), before any fold is trained.
+        damaged file), before any fold is trained. Runs started in one folder at
+        once (``--from-end``) agree: the first records the settings
+        (:func:`fr_mer.atomic.create_text`), the others check theirs against it.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         # the label space is recorded for readers of the folder; the config's protocol and
@@ -105,30 +111,33 @@ class ResultsFolder:
         record = {"config": to_record(plan.config), "cache": str(plan.cache),
                   "label_space": plan.label_space.record()}
         path = self.path / CONFIG_FILE
-        if path.exists() and not overwrite:
-            remedy = "delete it (the finished folds are kept if the settings are the same), or use a fresh --out"
-            stored = _read_json(path, "the run's recorded settings", remedy)
-            if not isinstance(stored, dict):
-                raise EvaluationError(f"{path}: the run's recorded settings are damaged (not a mapping); {remedy}")
-            try:
-                # A record written before a setting existed takes its default (the value it ran with).
-                stored_config = to_record(from_record(EvalConfig, stored.get("config", {}), source=str(path)))
-            except FrMerError as error:
-                raise EvaluationError(f"{error}; {remedy}") from None
-            differ = [key for key, value in record["config"].items()
-                      if not _same_setting(key, stored_config.get(key), value)]
-            if not _same_path(stored.get("cache"), record["cache"]):
-                differ.append("cache")
-            if differ:
-                raise EvaluationError(
-                    f"{path}: {self.path} holds a run with other settings ({', '.join(differ)}); "
-                    "use another --out, or --overwrite to start again"
-                )
+        if overwrite:
+            if (self.path / "folds").exists():
+                for fold_file in (self.path / "folds").rglob("*.json"):
+                    fold_file.unlink(missing_ok=True)  # another --overwrite run may have taken it
+            atomic_json(path, record)
             return
-        if overwrite and (self.path / "folds").exists():
-            for fold_file in (self.path / "folds").rglob("*.json"):
-                fold_file.unlink()
-        atomic_json(path, record)
+        if not path.exists() and atomic.create_text(path, _json_text(record)):
+            return  # this run recorded the settings
+        # a recorded run: a resumed one, or one started in this folder at the same moment
+        remedy = "delete it (the finished folds are kept if the settings are the same), or use a fresh --out"
+        stored = _read_json(path, "the run's recorded settings", remedy)
+        if not isinstance(stored, dict):
+            raise EvaluationError(f"{path}: the run's recorded settings are damaged (not a mapping); {remedy}")
+        try:
+            # A record written before a setting existed takes its default (the value it ran with).
+            stored_config = to_record(from_record(EvalConfig, stored.get("config", {}), source=str(path)))
+        except FrMerError as error:
+            raise EvaluationError(f"{error}; {remedy}") from None
+        differ = [key for key, value in record["config"].items()
+                  if not _same_setting(key, stored_config.get(key), value)]
+        if not _same_path(stored.get("cache"), record["cache"]):
+            differ.append("cache")
+        if differ:
+            raise EvaluationError(
+                f"{path}: {self.path} holds a run with other settings ({', '.join(differ)}); "
+                "use another --out, or --overwrite to start again"
+            )
 
 
 def _same_path(stored: object, current: object) -> bool:

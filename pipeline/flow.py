@@ -7,6 +7,8 @@ v (vertical, +y = down), in pixels of the image it was computed on, from
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 
@@ -36,6 +38,27 @@ NORMALISATIONS = {
         "dimensionless (pixel/pixel)"
     ),
 }
+
+
+#: The TV-L1 implementations, by the name a cache records (``params["flow_implementation"]``).
+FLOW_IMPLEMENTATIONS = {
+    "opencv": "cv2.optflow.DualTVL1OpticalFlow, one pair at a time in each worker process",
+    "torch": "fr_mer.pipeline.tvl1_torch, the same algorithm and parameters, pairs batched on one torch device "
+             "(docs/tvl1-torch.md)",
+}
+
+#: The implementation of ``fr-mer preprocess`` by default (``--flow-device opencv``).
+DEFAULT_FLOW_IMPLEMENTATION = "opencv"
+
+#: ``fr-mer preprocess --flow-device`` choices: ``opencv``, or the torch implementation on a device.
+FLOW_DEVICES = ("opencv", "cpu", "cuda")
+
+
+def flow_implementation(device: str) -> str:
+    """The implementation a ``--flow-device`` runs (recorded in the cache): ``opencv``, else ``torch``."""
+    if device not in FLOW_DEVICES:
+        raise ValueError(f"unknown flow device {device!r}; choose one of {', '.join(FLOW_DEVICES)}")
+    return "opencv" if device == "opencv" else "torch"
 
 
 @settings
@@ -103,6 +126,41 @@ def tvl1_flow(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params
         a, b = (np.ascontiguousarray(x, dtype=np.float32) / np.float32(255.0) for x in (a, b))
     flow = params.create().calc(a, b, None)
     return np.asarray(flow, dtype=np.float32)
+
+
+def tvl1_flows(prev: Sequence[np.ndarray], nxt: Sequence[np.ndarray], params: TVL1Params = TVL1Params(), *,
+               implementation: str = DEFAULT_FLOW_IMPLEMENTATION, device: str = "cpu") -> np.ndarray:
+    """The TV-L1 flows of several pairs of one size, with either implementation.
+
+    Args:
+        prev, nxt: N (H, W) grayscale images each, as :func:`tvl1_flow` takes them.
+        params: solver parameters.
+        implementation: a key of :data:`FLOW_IMPLEMENTATIONS`: ``opencv`` runs
+            :func:`tvl1_flow` pair by pair; ``torch`` runs every pair as one batch
+            of :func:`fr_mer.pipeline.tvl1_torch.tvl1_flow` on ``device``
+            (``cpu``, ``cuda``, ``cuda:1``; torch is imported only then).
+
+    Returns:
+        (N, H, W, 2) float32 flows (u, v) in pixels, as :func:`tvl1_flow`'s.
+    """
+    if len(prev) != len(nxt):
+        raise ValueError(f"prev and nxt must hold as many images, got {len(prev)} and {len(nxt)}")
+    if implementation == "opencv":
+        return np.stack([tvl1_flow(a, b, params) for a, b in zip(prev, nxt)]).astype(np.float32, copy=False)
+    if implementation != "torch":
+        raise ValueError(f"unknown flow implementation {implementation!r}; choose one of "
+                         f"{', '.join(FLOW_IMPLEMENTATIONS)}")
+    import torch
+
+    from fr_mer.pipeline import tvl1_torch
+
+    first = [_gray(a, "prev") for a in prev]
+    second = [_gray(b, "nxt") for b in nxt]
+    with torch.no_grad():
+        image0 = torch.from_numpy(np.stack(first).astype(np.float32, copy=False)).to(device)
+        image1 = torch.from_numpy(np.stack(second).astype(np.float32, copy=False)).to(device)
+        flow = tvl1_torch.tvl1_flow(image0, image1, params)
+    return flow.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _backward_diff(f: np.ndarray, axis: int) -> np.ndarray:

@@ -45,7 +45,7 @@ MEDIAN_SIZES = (3, 5)
 _FLOAT_EPSILON = torch.finfo(torch.float32).eps
 
 
-def _check_params(params: TVL1Params) -> None:
+def check_params(params: TVL1Params) -> None:
     """ParameterError naming the first setting this implementation cannot run as OpenCV does."""
     if params.use_initial_flow:
         raise ParameterError("TVL1Params.use_initial_flow: the torch TV-L1 starts from zero flow; set it to False")
@@ -64,6 +64,31 @@ def _check_params(params: TVL1Params) -> None:
             f"TVL1Params.median_filtering must be <= 1 (off) or one of {MEDIAN_SIZES} (what OpenCV's "
             f"medianBlur takes for float images), got {params.median_filtering!r}"
         )
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this process can run on; ParameterError naming ``--flow-device`` if not.
+
+    A CUDA device is refused when ``torch.cuda.is_available()`` is False (a CPU
+    build of torch, no driver, no GPU) or when its index is past the last GPU.
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ParameterError(f"--flow-device {device}: not a torch device ({error}); use cpu or cuda") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ParameterError(
+                f"--flow-device {device}: torch sees no CUDA device (torch {torch.__version__}, {built}); "
+                "use --flow-device cpu or opencv, or run on a machine with a GPU and a CUDA build of torch"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ParameterError(f"--flow-device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                                 "device(s); give an index below that")
+    elif device.type != "cpu":
+        raise ParameterError(f"--flow-device {device}: the torch TV-L1 runs on cpu or cuda")
+    return device
 
 
 def _check_images(image0: torch.Tensor, image1: torch.Tensor) -> None:
@@ -354,7 +379,7 @@ def tvl1_flow(image0: torch.Tensor, image1: torch.Tensor, params: TVL1Params = T
         (B, 2, H, W) float32 flow (u, v) in pixels on the images' device,
         ``image0[b, y, x] ~ image1[b, y + v, x + u]``.
     """
-    _check_params(params)
+    check_params(params)
     _check_images(image0, image1)
     image0 = image0.to(torch.float32)
     image1 = image1.to(torch.float32)

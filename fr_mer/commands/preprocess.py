@@ -11,10 +11,11 @@ from fr_mer.commands.scan import clips_from_options, dataset_options
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams
 from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
-from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, DEFAULT_NORMALISATION, NORMALISATIONS,
-                                  TVL1Params)
+from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, DEFAULT_NORMALISATION, FLOW_DEVICES,
+                                  NORMALISATIONS, TVL1Params, flow_implementation)
 from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
 from fr_mer.pipeline.preprocess import (
+    DEFAULT_FLOW_BATCH,
     ClipOptions,
     DynamicImageOptions,
     PreprocessParams,
@@ -75,6 +76,17 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--flow-size", type=click.IntRange(min=16), default=DEFAULT_FLOW_SIZE, show_default=True,
               help="Side in pixels of the aligned face on which TV-L1 runs (docs/pipeline.md "
                    "measures its effect on accuracy and time).")
+@click.option("--flow-device", type=click.Choice(FLOW_DEVICES), default="opencv", show_default=True,
+              help="Who computes TV-L1: opencv = OpenCV's DualTVL1OpticalFlow in each worker; cpu or cuda = "
+                   "fr-mer's torch port (same algorithm and parameters, docs/tvl1-torch.md) in this process, "
+                   "--flow-batch pairs at once on that device, while the workers align. Recorded in the cache "
+                   "(opencv or torch): a cache is completed with the same choice.")
+@click.option("--flow-batch", type=click.IntRange(min=1), default=DEFAULT_FLOW_BATCH, show_default=True,
+              help="Pairs per torch TV-L1 batch with --flow-device cpu or cuda (lower it if the GPU runs out "
+                   "of memory).")
+@click.option("--flow-threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of the torch TV-L1 in this process with --flow-device cpu [default: torch's "
+                   "choice, all cores; 1 on a machine shared with other jobs, docs/tvl1-torch.md].")
 @click.option("--feature-size", type=click.IntRange(min=1), default=DEFAULT_FEATURE_SIZE, show_default=True,
               help="Side of the 'flow' model input (u, v, strain).")
 @click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=DEFAULT_NORMALISATION,
@@ -115,6 +127,9 @@ def command(
     scheduler: str | None,
     overwrite: bool,
     flow_size: int,
+    flow_device: str,
+    flow_batch: int,
+    flow_threads: int | None,
     feature_size: int,
     normalisation: str,
     face_size: int,
@@ -148,6 +163,7 @@ def command(
         feature_size=feature_size,
         normalisation=normalisation,
         tvl1=_overrides(TVL1Params, tvl1_items, "--tvl1"),
+        flow_implementation=flow_implementation(flow_device),
         align=align,
         head_motion=head_motion,
         smic_apex=str(dataset.get("smic_apex") or "middle"),
@@ -168,9 +184,12 @@ def command(
         f"{statuses[UNUSABLE]} unusable (recorded as failures)",
         err=True,
     )
-    with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite,
-                       scheduler=scheduler) as run:
+    with PreprocessRun(clips, out, params, jobs=jobs or default_jobs(), overwrite=overwrite, scheduler=scheduler,
+                       flow_device=None if flow_device == "opencv" else flow_device, flow_batch=flow_batch,
+                       flow_threads=flow_threads) as run:
         where = f"on the cluster at {scheduler} ({run.jobs} worker threads)" if scheduler else f"{run.jobs} job(s)"
+        if run.flow_device is not None:
+            where += f"; TV-L1 in torch on {run.flow_device}, {run.flow_batch} pairs at a time"
         click.echo(f"{out}: {len(run)} to make, {run.summary.skipped} already cached; {where}", err=True)
         with click.progressbar(length=len(run), label="preprocess", file=sys.stderr,
                                show_pos=True, item_show_func=lambda o: o.key if o else "") as bar:

@@ -76,7 +76,9 @@ class CacheWriter:
 
     ``params`` must describe everything that changes the samples' content; a
     cache made with other params is refused (``overwrite=True`` starts afresh),
-    so samples made two ways are never mixed.
+    so samples made two ways are never mixed. ``params_added``: params a cache
+    written before they existed lacks, with the value it was made with (it is
+    compared so). ``options``: what sets each param, named in the refusal.
     """
 
     def __init__(
@@ -87,9 +89,13 @@ class CacheWriter:
         arrays: Mapping[str, ArraySpec],
         software: Mapping[str, object] | None = None,
         overwrite: bool = False,
+        params_added: Mapping[str, object] | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.params = json.loads(canonical_json(params))
+        self._params_added = json.loads(canonical_json(dict(params_added or {})))
+        self._options = dict(options or {})
         self.arrays = dict(arrays)
         _check_out(self.path)
         self._lock = WriterLock(self.path)
@@ -109,6 +115,15 @@ class CacheWriter:
             raise
         self._samples = self._file["samples"]
         self._failures = self._file["failures"]
+
+    def _difference(self, key: str, stored: Mapping[str, object]) -> str:
+        """``key`` differs, with both values when they are short, and the option that sets it."""
+        text = f"{key} differs"
+        before, now = stored.get(key), self.params.get(key)
+        if all(value is None or isinstance(value, (str, int, float)) for value in (before, now)):
+            text = f"{key} {before!r} in the cache, {now!r} now"
+        option = self._options.get(key)
+        return f"{text} (set by {option})" if option else text
 
     # -- opening ---------------------------------------------------------
     def _create(self, software: Mapping[str, object]) -> None:
@@ -176,15 +191,15 @@ class CacheWriter:
                 f"{self.path}: cache schema version {version}, this fr-mer writes "
                 f"{SCHEMA_VERSION}; use another --out or --overwrite to rebuild it"
             )
-        stored = json.loads(f.attrs.get("params", "{}"))
+        stored = {**self._params_added, **json.loads(f.attrs.get("params", "{}"))}
         if stored != self.params:
             f.close()
             diff = sorted(
                 k for k in set(stored) | set(self.params) if stored.get(k) != self.params.get(k)
             )
             raise CacheError(
-                f"{self.path}: made with other parameters ({', '.join(diff)} differ); "
-                "samples made two ways are never mixed: use another --out, or --overwrite "
+                f"{self.path}: made with other parameters ({'; '.join(self._difference(k, stored) for k in diff)}); "
+                "samples made two ways are never mixed: use another --out, the cache's settings, or --overwrite "
                 "to recompute everything"
             )
         samples = f["samples"]

@@ -6,37 +6,66 @@ Three modules, one job each:
   :class:`DynamicImageOptions`), what a cache records in ``params``, and the
   software versions it records in ``software``;
 - :mod:`.sample`: :func:`process_pair`, one sample's arrays as a pure function of
-  its frames and the parameters (no file read, no clip), and :mod:`.clip`:
-  :func:`process_clip`, which reads a scanned clip's frames and calls it;
+  its frames and the parameters (no file read, no clip), in two halves around the
+  flow (:func:`prepare_pair`, :func:`finish_pair`), and :mod:`.clip`:
+  :func:`process_clip`, which reads a scanned clip's frames and calls them
+  (:func:`finish_clip` completes a sample whose flow was computed apart);
 - :mod:`.run`: :class:`PreprocessRun` and :func:`preprocess`, the resumable
   parallel run that writes the cache.
 
 The names below are the public ones; import them from here.
 """
-from fr_mer.pipeline.preprocess.clip import Sample, is_pre_cropped, is_pre_cropped_path, process_clip, read_gray
+from fr_mer.pipeline.preprocess.clip import (
+    Sample,
+    finish_clip,
+    is_pre_cropped,
+    is_pre_cropped_path,
+    process_clip,
+    read_gray,
+)
 from fr_mer.pipeline.preprocess.params import (
     ClipOptions,
     DynamicImageOptions,
     PreprocessParams,
     software_versions,
 )
-from fr_mer.pipeline.preprocess.run import Outcome, PreprocessRun, PreprocessSummary, default_jobs, preprocess
-from fr_mer.pipeline.preprocess.sample import STAGES, PairSample, SampleError, process_pair
+from fr_mer.pipeline.preprocess.run import (
+    DEFAULT_FLOW_BATCH,
+    Outcome,
+    PreprocessRun,
+    PreprocessSummary,
+    default_jobs,
+    preprocess,
+)
+from fr_mer.pipeline.preprocess.sample import (
+    STAGES,
+    PairSample,
+    PendingPair,
+    SampleError,
+    finish_pair,
+    prepare_pair,
+    process_pair,
+)
 
 __all__ = [
+    "DEFAULT_FLOW_BATCH",
     "STAGES",
     "ClipOptions",
     "DynamicImageOptions",
     "Outcome",
     "PairSample",
+    "PendingPair",
     "PreprocessParams",
     "PreprocessRun",
     "PreprocessSummary",
     "Sample",
     "SampleError",
     "default_jobs",
+    "finish_clip",
+    "finish_pair",
     "is_pre_cropped",
     "is_pre_cropped_path",
+    "prepare_pair",
     "preprocess",
     "process_clip",
     "process_pair",

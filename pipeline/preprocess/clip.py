@@ -1,4 +1,4 @@
-"""One scanned clip to one cache sample: read its frames, then :func:`process_pair`.
+"""One scanned clip to one cache sample: read its frames, then :func:`process_pair`'s stages.
 
 :func:`process_clip` reads the onset and apex frames as grayscale (``read``);
 SMIC clips scanned with ``--smic-apex spot`` (``Clip.apex_frame`` None) first get
@@ -6,6 +6,9 @@ their apex spotted (``spot``, :func:`pipeline.spotting.spot_apex`) on all their
 frames, aligned by the onset's transform. The frames onset..offset of the clip
 models' inputs are read one at a time as :func:`process_pair` asks for them. The
 clip's annotation gives the sample's metadata (the cache's metadata columns).
+With ``defer_flow`` it stops before the flow and :func:`finish_clip` completes the
+sample later, given its flow: the torch TV-L1 (``--flow-device cpu|cuda``) computes
+the flows of many samples at once in the run's process.
 """
 from __future__ import annotations
 
@@ -19,15 +22,18 @@ import numpy as np
 
 from fr_mer.pipeline.align import AlignedPair
 from fr_mer.pipeline.clips import REPAIRED, Clip
+from fr_mer.pipeline.flow import tvl1_flows
 from fr_mer.pipeline.labels import CLASS_INDEX
 from fr_mer.pipeline.preprocess.params import PreprocessParams
 from fr_mer.pipeline.preprocess.sample import (
+    PendingPair,
     SampleError,
     StageClock,
     TimedAligner,
     aligner_for,
     cache_flags,
-    process_pair,
+    finish_pair,
+    prepare_pair,
 )
 from fr_mer.pipeline.spotting import spot_apex
 
@@ -48,6 +54,9 @@ class Sample:
     timings: dict[str, float]
     repaired: bool = False
     cpu_seconds: float = 0.0  # CPU time of the worker on this sample (wall time is in timings)
+    #: A sample made with ``process_clip(..., defer_flow=True)``: everything but the flow, which
+    #: :func:`finish_clip` adds (until then ``arrays`` lacks ``flow``).
+    pending: PendingPair | None = None
 
 
 def read_gray(path: Path | str) -> np.ndarray:
@@ -96,12 +105,16 @@ def is_pre_cropped_path(path: Path | str) -> bool:
     return path.name.lower().startswith("reg_") or any(part.lower() in _CROPPED_FOLDERS for part in path.parts[:-1])
 
 
-def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
+def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = False) -> Sample:
     """Turn one clip into a cache sample: its frames read, then :func:`process_pair`.
 
     Raises :class:`SampleError` with the reason when the clip cannot be used.
     Frames are read one at a time; whole frames are held together only to spot
     an SMIC apex (one SMIC clip: tens of 640x480 frames).
+
+    ``defer_flow``: stop before the flow and return the sample with ``pending``
+    set (no ``flow`` column yet), for a caller that computes the flows of many
+    samples at once and completes each with :func:`finish_clip`.
     """
     if not clip.usable:
         raise SampleError(f"{clip.key}: unusable in the scan: {clip.problem or 'no reason given'}")
@@ -143,18 +156,20 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
             flags.append("frames_missing")
         clip_frames = _read_frames(clip, numbers, full, onset.shape)
     try:
-        pair = process_pair(onset, apex, params, clip_frames=clip_frames, pre_cropped=is_pre_cropped(clip),
-                            aligned=aligned)
+        pending = prepare_pair(onset, apex, params, clip_frames=clip_frames, pre_cropped=is_pre_cropped(clip),
+                               aligned=aligned)
     except SampleError as error:
         raise SampleError(f"{clip.key}: {error}") from None
     finally:
         full.clear()
-    clock.add(pair.timings)
-    flags.extend(pair.flags)
+    clock.add(pending.timings)
+    flags.extend(pending.flags)
 
     repaired = clip.status == REPAIRED
     if repaired:
         flags.append("repaired")
+    # the clip's flags and seconds travel with the pair, so that finishing it gives the whole sample's
+    pending = dataclasses.replace(pending, flags=flags, timings=clock.seconds)
     meta = {
         "key": clip.key,
         "database": clip.dataset,
@@ -169,8 +184,33 @@ def process_clip(clip: Clip, params: PreprocessParams) -> Sample:
     }
     if clip.objective_class is not None:  # the cache writes -1 (none) for a row without it
         meta["objective_class"] = clip.objective_class
-    return Sample(clip.key, meta, pair.arrays, clock.seconds, repaired=repaired,
-                  cpu_seconds=time.process_time() - cpu_start)
+    sample = Sample(clip.key, meta, pending.arrays, dict(clock.seconds), repaired=repaired,
+                    cpu_seconds=time.process_time() - cpu_start, pending=pending)
+    if defer_flow:
+        return sample
+    start, cpu_start = time.perf_counter(), time.process_time()
+    (flow,) = tvl1_flows([pending.onset], [pending.apex], params.tvl1, implementation=params.flow_implementation)
+    return finish_clip(sample, flow, params, flow_seconds=time.perf_counter() - start,
+                       cpu_seconds=time.process_time() - cpu_start)
+
+
+def finish_clip(sample: Sample, flow: np.ndarray, params: PreprocessParams, *, flow_seconds: float = 0.0,
+                cpu_seconds: float = 0.0) -> Sample:
+    """The finished sample of ``process_clip(..., defer_flow=True)``'s ``sample`` and its
+    (flow_size, flow_size, 2) flow (:func:`~fr_mer.pipeline.preprocess.sample.finish_pair`).
+
+    ``flow_seconds`` and ``cpu_seconds``: the wall and CPU time the flow took (a batch's share),
+    added to the sample's.
+    """
+    if sample.pending is None:
+        raise ValueError(f"{sample.key}: the sample is finished already (made without defer_flow)")
+    try:
+        pair = finish_pair(sample.pending, flow, params, flow_seconds=flow_seconds)
+    except SampleError as error:
+        raise SampleError(f"{sample.key}: {error}") from None
+    meta = {**sample.meta, "flags": cache_flags(pair.flags)}
+    return Sample(sample.key, meta, pair.arrays, pair.timings, repaired=sample.repaired,
+                  cpu_seconds=sample.cpu_seconds + cpu_seconds)
 
 
 def _read_frames(clip: Clip, numbers: list[int], full: Mapping[int, np.ndarray],

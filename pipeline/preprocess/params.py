@@ -24,8 +24,8 @@ from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams, default_predictor_path
 from fr_mer.pipeline.cache import ArraySpec
-from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, DEFAULT_NORMALISATION, NORMALISATIONS,
-                                  TVL1Params)
+from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_IMPLEMENTATION, DEFAULT_FLOW_SIZE,
+                                  DEFAULT_NORMALISATION, FLOW_IMPLEMENTATIONS, NORMALISATIONS, TVL1Params)
 from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
 from fr_mer.pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT
@@ -86,6 +86,11 @@ class PreprocessParams:
         feature_size: side of the ``flow`` model input (u, v, strain).
         normalisation: scaling of ``flow`` (:data:`pipeline.flow.NORMALISATIONS`).
         tvl1: TV-L1 solver parameters.
+        flow_implementation: which TV-L1 computes the flow
+            (:data:`pipeline.flow.FLOW_IMPLEMENTATIONS`: ``opencv`` or ``torch``, set by
+            ``--flow-device``); the two agree to float rounding amplified by TV-L1
+            (docs/tvl1-torch.md), yet a cache never mixes them. The torch device is
+            not recorded: it changes no more than rounding.
         align: face crop and detection parameters.
         head_motion: compensation method (:data:`pipeline.headmotion.METHODS`).
         smic_apex: the rule SMIC clips were scanned with (``middle`` or ``spot``);
@@ -100,6 +105,7 @@ class PreprocessParams:
     feature_size: int = DEFAULT_FEATURE_SIZE
     normalisation: str = DEFAULT_NORMALISATION
     tvl1: TVL1Params = dataclasses.field(default_factory=TVL1Params)
+    flow_implementation: str = DEFAULT_FLOW_IMPLEMENTATION
     align: AlignParams = dataclasses.field(default_factory=AlignParams)
     head_motion: str = DEFAULT_METHOD
     smic_apex: str = "middle"
@@ -111,6 +117,7 @@ class PreprocessParams:
         check_int("flow size", self.flow_size, 16)
         check_int("feature size", self.feature_size, 1)
         _check_choice("normalisation", self.normalisation, NORMALISATIONS)
+        _check_choice("flow implementation", self.flow_implementation, FLOW_IMPLEMENTATIONS)
         _check_choice("head-motion method", self.head_motion, METHODS)
         _check_choice("SMIC apex rule", self.smic_apex, SMIC_APEX_RULES)
         if self.predictor is not None and not Path(self.predictor).is_file():
@@ -199,6 +206,26 @@ class PreprocessParams:
             })
         return specs
 
+
+#: Params a cache made by an older fr-mer (of the same schema version) may lack, with the value
+#: such a cache was made with: :class:`~fr_mer.pipeline.cache.CacheWriter` compares them so, and
+#: resumes that cache.
+PARAMS_ADDED = {"flow_implementation": DEFAULT_FLOW_IMPLEMENTATION}
+
+#: The ``fr-mer preprocess`` option that sets each recorded param (named when a cache's differ).
+PARAM_OPTIONS = {
+    "flow_size": "--flow-size",
+    "feature_size": "--feature-size",
+    "normalisation": "--normalisation",
+    "tvl1": "--tvl1",
+    "flow_implementation": "--flow-device: opencv records 'opencv', cpu and cuda record 'torch'",
+    "align": "--align, --face-size",
+    "head_motion": "--head-motion",
+    "smic_apex": "--smic-apex",
+    "clip": "--with-clip, --clip-length, --clip-size",
+    "dynamic_images": "--with-dynamic-images, --di-segments, --di-size, --di-frames-per-segment",
+    "predictor": "--landmarks-model",
+}
 
 #: The ``flow`` column's units per normalisation (recorded as its ``units`` attribute): raw values
 #: are in pixels of the flow-size crop, so ``u / flow_size`` is the scale-free unit (face side).

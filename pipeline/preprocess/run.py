@@ -13,6 +13,13 @@ Memory does not grow with the number of clips: a bounded number of clips is in
 flight at once (joblib's ``pre_dispatch``, the cluster's :func:`fr_mer.cluster.as_finished`
 window) and each finished sample is written and dropped before the next is
 taken; the run keeps only counts and the failures' reasons.
+
+With the torch TV-L1 (``params.flow_implementation == "torch"``, ``--flow-device
+cpu|cuda``) the workers stop each sample before its flow
+(``process_clip(..., defer_flow=True)``); this process stacks the waiting pairs,
+``flow_batch`` at a time, computes their flows as one batch on ``flow_device``,
+finishes the samples (:func:`~fr_mer.pipeline.preprocess.clip.finish_clip`: strain,
+features) and writes them. At most ``flow_batch`` samples wait so.
 """
 from __future__ import annotations
 
@@ -29,8 +36,9 @@ import cv2
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import CacheError, CacheWriter
 from fr_mer.pipeline.clips import Clip
-from fr_mer.pipeline.preprocess.clip import Sample, process_clip
-from fr_mer.pipeline.preprocess.params import PreprocessParams, software_versions
+from fr_mer.pipeline.flow import tvl1_flows
+from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip
+from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
 
@@ -47,22 +55,30 @@ class Outcome:
     reason: str = ""
 
 
-def _work(clip: Clip, params: PreprocessParams, parent: int | None = None) -> Outcome:
+#: Pairs whose torch TV-L1 flows are computed as one batch by default (``--flow-batch``).
+DEFAULT_FLOW_BATCH = 32
+
+#: What one odd clip may raise without stopping a run of hundreds (recorded as its failure).
+_SAMPLE_ERRORS = (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError, OverflowError)
+
+
+def _work(clip: Clip, params: PreprocessParams, parent: int | None = None, defer_flow: bool = False) -> Outcome:
     """Worker entry point: one sample; a problem with it becomes a failure reason.
 
     OpenCV runs one thread per job, so ``--jobs`` is the number of busy cores.
     ``parent``: the pid of the run's process, which a worker outlives by at most
-    :data:`ORPHAN_POLL_SECONDS` (:func:`_exit_with_parent`).
+    :data:`ORPHAN_POLL_SECONDS` (:func:`_exit_with_parent`). ``defer_flow``: the
+    sample stops before its flow (the run's process computes it).
     """
     if parent is not None and parent != os.getpid():
         _exit_with_parent(parent)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        return Outcome(clip.key, process_clip(clip, params))
+        return Outcome(clip.key, process_clip(clip, params, defer_flow=defer_flow))
     except SampleError as exc:
         return Outcome(clip.key, None, str(exc))
-    except (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError, OverflowError) as exc:
+    except _SAMPLE_ERRORS as exc:
         # One odd clip must not stop a run of hundreds: record it and go on.
         return Outcome(clip.key, None, f"{clip.key}: {type(exc).__name__}: {exc}")
     finally:
@@ -186,6 +202,13 @@ class PreprocessRun:
     dask cluster's workers instead of ``jobs`` local processes; the workers must
     see the clips' frames at the same paths, and this process still writes the
     cache. ``jobs`` then reports the cluster's worker threads at the start.
+
+    ``flow_device`` (``cpu``, ``cuda``, ``cuda:1``; None: ``cpu``) and
+    ``flow_batch``: where and how many pairs at once this process computes the
+    flows when ``params.flow_implementation`` is ``torch`` (the module docstring);
+    a device torch cannot use is refused with a
+    :class:`~fr_mer.errors.ParameterError` before the cache is opened.
+    ``flow_threads``: torch's CPU threads while the run iterates (None: as they are).
     """
 
     def __init__(
@@ -197,12 +220,23 @@ class PreprocessRun:
         jobs: int | None = None,
         overwrite: bool = False,
         scheduler: "str | Client | None" = None,
+        flow_device: str | None = None,
+        flow_batch: int = DEFAULT_FLOW_BATCH,
+        flow_threads: int | None = None,
     ) -> None:
         if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
             raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
+        if isinstance(flow_batch, bool) or not isinstance(flow_batch, int) or flow_batch < 1:
+            raise ParameterError(f"flow_batch must be a positive integer, got {flow_batch!r}")
+        if flow_threads is not None and (isinstance(flow_threads, bool) or not isinstance(flow_threads, int)
+                                         or flow_threads < 1):
+            raise ParameterError(f"flow_threads must be a positive integer, got {flow_threads!r}")
         clips = list(clips)
         self.params = params
         _check_apex_rule(clips, params.smic_apex)
+        self.flow_device = _flow_device(params, flow_device)
+        self.flow_batch = flow_batch
+        self.flow_threads = flow_threads if self.flow_device is not None else None
         # Connected before the cache is opened: an unreachable scheduler changes no file.
         self.client = None
         self._own_client = False
@@ -222,6 +256,8 @@ class PreprocessRun:
                 arrays=params.array_specs(),
                 software=software_versions(),
                 overwrite=overwrite,
+                params_added=PARAMS_ADDED,
+                options=PARAM_OPTIONS,
             )
         except BaseException:
             self._close_client()
@@ -265,31 +301,93 @@ class PreprocessRun:
 
     def __iter__(self) -> Iterator[Outcome]:
         start = time.perf_counter()
+        torch_threads = None
+        if self.flow_threads is not None:
+            import torch
+
+            torch_threads = torch.get_num_threads()
+            torch.set_num_threads(self.flow_threads)
         try:
             for key, reason in self.unusable:
                 if key not in self.summary.failed:
                     self.writer.append_failure(key, reason)
                     self.summary.failed[key] = reason
             jobs = min(self.jobs, len(self.todo))
+            defer = self.flow_device is not None
             if self.client is not None:
-                results: Iterable[Outcome] = self._on_cluster()
+                results: Iterable[Outcome] = self._on_cluster(defer)
             elif jobs <= 1:
                 # In-process: no worker start-up, and the caller's debugger works.
-                results = (_work(clip, self.params) for clip in self.todo)
+                results = (_work(clip, self.params, None, defer) for clip in self.todo)
             else:
                 from joblib import Parallel, delayed
 
-                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
-                    delayed(_work)(clip, self.params, os.getpid()) for clip in self.todo
+                # deferring, the workers keep aligning the next batch while this process computes flows
+                ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
+                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", pre_dispatch=ahead)(
+                    delayed(_work)(clip, self.params, os.getpid(), defer) for clip in self.todo
                 )
+            waiting: list[Outcome] = []
             for outcome in results:
-                self._record(outcome)
-                yield outcome
+                if outcome.sample is not None and outcome.sample.pending is not None:
+                    waiting.append(outcome)
+                    if len(waiting) < self.flow_batch:
+                        continue
+                    outcomes, waiting = self._finish_flows(waiting), []
+                else:
+                    outcomes = [outcome]
+                for done in outcomes:
+                    self._record(done)
+                    yield done
+            for done in self._finish_flows(waiting):
+                self._record(done)
+                yield done
         finally:
             self.summary.wall_seconds = time.perf_counter() - start
             self.close()
+            if torch_threads is not None:
+                import torch
 
-    def _on_cluster(self) -> Iterator[Outcome]:
+                torch.set_num_threads(torch_threads)
+
+    def _finish_flows(self, waiting: list[Outcome]) -> list[Outcome]:
+        """The outcomes of samples waiting for their flow: the flows of all as one torch batch, then each finished.
+
+        Each sample is charged an equal share of the batch's wall and CPU time
+        (its ``flow`` stage). Raises :class:`~fr_mer.errors.ParameterError` naming
+        ``--flow-batch`` when the device runs out of memory.
+        """
+        if not waiting:
+            return []
+        import torch
+
+        pending = [outcome.sample.pending for outcome in waiting]
+        start, cpu_start = time.perf_counter(), time.process_time()
+        try:
+            flows = tvl1_flows([p.onset for p in pending], [p.apex for p in pending], self.params.tvl1,
+                               implementation="torch", device=self.flow_device)
+        except torch.cuda.OutOfMemoryError as error:
+            raise ParameterError(
+                f"--flow-device {self.flow_device}: out of memory on a batch of {len(waiting)} pairs of "
+                f"{self.params.flow_size} px ({str(error).splitlines()[0]}); give a smaller --flow-batch "
+                "(the samples written so far are kept: rerun to resume)"
+            ) from None
+        share = len(waiting)
+        seconds, cpu = (time.perf_counter() - start) / share, (time.process_time() - cpu_start) / share
+        outcomes = []
+        for outcome, flow in zip(waiting, flows):
+            try:
+                sample = finish_clip(outcome.sample, flow, self.params, flow_seconds=seconds, cpu_seconds=cpu)
+            except SampleError as exc:
+                outcomes.append(Outcome(outcome.key, None, str(exc)))
+                continue
+            except _SAMPLE_ERRORS as exc:
+                outcomes.append(Outcome(outcome.key, None, f"{outcome.key}: {type(exc).__name__}: {exc}"))
+                continue
+            outcomes.append(Outcome(outcome.key, sample))
+        return outcomes
+
+    def _on_cluster(self, defer_flow: bool) -> Iterator[Outcome]:
         """The outcomes of the clips run on the cluster's workers, as they finish.
 
         A clip whose task was running on every worker that died under it (dask's
@@ -298,7 +396,8 @@ class PreprocessRun:
         from fr_mer.cluster import as_finished, killed_worker_error
 
         killed = killed_worker_error()
-        for clip, future in as_finished(self.client, _work, self.todo, self.params, name="fr-mer-clip"):
+        for clip, future in as_finished(self.client, _work, self.todo, self.params, None, defer_flow,
+                                        name="fr-mer-clip"):
             try:
                 yield future.result()
             except killed as error:
@@ -334,6 +433,19 @@ class PreprocessRun:
         return self.summary
 
 
+def _flow_device(params: PreprocessParams, device: str | None) -> str | None:
+    """The torch device of the run's flows (None: OpenCV's in the workers), checked before any file changes."""
+    if params.flow_implementation != "torch":
+        if device is not None:
+            raise ParameterError(f"flow_device {device!r} is for the torch TV-L1, but the parameters say "
+                                 f"flow_implementation={params.flow_implementation!r}")
+        return None
+    from fr_mer.pipeline.tvl1_torch import check_device, check_params
+
+    check_params(params.tvl1)
+    return str(check_device(device or "cpu"))
+
+
 def _check_apex_rule(clips: Sequence[Clip], smic_apex: str) -> None:
     """SMIC clips must have been scanned with the rule the cache will record."""
     other = sorted({
@@ -356,12 +468,17 @@ def preprocess(
     overwrite: bool = False,
     progress: Callable[[Outcome], None] | None = None,
     scheduler: "str | Client | None" = None,
+    flow_device: str | None = None,
+    flow_batch: int = DEFAULT_FLOW_BATCH,
+    flow_threads: int | None = None,
 ) -> PreprocessSummary:
     """Make (or complete) the cache ``out`` from ``clips``; returns the run's summary.
 
     ``scheduler``: a ``dask.distributed`` scheduler's address (or a client) to
-    run the clips on instead of ``jobs`` local processes.
+    run the clips on instead of ``jobs`` local processes. ``flow_device``,
+    ``flow_batch``, ``flow_threads``: see :class:`PreprocessRun`.
     """
     run = PreprocessRun(clips, out, params or PreprocessParams(), jobs=jobs, overwrite=overwrite,
-                        scheduler=scheduler)
+                        scheduler=scheduler, flow_device=flow_device, flow_batch=flow_batch,
+                        flow_threads=flow_threads)
     return run.run(progress)

@@ -11,12 +11,18 @@ knows no :class:`~fr_mer.pipeline.clips.Clip`. Its stages (timed, :data:`STAGES`
 2. ``head_motion``: compensation of the head's own movement
    (:mod:`fr_mer.pipeline.headmotion`: ``rigid`` registers the apex before the flow,
    ``nose_flow`` and ``rigid_flow`` subtract a fitted head motion after it).
-3. ``flow``, ``strain``, ``features``: TV-L1 onset -> apex on the aligned face
-   at ``flow_size``, optical strain, and the model input ``flow`` = (u, v,
-   strain) resized to ``feature_size`` and normalised.
-4. ``clip``, ``dynamic_images`` (only when asked): every clip frame is warped by
+3. ``clip``, ``dynamic_images`` (only when asked): every clip frame is warped by
    the same transform to a small crop and dropped; the clip is resampled to T
    frames (``clip_frames``) and/or turned into DSSI dynamic images.
+4. ``flow``, ``strain``, ``features``: TV-L1 onset -> apex on the aligned face
+   at ``flow_size`` (``params.flow_implementation``: OpenCV's or the torch port),
+   optical strain, and the model input ``flow`` = (u, v, strain) resized to
+   ``feature_size`` and normalised.
+
+:func:`process_pair` is :func:`prepare_pair` (stages 1-3 and the head-motion
+stage on the apex), the flow, then :func:`finish_pair` (the head-motion stage on
+the flow, strain, features): a run with the torch TV-L1 calls the two halves in
+its workers and computes the flows between them, many pairs at once.
 
 Every stored crop covers the flow crop's face region exactly: its matrix is the
 flow crop's, rescaled with :func:`pipeline.align.rescale_matrix` (pixel centres
@@ -33,7 +39,7 @@ import numpy as np
 from fr_mer.errors import FrMerError
 from fr_mer.pipeline.align import AlignedPair, AlignParams, FaceAligner, rescale_matrix, rescale_points
 from fr_mer.pipeline.cache import FLAGS_WIDTH
-from fr_mer.pipeline.flow import flow_features, optical_strain, tvl1_flow
+from fr_mer.pipeline.flow import flow_features, optical_strain, tvl1_flows
 from fr_mer.pipeline.headmotion import compensate, compensate_flow
 from fr_mer.pipeline.preprocess.params import PreprocessParams
 from fr_mer.pipeline.temporal import dssi, resample_clip
@@ -126,6 +132,24 @@ def aligner_for(params: PreprocessParams) -> TimedAligner:
     return _ALIGNERS[key]
 
 
+@dataclasses.dataclass
+class PendingPair:
+    """A sample made up to its flow (:func:`prepare_pair`); :func:`finish_pair` completes it.
+
+    ``onset`` and ``apex`` are the (flow_size, flow_size) crops the flow is taken
+    between (the apex registered to the onset for ``head_motion="rigid"``);
+    ``arrays`` every cache column but ``flow``.
+    """
+
+    onset: np.ndarray
+    apex: np.ndarray
+    landmarks: np.ndarray
+    motion_applied: bool
+    arrays: dict[str, np.ndarray]
+    flags: list[str]
+    timings: dict[str, float]
+
+
 def process_pair(
     onset: np.ndarray,
     apex: np.ndarray,
@@ -136,6 +160,9 @@ def process_pair(
     aligned: AlignedPair | None = None,
 ) -> PairSample:
     """The cache arrays of one onset/apex pair (the stages are in the module docstring).
+
+    :func:`prepare_pair`, the flow with ``params.flow_implementation`` (torch on
+    the CPU), then :func:`finish_pair`.
 
     Args:
         onset, apex: (H, W) grayscale frames of one size.
@@ -150,6 +177,23 @@ def process_pair(
 
     Raises :class:`SampleError` when the frames cannot make a sample.
     """
+    pending = prepare_pair(onset, apex, params, clip_frames=clip_frames, pre_cropped=pre_cropped, aligned=aligned)
+    start = time.perf_counter()
+    (flow,) = tvl1_flows([pending.onset], [pending.apex], params.tvl1, implementation=params.flow_implementation)
+    return finish_pair(pending, flow, params, flow_seconds=time.perf_counter() - start)
+
+
+def prepare_pair(
+    onset: np.ndarray,
+    apex: np.ndarray,
+    params: PreprocessParams,
+    *,
+    clip_frames: Iterable[np.ndarray] | None = None,
+    pre_cropped: bool = False,
+    aligned: AlignedPair | None = None,
+) -> PendingPair:
+    """Every stage of :func:`process_pair` before the flow (same arguments): alignment, the
+    head-motion stage on the apex crop, the stored crops and the clip models' inputs."""
     onset, apex = np.asarray(onset), np.asarray(apex)
     if onset.shape != apex.shape:
         raise SampleError(f"onset {onset.shape[::-1]} and apex {apex.shape[::-1]} frames differ in size")
@@ -170,17 +214,6 @@ def process_pair(
             aligned.onset, aligned.apex, aligned.landmarks, params.head_motion, aligner=aligner
         )
     aligner.book(before, clock, "head_motion")
-    with clock("flow"):
-        flow = tvl1_flow(aligned.onset, apex_flow_face, params.tvl1)
-    with clock("head_motion"):
-        flow, motion_flow = compensate_flow(flow, aligned.landmarks, params.head_motion)
-    if params.head_motion != "none" and not (motion["applied"] or motion_flow["applied"]):
-        flags.append("head_motion_skipped")
-    with clock("strain"):
-        u, v = flow[..., 0], flow[..., 1]
-        strain = optical_strain(u, v)
-    with clock("features"):
-        features = flow_features(u, v, strain, size=params.feature_size, normalisation=params.normalisation)
 
     # The aligner's matrix maps a frame onto the flow_size crop; every stored
     # crop is that same face region at its own size.
@@ -192,7 +225,6 @@ def process_pair(
             onset_face = aligner.warp(onset, face_matrix, params.face_size)
             apex_face = aligner.warp(apex, face_matrix, params.face_size)
     arrays: dict[str, np.ndarray] = {
-        "flow": features,
         "onset_face": onset_face,
         "apex_face": apex_face,
         "landmarks": rescale_points(aligned.landmarks, params.flow_size, params.face_size),
@@ -203,7 +235,31 @@ def process_pair(
             raise SampleError("the parameters ask for clip inputs (clip_frames, dynamic_images) "
                               "but no clip frames were given")
         arrays.update(_clip_inputs(clip_frames, params, aligner, aligned.matrix, onset.shape, clock))
-    return PairSample(arrays, flags, clock.seconds)
+    return PendingPair(onset=aligned.onset, apex=apex_flow_face, landmarks=aligned.landmarks,
+                       motion_applied=bool(motion["applied"]), arrays=arrays, flags=flags, timings=clock.seconds)
+
+
+def finish_pair(pending: PendingPair, flow: np.ndarray, params: PreprocessParams, *,
+                flow_seconds: float = 0.0) -> PairSample:
+    """The sample of ``pending`` given its (flow_size, flow_size, 2) TV-L1 flow onset -> apex:
+    the head-motion stage on the flow, the strain and the ``flow`` model input.
+
+    ``flow_seconds``: the time the flow took (its ``flow`` stage; a batch's share).
+    """
+    clock = StageClock()
+    clock.add(pending.timings)
+    clock.seconds["flow"] += flow_seconds
+    flags = list(pending.flags)
+    with clock("head_motion"):
+        flow, motion_flow = compensate_flow(flow, pending.landmarks, params.head_motion)
+    if params.head_motion != "none" and not (pending.motion_applied or motion_flow["applied"]):
+        flags.append("head_motion_skipped")
+    with clock("strain"):
+        u, v = flow[..., 0], flow[..., 1]
+        strain = optical_strain(u, v)
+    with clock("features"):
+        features = flow_features(u, v, strain, size=params.feature_size, normalisation=params.normalisation)
+    return PairSample({"flow": features, **pending.arrays}, flags, clock.seconds)
 
 
 def _timed(frames: Iterable[np.ndarray], clock: StageClock, stage: str) -> Iterator[np.ndarray]:
