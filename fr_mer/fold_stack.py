@@ -152,7 +152,9 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
     table = table.to(device)
     padding = torch.arange(n_max, device=device).view(1, -1) >= torch.as_tensor(lengths, device=device).view(-1, 1)
 
-    stacked = type(models[0]).stacked([m.to(device) for m in models]).to(device).train()
+    for model, rows in zip(models, train_indices):  # each fold's input normalisation, on its training rows only
+        model.to(device).fit_inputs(data, torch.as_tensor(rows, device=device))
+    stacked = type(models[0]).stacked(list(models)).to(device).train()
     optimizer = StackedAdam(list(stacked.parameters()), n_folds, lr=recipe.lr, weight_decay=recipe.weight_decay,
                             decoupled=recipe.optimizer == "adamw")
     forward = stacked

@@ -39,6 +39,9 @@ class FoldResult:
     #: threads: a resumed run on another machine is then stated in the reports, not hidden.
     device: str | None = None
     torch_threads: int | None = None
+    #: What the fold's model resolved its input normalisation to (``MERModel.input_record``: for the flow
+    #: models the mode and, on a raw cache, the per-channel scale fitted on the fold's training rows).
+    inputs: dict[str, Any] | None = None
 
 
 def atomic_json(path: Path, payload: object) -> None:
