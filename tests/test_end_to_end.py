@@ -60,7 +60,8 @@ def test_train_then_predict_one_pair(demo_run, tmp_path):
     model, info = load_checkpoint(tmp_path / "fr.pt")
     assert info["options"]["normalise"] == "scale" and not torch.equal(model.input_scale, torch.ones(2))
     cache = read_cache(out / "cache.h5", arrays=["flow"])
-    flow = torch.as_tensor(cache.arrays["flow"][list(cache.keys).index(sample_key(row["dataset"], row["subject"], row["clip"]))][None, :2])
+    position = list(cache.keys).index(sample_key(row["dataset"], row["subject"], row["clip"]))
+    flow = torch.as_tensor(cache.arrays["flow"][position][None, :2])  # fr reads (u, v)
     with torch.no_grad():
         cached = torch.softmax(model({"flow": flow})["logits"], dim=1)[0].tolist()
     assert list(payload["probabilities"].values()) == pytest.approx(cached, abs=1e-4)
