@@ -22,6 +22,7 @@ from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import rescale_points
 from fr_mer.pipeline.cache import Cache, CacheError, read_cache
 from fr_mer.pipeline.composite import read_composite_list
+from fr_mer.pipeline.flow import NORMALISATIONS, UNRECORDED_NORMALISATION
 from fr_mer.pipeline.labels import (
     CLASSES,
     COMPOSITE_SPACE,
@@ -49,6 +50,8 @@ class DeviceDataset:
     missing: list[str]  # protocol samples absent from the cache (failed or never made)
     protocol: str = "composite"
     label_space: LabelSpace = COMPOSITE_SPACE
+    #: How the cache stores ``flow`` (:func:`flow_normalisation`): what a flow model's input normalisation follows.
+    flow_normalisation: str = UNRECORDED_NORMALISATION
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -78,6 +81,19 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ParameterError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s), "
                              f"numbered from 0")
     return device
+
+
+def flow_normalisation(cache: Cache) -> str:
+    """How ``cache`` stores its ``flow`` column: its params' ``normalisation`` (``none``: raw, or ``minmax255``).
+
+    ``fr-mer import-ststnet`` records minmax255; a cache whose params record
+    none was made before the choice existed, when minmax255 was the only one.
+    """
+    value = cache.params.get("normalisation", UNRECORDED_NORMALISATION)
+    if value not in NORMALISATIONS:
+        raise CacheError(f"{cache.path}: records the flow normalisation {value!r}, which this fr-mer does not "
+                         f"know ({', '.join(sorted(NORMALISATIONS))}); make the cache again with `fr-mer preprocess`")
+    return str(value)
 
 
 def flow_channel_index(cache_path: Path, attrs: Mapping[str, object], wanted: Sequence[str]) -> list[int]:
@@ -234,4 +250,5 @@ def load_dataset(cache_path: str | Path, model_inputs: Mapping[str, Sequence[str
         missing=missing,
         protocol=protocol,
         label_space=label_space,
+        flow_normalisation=flow_normalisation(cache),
     )

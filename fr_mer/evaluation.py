@@ -34,6 +34,7 @@ import torch
 from fr_mer.data import DeviceDataset, load_dataset, resolve_device
 from fr_mer.environment import device_name
 from fr_mer.metrics import uf1
+from fr_mer.models.flow_input import MINMAX255
 from fr_mer.protocols import Fold, fold_leak, protocol_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
 from fr_mer.results_folder import FoldResult, ResultsFolder
@@ -66,6 +67,21 @@ def plan_folds(data: DeviceDataset) -> list[Fold]:
     return folds
 
 
+def check_plan_inputs(plan: RunPlan, data: DeviceDataset) -> None:
+    """Refuse, before anything is written, a model whose options do not fit how the cache stores its inputs.
+
+    An explicit 0..255 ``normalise`` on a raw cache is the model's own refusal
+    (:meth:`~fr_mer.models.MERModel.check_inputs`). Released weights (``--weights``)
+    are loaded with nothing fitted, so they need the minmax255 images they were trained on.
+    """
+    plan.build_model(0).check_inputs(data.flow_normalisation, str(plan.cache))
+    if plan.weights_dir is not None and "flow" in plan.inputs and data.flow_normalisation != MINMAX255:
+        raise EvaluationError(
+            f"{plan.cache}: stores raw flow (--normalisation {data.flow_normalisation}); --weights loads weights "
+            "trained on per-sample 0..255 images (STSTNet's released ones) with nothing fitted: use a cache made "
+            "with `fr-mer preprocess --normalisation minmax255` or `fr-mer import-ststnet`")
+
+
 def _fold_model(plan: RunPlan, data: DeviceDataset, job: FoldJob):
     """The fold's freshly initialised model and its (training, validation) rows."""
     model = plan.build_model(job.fold_seed).to(data.device)
@@ -96,6 +112,7 @@ def _predict_fold(data: DeviceDataset, job: FoldJob, model, train_index, val_ind
         true=true.tolist(), pred=proba.argmax(1).tolist(), proba=np.round(proba, 6).tolist(),
         n_train=int(len(train_index)), seconds=seconds, train_loss=loss,
         samples_per_second=rate, val_uf1=val_uf1, device=device_name(device), torch_threads=torch.get_num_threads(),
+        inputs=model.input_record() or None,
     )
 
 
@@ -189,6 +206,7 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
         plan = audited(plan)
     folder = ResultsFolder(out_dir)
     data = load_plan_data(plan, torch.device("cpu") if scheduler is not None else resolve_device(device))
+    check_plan_inputs(plan, data)
     folder.check_or_write_config(plan, overwrite)
     folds = plan_folds(data)
     jobs = plan.jobs(folds)

@@ -99,7 +99,8 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
                   compile: bool = False) -> list[TrainLog]:
     """Train ``models[f]`` on rows ``train_indices[f]`` for every f at once; the models are updated in place.
 
-    The one entry point for stacked folds. A model without a hand-written
+    The one entry point for stacked folds. Each fold's input normalisation is fitted on
+    its own training rows first (:meth:`~fr_mer.models.MERModel.fit_inputs`). A model without a hand-written
     stacked form goes through :func:`fr_mer.func_stack.train_func_stack`: fold f
     trains exactly as :func:`~fr_mer.training.train_model` with seed
     ``fold_seeds[f]`` (default: derived from ``seed`` and f) would train it alone.
@@ -152,7 +153,9 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
     table = table.to(device)
     padding = torch.arange(n_max, device=device).view(1, -1) >= torch.as_tensor(lengths, device=device).view(-1, 1)
 
-    stacked = type(models[0]).stacked([m.to(device) for m in models]).to(device).train()
+    for model, rows in zip(models, train_indices):  # each fold's input normalisation, on its training rows only
+        model.to(device).fit_inputs(data, torch.as_tensor(rows, device=device))
+    stacked = type(models[0]).stacked(list(models)).to(device).train()
     optimizer = StackedAdam(list(stacked.parameters()), n_folds, lr=recipe.lr, weight_decay=recipe.weight_decay,
                             decoupled=recipe.optimizer == "adamw")
     forward = stacked

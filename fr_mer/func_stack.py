@@ -205,8 +205,9 @@ def train_func_stack(models: Sequence[MERModel], data: DeviceDataset, train_indi
     indices = [torch.as_tensor(np.asarray(rows), device=device) for rows in train_indices]
     for f, rows in enumerate(indices):
         check_classes_present(data.labels, rows, models[0].n_classes, f"the training set of stacked fold {f}")
-    for model in models:
+    for model, rows in zip(models, indices):
         model.to(device).train()
+        model.fit_inputs(data, rows)  # each fold on its own training rows, as alone, before its buffers are stacked
     stack = FunctionalStack(models)
     optimizer = make_stacked_optimizer(list(stack.params.values()), n_folds, recipe)
     order_generators = [make_generator(seed, device) for seed in fold_seeds]

@@ -10,6 +10,7 @@ import torch
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
 from fr_mer.errors import FrMerError
+from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION
 from fr_mer.pipeline.labels import CLASSES
 from fr_mer.pipeline.preprocess import PreprocessParams, SampleError, is_pre_cropped_path, process_pair, read_gray
 
@@ -32,17 +33,21 @@ def predict_pair(checkpoint: str | Path, onset: str | Path, apex: str | Path) ->
     The pair is preprocessed with the parameters recorded in the checkpoint (those
     of the cache it was trained on), so the input matches what the model saw.
     A checkpoint trained on imported STSTNet inputs has no such record: then the
-    default preprocessing is used, and the note says so.
+    default preprocessing is used with the recorded flow normalisation (minmax255),
+    and the note says so. A cache record without a normalisation is minmax255 (made
+    before the choice existed). The model applies its own recorded input
+    normalisation (on raw flow, the scale fitted at training, stored in the checkpoint).
     """
     model, info = load_checkpoint(checkpoint)
-    recorded = info.get("preprocess_params") or {}
+    recorded = {"normalisation": UNRECORDED_NORMALISATION, **(info.get("preprocess_params") or {})}
     if "flow_size" in recorded:
         params = PreprocessParams.from_dict(recorded, source=f"{checkpoint}: preprocess_params")
         note = "preprocessed with the checkpoint's recorded parameters"
     else:
-        params = PreprocessParams()
+        params = PreprocessParams(normalisation=recorded["normalisation"])
         note = ("the checkpoint records no fr-mer preprocessing (e.g. trained on imported STSTNet "
-                "inputs): default preprocessing used")
+                f"inputs): default preprocessing used, flow normalisation {params.normalisation}")
+    model.check_inputs(params.normalisation, str(checkpoint))
     specs = params.array_specs()
     for name in model.inputs:
         if name not in specs:

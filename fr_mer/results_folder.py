@@ -46,6 +46,9 @@ class FoldResult:
     torch_threads: int | None = None
     #: ``--select``: the candidate chosen for this fold and every candidate's inner score.
     selection: FoldSelection | None = None
+    #: What the fold's model resolved its input normalisation to (``MERModel.input_record``: for the flow
+    #: models the mode and, on a raw cache, the per-channel scale fitted on the fold's training rows).
+    inputs: dict[str, Any] | None = None
 
 
 def atomic_json(path: Path, payload: object, indent: int | None = 1) -> None:

@@ -90,11 +90,14 @@ def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor,
     Initialisation is the caller's (:func:`fr_mer.randomness.seeded_initialisation`).
     torch's global generators are not used. The epochs are the recipe's for this training
     set's size (:meth:`Recipe.for_training_size`: at least ``recipe.min_steps`` steps).
+    The model's input normalisation is fitted first, on the rows ``train_index`` only
+    (:meth:`MERModel.fit_inputs`).
     """
     device = data.device
     model.to(device).train()
     train_index = train_index.to(device)
     check_classes_present(data.labels, train_index, model.n_classes)
+    model.fit_inputs(data, train_index)
     recipe = recipe.for_training_size(train_index.numel())
     generator = make_generator(seed, device)
     optimizer = make_optimizer(model, recipe)

@@ -23,8 +23,13 @@ DEFAULT_FLOW_SIZE = 256
 #: Side of the model input (u, v, strain) images, as STSTNet / Dual-Inception use.
 DEFAULT_FEATURE_SIZE = 28
 
-#: The normalisation ``fr-mer preprocess`` applies by default (docs/pipeline.md, "The model input").
-DEFAULT_NORMALISATION = "minmax255"
+#: The normalisation ``fr-mer preprocess`` applies by default (docs/pipeline.md, "The model input"):
+#: raw flow, on which the linear probe of the development benchmark beats minmax255 by 0.05-0.08 UF1
+#: (docs/benchmarks-devbench.md); the flow models fit their input scale on the training rows.
+DEFAULT_NORMALISATION = "none"
+
+#: The normalisation of a cache whose params record none: every cache made before the choice existed.
+UNRECORDED_NORMALISATION = "minmax255"
 
 #: The normalisations of :func:`flow_features`, by name, as stored in the cache.
 NORMALISATIONS = {
@@ -195,7 +200,7 @@ def optical_strain(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def flow_features(u: np.ndarray, v: np.ndarray, strain: np.ndarray, size: int = DEFAULT_FEATURE_SIZE,
-                  normalisation: str = "minmax255") -> np.ndarray:
+                  normalisation: str = DEFAULT_NORMALISATION) -> np.ndarray:
     """The model input: u, v and strain resized to ``size`` x ``size``.
 
     Each channel is resized with ``cv2.INTER_AREA`` (a box average: values keep

@@ -11,17 +11,22 @@ from fr_mer.pipeline.labels import CLASSES, CLASS_INDEX, sample_key
 
 
 def write_flow_cache(path: Path, rows: list[tuple], *, seed: int = 0,
-                     separable: bool = True, size: int = 28, emotions: dict[str, str] | None = None) -> Path:
+                     separable: bool = True, size: int = 28, emotions: dict[str, str] | None = None,
+                     normalisation: str | None = None) -> Path:
     """rows: (database, subject, clip, class name[, objective class]). Each class gets its own flow
-    pattern plus noise. ``emotions``: key -> the emotion stored (default: the class name)."""
+    pattern plus noise. ``emotions``: key -> the emotion stored (default: the class name).
+    ``normalisation``: None records none (a cache made before the choice: read as minmax255) and
+    stores values around 128; ``"none"`` records raw flow and stores values around 0, a few pixels."""
     rng = np.random.default_rng(seed)
     patterns = rng.normal(size=(len(CLASSES), 3, size, size)).astype(np.float32)
     spec = {"flow": ArraySpec((3, size, size), "f4", {"channels": "u,v,strain", "normalisation": "none"})}
-    with CacheWriter(path, params={"test": True}, arrays=spec) as writer:
+    params = {"test": True} if normalisation is None else {"test": True, "normalisation": normalisation}
+    gain, offset = (0.5, 0.0) if normalisation == "none" else (40.0, 128.0)
+    with CacheWriter(path, params=params, arrays=spec) as writer:
         for database, subject, clip, label, *objective in rows:
             key = sample_key(database, subject, clip)
             noise = rng.normal(scale=1.0, size=(3, size, size)).astype(np.float32)
-            flow = (patterns[CLASS_INDEX[label]] * (2.0 if separable else 0.0) + noise) * 40 + 128
+            flow = (patterns[CLASS_INDEX[label]] * (2.0 if separable else 0.0) + noise) * gain + offset
             writer.append({"key": key, "database": database, "subject": subject,
                            "clip": clip, "emotion": (emotions or {}).get(key, label), "label": CLASS_INDEX[label],
                            "onset_frame": 1, "apex_frame": 2, "offset_frame": 3,
@@ -29,8 +34,10 @@ def write_flow_cache(path: Path, rows: list[tuple], *, seed: int = 0,
     return path
 
 
-def small_composite(tmp_path: Path, subjects_per_db: int = 3, clips_per_class: int = 2) -> tuple[Path, Path]:
-    """A cache and a composite list over a few subjects per database; returns (cache, list)."""
+def small_composite(tmp_path: Path, subjects_per_db: int = 3, clips_per_class: int = 2,
+                    normalisation: str | None = None) -> tuple[Path, Path]:
+    """A cache and a composite list over a few subjects per database; returns (cache, list).
+    ``normalisation``: as :func:`write_flow_cache`'s."""
     ids = {"casme2": lambda i: f"sub{i + 1:02d}", "samm": lambda i: f"{i + 6:03d}", "smic": lambda i: f"s{i + 1:02d}"}
     rows, lines = [], []
     for database, make in ids.items():
@@ -42,7 +49,7 @@ def small_composite(tmp_path: Path, subjects_per_db: int = 3, clips_per_class: i
                     rows.append((database, subject, clip, label))
                     listed = str(int(subject)) if database == "samm" else subject
                     lines.append(f"{database},{listed},{clip},{CLASS_INDEX[label]}")
-    cache = write_flow_cache(tmp_path / "small.h5", rows)
+    cache = write_flow_cache(tmp_path / "small.h5", rows, normalisation=normalisation)
     listing = tmp_path / "small_list.csv"
     listing.write_text("\r\n".join(lines) + "\r\n")
     assert len(read_composite_list(listing)) == len(rows)

@@ -2,10 +2,14 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
+from fr_mer.checkpoint import load_checkpoint
 from fr_mer.cli import main
 from fr_mer.demo import DemoSettings, run_demo
+from fr_mer.pipeline.cache import read_cache
+from fr_mer.pipeline.labels import sample_key
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +55,13 @@ def test_train_then_predict_one_pair(demo_run, tmp_path):
     payload = json.loads(result.output)
     assert set(payload["probabilities"]) == {"negative", "positive", "surprise"}
     assert sum(payload["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    # The demo's cache is raw flow (the default): the checkpoint carries the scale fitted in training,
+    # and predict applies it: the pair's probabilities are the model's on the pair's cached flow.
+    model, info = load_checkpoint(tmp_path / "fr.pt")
+    assert info["options"]["normalise"] == "scale" and not torch.equal(model.input_scale, torch.ones(2))
+    cache = read_cache(out / "cache.h5", arrays=["flow"])
+    position = list(cache.keys).index(sample_key(row["dataset"], row["subject"], row["clip"]))
+    flow = torch.as_tensor(cache.arrays["flow"][position][None, :2])  # fr reads (u, v)
+    with torch.no_grad():
+        cached = torch.softmax(model({"flow": flow})["logits"], dim=1)[0].tolist()
+    assert list(payload["probabilities"].values()) == pytest.approx(cached, abs=1e-4)

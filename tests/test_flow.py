@@ -86,7 +86,7 @@ def ramps(n=56):
 
 def test_features_channel_order_and_minmax255():
     u, v, strain = ramps()
-    feats = flow_features(u, v, strain)
+    feats = flow_features(u, v, strain, normalisation="minmax255")
     assert feats.shape == (3, 28, 28) and feats.dtype == np.float32
     # u grows to the right, v (here -y) shrinks downwards: each spans exactly 0..255
     assert feats[0, 0, 0] == 0 and feats[0, 0, -1] == pytest.approx(255)

@@ -12,8 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from fr_mer.models import count_parameters, create_model, model_class
+from fr_mer.models.flow_input import flip_flow
 from fr_mer.models.fr import ATTENTIONS, FUSIONS, proposal_loss
-from fr_mer.models.inception import InceptionBackbone, InceptionBlock, check_flow_channels, flip_flow
+from fr_mer.models.inception import InceptionBackbone, InceptionBlock, check_flow_channels
 
 RELEASED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "megc2019" / "ststnet_weights"
 

@@ -98,7 +98,7 @@ def test_a_known_shift_gives_the_flow_in_crop_pixels(tmp_path):
 
 def test_stored_crops_landmarks_and_matrix_agree(tmp_path):
     clip = shift_clip(tmp_path, 1.0)
-    params = PreprocessParams(**FAST)
+    params = PreprocessParams(normalisation="minmax255", **FAST)
     sample = process_clip(clip, params)
     arrays = sample.arrays
     s = params.face_size
@@ -117,7 +117,7 @@ def test_stored_crops_landmarks_and_matrix_agree(tmp_path):
     # landmarks are in onset_face pixels: the eyes sit where the template puts them
     eyes = np.stack([arrays["landmarks"][36:42].mean(0), arrays["landmarks"][42:48].mean(0)])
     np.testing.assert_allclose(eyes, aligner.template_eyes(s), atol=1.0)
-    # the flow model input is minmax255 per channel by default, u, v, strain
+    # the flow model input with --normalisation minmax255: each channel u, v, strain to 0..255
     flow = arrays["flow"]
     assert flow.shape == (3, 28, 28) and flow.dtype == np.float32
     np.testing.assert_allclose(flow.reshape(3, -1).min(1), 0, atol=1e-4)

@@ -141,6 +141,24 @@ class MERModel(nn.Module):
         """Training-time augmentation on device tensors; identity unless overridden."""
         return batch
 
+    def fit_inputs(self, data, train_index: torch.Tensor) -> None:
+        """Fit what the model's input normalisation learns from the data, on rows ``train_index`` only.
+
+        Called by the training functions (:func:`fr_mer.training.train_model`,
+        :func:`fr_mer.fold_stack.train_stacked`) with the training rows, before the
+        first step; never with a held-out row. ``data`` is the
+        :class:`~fr_mer.data.DeviceDataset`. None here; the flow models fit a
+        per-channel scale on raw caches (:mod:`fr_mer.models.flow_input`).
+        """
+
+    def check_inputs(self, flow_normalisation: str, source: str) -> None:
+        """Raise :class:`~fr_mer.errors.ParameterError` (naming ``source``) if the model's options do not
+        fit a cache whose flow is stored as ``flow_normalisation``; nothing to check here."""
+
+    def input_record(self) -> dict[str, object]:
+        """What the model's input normalisation resolved to (recorded with each fold's results); {} here."""
+        return {}
+
     def options(self) -> dict[str, object]:
         """Constructor arguments, recorded in checkpoints to rebuild the model."""
         options = dict(getattr(self, "_options", {}))

@@ -1,7 +1,8 @@
 """Dual-Inception (Zhou, Mao, Xue, "Dual-Inception Network for Cross-Database
 Micro-Expression Recognition", FG 2019): FR's backbone with its plain head.
 
-Input: the u and v flow images (B, 2, 28, 28), values 0..255 as cached. Each
+Input: the u and v flow images (B, 2, 28, 28) as cached, normalised by the
+``normalise`` option (:mod:`fr_mer.models.flow_input`). Each
 is its own inception stream (:mod:`fr_mer.models.inception`) -> (64, 7, 7);
 the two are flattened and concatenated (6,272), Dense 1024 + ReLU, Dense 3.
 No batch norm, no dropout (``dropout`` > 0 adds one before Dense 3: a
@@ -20,28 +21,24 @@ from torch.nn import functional as F
 
 from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
-from fr_mer.models.base import MERModel
-from fr_mer.models.inception import (
-    DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, NORMALISATIONS, InceptionBackbone, check_flow_channels, flip_flow,
-    normalise_flow,
-)
+from fr_mer.models.flow_input import FlowInputModel
+from fr_mer.models.inception import DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, InceptionBackbone, check_flow_channels
 
 
 @register("dual_inception")
-class DualInception(MERModel):
+class DualInception(FlowInputModel):
     inputs = {"flow": ("u", "v")}
     recipe = INCEPTION_RECIPE
+    minmax_modes = ("range", "median")
 
     def __init__(self, n_classes: int = 3, channels: tuple[str, ...] = ("u", "v"), hidden: int = 1024,
-                 dropout: float = 0.0, normalise: str = "range") -> None:
+                 dropout: float = 0.0, normalise: str = "auto") -> None:
         super().__init__()
         channels = check_flow_channels(channels)
         if not 0.0 <= dropout < 1.0:
             raise ParameterError(f"dual_inception needs 0 <= dropout < 1, got {dropout}")
-        if normalise not in NORMALISATIONS:
-            raise ParameterError(f"dual_inception option normalise must be one of {', '.join(NORMALISATIONS)}, "
-                                 f"got {normalise!r}")
-        self.dropout, self.normalise = dropout, normalise
+        self.init_flow_input(normalise, len(channels))
+        self.dropout = dropout
         # Per instance, so that ("u", "v", "strain") asks the data layer for strain too.
         self.inputs = {"flow": channels}
         self.n_classes = n_classes
@@ -51,10 +48,10 @@ class DualInception(MERModel):
         self.fc2 = nn.Linear(hidden, n_classes)
 
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Left-right mirroring (``Recipe.augment``): :func:`~fr_mer.models.inception.flip_flow`."""
-        return {**batch, "flow": flip_flow(batch["flow"], self.inputs["flow"], generator)}
+        """Left-right mirroring (``Recipe.augment``): :func:`~fr_mer.models.flow_input.flip_flow`."""
+        return self.mirror_flow(batch, generator)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.backbone(normalise_flow(batch["flow"], self.normalise))
+        x = self.backbone(self.normalise_flow(batch["flow"]))
         hidden = self.drop(F.relu(self.fc1(x.flatten(1))), self.dropout)
         return {"logits": self.fc2(hidden)}

@@ -41,11 +41,8 @@ from torch.nn import functional as F
 
 from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
-from fr_mer.models.base import MERModel
-from fr_mer.models.inception import (
-    DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, NORMALISATIONS, InceptionBackbone, check_flow_channels, flip_flow,
-    normalise_flow,
-)
+from fr_mer.models.flow_input import FlowInputModel
+from fr_mer.models.inception import DUAL_INCEPTION_FILTERS, INCEPTION_RECIPE, InceptionBackbone, check_flow_channels
 
 ATTENTIONS = ("spatial", "channel", "scalar", "proposal", "none")
 FUSIONS = ("concat", "sum")
@@ -53,9 +50,10 @@ PROPOSAL_LOSSES = ("bce", "balanced_bce", "none")
 
 
 @register("fr")
-class FeatureRefinement(MERModel):
+class FeatureRefinement(FlowInputModel):
     inputs = {"flow": ("u", "v")}
     recipe = INCEPTION_RECIPE
+    minmax_modes = ("range", "median")
 
     def __init__(
         self,
@@ -68,14 +66,13 @@ class FeatureRefinement(MERModel):
         proposal_weight: float = 1.0,
         dropout: float = 0.0,
         channel_reduction: int = 8,
-        normalise: str = "range",
+        normalise: str = "auto",
     ) -> None:
         super().__init__()
         channels = check_flow_channels(channels)
         _check_choice("attention", attention, ATTENTIONS)
         _check_choice("fusion", fusion, FUSIONS)
         _check_choice("proposal_loss", proposal_loss, PROPOSAL_LOSSES)
-        _check_choice("normalise", normalise, NORMALISATIONS)
         if branch_dim < 1 or not 0.0 <= dropout < 1.0 or proposal_weight < 0 or channel_reduction < 1:
             raise ParameterError(
                 "fr needs branch_dim >= 1, 0 <= dropout < 1, proposal_weight >= 0 and channel_reduction >= 1; "
@@ -85,7 +82,8 @@ class FeatureRefinement(MERModel):
         # Per instance, so that ("u", "v", "strain") asks the data layer for strain too.
         self.inputs = {"flow": channels}
         self.n_classes = n_classes
-        self.attention, self.fusion, self.dropout, self.normalise = attention, fusion, dropout, normalise
+        self.init_flow_input(normalise, len(channels))
+        self.attention, self.fusion, self.dropout = attention, fusion, dropout
         self.proposal_loss, self.proposal_weight = proposal_loss, proposal_weight
 
         self.backbone = InceptionBackbone(streams=len(channels), filters=DUAL_INCEPTION_FILTERS)
@@ -104,7 +102,7 @@ class FeatureRefinement(MERModel):
         self.classifier = nn.Linear(k * d if fusion == "concat" else d, n_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.backbone(normalise_flow(batch["flow"], self.normalise))  # (B, C, S, S) expression-shared
+        x = self.backbone(self.normalise_flow(batch["flow"]))  # (B, C, S, S) expression-shared
         b, k = x.shape[0], self.n_classes
         if self.attention == "spatial":
             maps = torch.sigmoid(self.attend(x))  # (B, K, S, S)
@@ -126,8 +124,8 @@ class FeatureRefinement(MERModel):
         return {"logits": self.classifier(fused), "proposal_scores": scores}
 
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Left-right mirroring (``Recipe.augment``): :func:`~fr_mer.models.inception.flip_flow`."""
-        return {**batch, "flow": flip_flow(batch["flow"], self.inputs["flow"], generator)}
+        """Left-right mirroring (``Recipe.augment``): :func:`~fr_mer.models.flow_input.flip_flow`."""
+        return self.mirror_flow(batch, generator)
 
     def loss(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(outputs["logits"], target)

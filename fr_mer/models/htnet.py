@@ -1,7 +1,9 @@
 """HTNet (Wang, Zhang, Luo, Sankaranarayana; arXiv 2307.14637): a peer, not a seed method.
 
 Input: the 28x28 (u, v, strain) flow, cache column ``flow`` in the released
-images' channel order (strain, v, u), values 0..255 as the script feeds them,
+images' channel order (strain, v, u): on a minmax255 cache values 0..255 as the
+script feeds them, on a raw cache divided by a per-channel scale fitted on the
+training rows (the ``normalise`` option, :mod:`fr_mer.models.flow_input`),
 and the 68 landmarks on the flow's pixel grid (``flow_landmarks``,
 :mod:`fr_mer.data`).
 
@@ -41,7 +43,8 @@ from torch.nn import functional as F
 
 from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
-from fr_mer.models.base import MERModel, Recipe
+from fr_mer.models.base import Recipe
+from fr_mer.models.flow_input import FlowInputModel
 
 #: Side of the flow image and of the tiled regions, and half a region's side.
 FLOW_SIDE = 28
@@ -201,10 +204,12 @@ def aggregation(dim_in: int, dim_out: int) -> nn.Sequential:
 
 
 @register("htnet")
-class HTNet(MERModel):
+class HTNet(FlowInputModel):
     inputs = {"flow": ("strain", "v", "u"), "flow_landmarks": None}
     # The public script's recipe: Adam 5e-5, batch 256, 800 epochs, the last kept.
     recipe = Recipe(epochs=800, batch_size=256, lr=5e-5, optimizer="adam")
+    #: On minmax255 caches the 0..255 values as they are, as the public script feeds them.
+    minmax_modes = ("identity",)
 
     def __init__(
         self,
@@ -215,6 +220,7 @@ class HTNet(MERModel):
         block_repeats: Sequence[int] = (2, 2, 10),
         mlp_mult: int = 4,
         dropout: float = 0.0,
+        normalise: str = "auto",
     ) -> None:
         """
         Args:
@@ -226,8 +232,10 @@ class HTNet(MERModel):
                 number is the number of hierarchies.
             mlp_mult: hidden width of the MLP, in multiples of the channels.
             dropout: on attention weights and after projections.
+            normalise: the flow's input normalisation (:mod:`fr_mer.models.flow_input`).
         """
         super().__init__()
+        self.init_flow_input(normalise, 3)
         block_repeats = tuple(int(n) for n in block_repeats)
         levels = len(block_repeats)
         if FLOW_SIDE % patch_size:
@@ -267,7 +275,7 @@ class HTNet(MERModel):
         if flow.shape[-2:] != (FLOW_SIDE, FLOW_SIDE):
             raise ParameterError(f"htnet reads {FLOW_SIDE}x{FLOW_SIDE} flow images, the cache holds "
                                  f"{tuple(flow.shape[-2:])}; preprocess with --feature-size {FLOW_SIDE}")
-        regions = tile_regions(flow, region_centres(batch["flow_landmarks"]))
+        regions = tile_regions(self.normalise_flow(flow), region_centres(batch["flow_landmarks"]))
         x = self.embed(self.patches(regions))
         for level, hierarchy in enumerate(self.hierarchies):
             x = hierarchy(x)

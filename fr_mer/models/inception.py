@@ -199,55 +199,6 @@ class InceptionBackbone(nn.Module):
         return torch.cat(outs, dim=1).contiguous()
 
 
-#: How a model maps cached flow images (0..255 per sample and channel) to its input.
-NORMALISATIONS = ("range", "median")
-
-
-def scale_flow_image(x: torch.Tensor) -> torch.Tensor:
-    """Map cached flow images from 0..255 to -1..1 (``normalise="range"``).
-
-    The cache stores each channel min-max scaled to 0..255 per sample (as
-    STSTNet's released inputs are), so 127.5 is the middle of the range rather
-    than zero motion; centring still keeps the first layers' inputs near zero mean.
-    """
-    return x * (1.0 / 127.5) - 1.0
-
-
-def centre_flow_image(x: torch.Tensor) -> torch.Tensor:
-    """Subtract each image's median, then divide by 127.5 (``normalise="median"``).
-
-    x: (B, C, H, W), 0..255 per sample and channel. Per-sample min-max scaling
-    puts zero motion at a different grey level in every sample; most of a face
-    does not move, so the median is that level (plus any rigid shift of the
-    head, which this also removes), and after subtracting it 0 means "moves
-    like most of the face" in every sample.
-    """
-    median = x.flatten(2).median(dim=2).values[..., None, None]
-    return (x - median) * (1.0 / 127.5)
-
-
-def normalise_flow(x: torch.Tensor, mode: str) -> torch.Tensor:
-    return centre_flow_image(x) if mode == "median" else scale_flow_image(x)
-
-
-def flip_flow(flow: torch.Tensor, channels: tuple[str, ...], generator: torch.Generator,
-              p: float = 0.5) -> torch.Tensor:
-    """Mirror each sample left-right with probability ``p``: a face seen in a mirror.
-
-    flow: (B, C, H, W) images of the named channels, each min-max scaled to
-    0..255 per sample. Mirroring negates the horizontal flow u; on the scaled
-    image that is exactly ``255 - u`` (the scaled minimum and maximum swap),
-    so u is inverted as well as mirrored; v and strain are only mirrored.
-    Returns a new tensor.
-    """
-    flip = torch.rand(flow.shape[0], generator=generator, device=flow.device) < p
-    mirrored = flow.flip(-1)
-    if "u" in channels:
-        u = channels.index("u")
-        mirrored[:, u] = 255.0 - mirrored[:, u]
-    return torch.where(flip[:, None, None, None], mirrored, flow)
-
-
 def check_flow_channels(channels: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
     """Validate a model's ``channels`` option: distinct names from :data:`FLOW_CHANNELS`."""
     if isinstance(channels, str):

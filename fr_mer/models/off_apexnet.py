@@ -1,7 +1,8 @@
 """OFF-ApexNet (Gan, Liong, Yau, Huang, Tan, "OFF-ApexNet on micro-expression
 recognition system", Signal Processing: Image Communication 74, 2019).
 
-Input: the u and v flow images (B, 2, 28, 28), values 0..255 as cached. Each is
+Input: the u and v flow images (B, 2, 28, 28) as cached, normalised by the
+``normalise`` option (:mod:`fr_mer.models.flow_input`: -1..1 on minmax255 caches). Each is
 its own stream: conv 5x5, 6 filters, "same" -> ReLU -> 2x2 max-pool ->
 conv 5x5, 16 filters, "same" -> ReLU -> 2x2 max-pool -> (16, 7, 7). The two
 streams are flattened and concatenated (1,568), FC 1024 + ReLU, FC 1024 +
@@ -25,17 +26,18 @@ from torch.nn import functional as F
 
 from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
-from fr_mer.models.base import MERModel, Recipe
-from fr_mer.models.inception import scale_flow_image
+from fr_mer.models.base import Recipe
+from fr_mer.models.flow_input import FlowInputModel
 
 
 @register("off_apexnet")
-class OffApexNet(MERModel):
+class OffApexNet(FlowInputModel):
     inputs = {"flow": ("u", "v")}
     recipe = Recipe(epochs=40, batch_size=128, lr=1e-3, optimizer="adam")
 
-    def __init__(self, n_classes: int = 3, hidden: int = 1024, dropout: float = 0.5) -> None:
+    def __init__(self, n_classes: int = 3, hidden: int = 1024, dropout: float = 0.5, normalise: str = "auto") -> None:
         super().__init__()
+        self.init_flow_input(normalise, 2)
         if not 0.0 <= dropout < 1.0:
             raise ParameterError(f"off_apexnet needs 0 <= dropout < 1, got {dropout}")
         self.n_classes = n_classes
@@ -48,7 +50,7 @@ class OffApexNet(MERModel):
         self.fc3 = nn.Linear(hidden, n_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = scale_flow_image(batch["flow"])
+        x = self.normalise_flow(batch["flow"])
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(x.flatten(1)))

@@ -1,7 +1,9 @@
 """STSTNet (Liong et al., "Shallow Triple Stream Three-dimensional CNN", FG 2019).
 
 Input: (B, 3, 28, 28) optical-flow image in STSTNet's channel order
-(strain, v, u), values 0..255 as the released inputs are. Three parallel 3x3
+(strain, v, u): on a minmax255 cache values 0..255 as the released inputs are,
+fed as they are; on a raw cache divided by a per-channel scale fitted on the
+training rows (the ``normalise`` option, :mod:`fr_mer.models.flow_input`). Three parallel 3x3
 convolutions (3, 5 and 8 filters, padding 2), each ReLU -> BatchNorm -> 3x3
 max-pool stride 3 padding 1 -> dropout 0.5; concatenation (16 channels),
 2x2 average pool -> 5x5x16 = 400 -> linear to 3. 1,683 parameters (the paper
@@ -30,7 +32,8 @@ from torch.nn import functional as F
 
 from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
-from fr_mer.models.base import MERModel, Recipe
+from fr_mer.models.base import Recipe
+from fr_mer.models.flow_input import SCALE, FlowInputModel
 from fr_mer.ops import (avg_pool_linear, conv_relu_bn_maxpool, dropout, masked_channel_statistics,
                         masked_conv_relu_bn_maxpool, update_running_statistics)
 
@@ -38,13 +41,16 @@ _STREAMS = (("conv1", "bn1", 3), ("conv2", "bn2", 5), ("conv3", "bn3", 8))
 
 
 @register("ststnet")
-class STSTNet(MERModel):
+class STSTNet(FlowInputModel):
     inputs = {"flow": ("strain", "v", "u")}
     # The public code: Adam 5e-5, batch 256, 800 epochs, last epoch kept.
     recipe = Recipe(epochs=800, batch_size=256, lr=5e-5, optimizer="adam")
+    #: On minmax255 caches the released inputs' 0..255 values, as the public code feeds them.
+    minmax_modes = ("identity",)
 
-    def __init__(self, n_classes: int = 3, dropout: float = 0.5) -> None:
+    def __init__(self, n_classes: int = 3, dropout: float = 0.5, normalise: str = "auto") -> None:
         super().__init__()
+        self.init_flow_input(normalise, 3)
         if not 0.0 <= dropout < 1.0:
             raise ParameterError(f"ststnet needs 0 <= dropout < 1, got {dropout}")
         self.n_classes = n_classes
@@ -65,7 +71,7 @@ class STSTNet(MERModel):
                 momentum = 1.0 / float(bn.num_batches_tracked)
         use_batch_stats = self.training or not bn.track_running_stats
         x = conv_relu_bn_maxpool(
-            batch["flow"], self.conv.weight, self.conv.bias, bn.weight, bn.bias,
+            self.normalise_flow(batch["flow"]), self.conv.weight, self.conv.bias, bn.weight, bn.bias,
             bn.running_mean if bn.track_running_stats else None,
             bn.running_var if bn.track_running_stats else None,
             training=use_batch_stats, momentum=momentum, eps=bn.eps,
@@ -154,6 +160,10 @@ class StackedSTSTNet(nn.Module):
         self.register_buffer("running_mean", stack(lambda m: m.bn.running_mean))
         self.register_buffer("running_var", stack(lambda m: m.bn.running_var))
         self.register_buffer("num_batches_tracked", stack(lambda m: m.bn.num_batches_tracked))
+        # Raw caches: each fold's input scale, fitted on its own training rows (F, 3).
+        self.scaled = first.flow_mode == SCALE
+        if self.scaled:
+            self.register_buffer("input_scale", stack(lambda m: m.input_scale))
 
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         flow = batch["flow"]
@@ -161,6 +171,8 @@ class StackedSTSTNet(nn.Module):
         if f != self.n_folds:
             raise ValueError(f"batch holds {f} folds, the stack {self.n_folds}")
         width = self.conv_weight.shape[1]
+        if self.scaled:
+            flow = flow / self.input_scale.view(1, f, -1, 1, 1)
         x = flow.reshape(b, f * flow.shape[2], *flow.shape[3:])
         if mask is None:
             mask = torch.ones(b, f, dtype=torch.bool, device=x.device)
@@ -202,6 +214,8 @@ class StackedSTSTNet(nn.Module):
             model.bn.num_batches_tracked.copy_(self.num_batches_tracked[i])
             model.fc.weight.copy_(self.fc_weight[i])
             model.fc.bias.copy_(self.fc_bias[i])
+            if self.scaled:
+                model.input_scale.copy_(self.input_scale[i])
         return self.models
 
 

@@ -23,7 +23,7 @@ Modules: :mod:`.schema` (the version, the columns and their widths), :mod:`.file
 (the one-writer lock and the checks made before HDF5 opens a file), :mod:`.writer`
 (:class:`CacheWriter`) and :mod:`.reader` (:func:`read_cache`).
 """
-from fr_mer.pipeline.cache.files import CacheError
+from fr_mer.pipeline.cache.files import CacheError, CacheParamsError
 from fr_mer.pipeline.cache.reader import Cache, read_cache
 from fr_mer.pipeline.cache.schema import (
     FLAGS_WIDTH,
@@ -46,6 +46,7 @@ __all__ = [
     "ArraySpec",
     "Cache",
     "CacheError",
+    "CacheParamsError",
     "CacheWriter",
     "read_cache",
 ]

@@ -40,6 +40,14 @@ class CacheError(FrMerError, ValueError):
     what to do. Defined here, beneath :mod:`pipeline.cache`, which exports it."""
 
 
+class CacheParamsError(CacheError):
+    """An existing cache made with other params: ``stored`` (its record) and ``differ`` (the keys that differ)."""
+
+    def __init__(self, message: str, stored: dict, differ: list[str]) -> None:
+        super().__init__(message)
+        self.stored, self.differ = stored, differ
+
+
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 

@@ -10,7 +10,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
-from fr_mer.pipeline.cache.files import CacheError, WriterLock, check_complete, check_writable
+from fr_mer.pipeline.cache.files import CacheError, CacheParamsError, WriterLock, check_complete, check_writable
 from fr_mer.pipeline.cache.schema import (
     FAILURE_COLUMNS,
     KEY_WIDTH,
@@ -197,10 +197,10 @@ class CacheWriter:
             diff = sorted(
                 k for k in set(stored) | set(self.params) if stored.get(k) != self.params.get(k)
             )
-            raise CacheError(
+            raise CacheParamsError(
                 f"{self.path}: made with other parameters ({'; '.join(self._difference(k, stored) for k in diff)}); "
                 "samples made two ways are never mixed: use another --out, the cache's settings, or --overwrite "
-                "to recompute everything"
+                "to recompute everything", stored, diff
             )
         samples = f["samples"]
         missing = [n for n in self.arrays if n not in samples]

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import cv2
 
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.cache import CacheError, CacheWriter
+from fr_mer.pipeline.cache import CacheError, CacheParamsError, CacheWriter
 from fr_mer.pipeline.clips import Clip
-from fr_mer.pipeline.flow import tvl1_flows
+from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION, tvl1_flows
 from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
@@ -259,6 +259,15 @@ class PreprocessRun:
                 params_added=PARAMS_ADDED,
                 options=PARAM_OPTIONS,
             )
+        except CacheParamsError as error:
+            self._close_client()
+            if "normalisation" not in error.differ:
+                raise
+            made = error.stored.get("normalisation", UNRECORDED_NORMALISATION)
+            raise CacheParamsError(
+                f"{error} (it holds flow made with --normalisation {made}, this run asks for "
+                f"{params.normalisation}: to resume it pass --normalisation {made})", error.stored, error.differ
+            ) from None
         except BaseException:
             self._close_client()
             raise
