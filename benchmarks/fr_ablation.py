@@ -90,6 +90,9 @@ VARIANTS: dict[str, Variant] = {
                            note="branch features gated by their own proposal probability"),
     "fr_propgate_e40": Variant("fr", fr(attention="proposal"), {"epochs": 40}),
     "fr_propgate_aug": Variant("fr", fr(attention="proposal"), {"augment": True}),
+    "fr_propgate_noprop": Variant("fr", fr(attention="proposal", proposal_loss="none"),
+                                  note="the gated head trained without the proposal loss (gates learn "
+                                       "through the classifier only)"),
     "fr_noatt": Variant("fr", fr(attention="none")),
     "fr_spatial_noprop": Variant("fr", fr(proposal_loss="none")),
     "fr_spatial_bal": Variant("fr", fr(proposal_loss="balanced_bce")),
