@@ -6,8 +6,9 @@ expression-shared features; an expression proposal module with attention
 factors and a proposal loss turns them into expression-specific features, one
 set per class; a classification branch predicts the label from a fusion of
 them. Everything else is an option of this class; the defaults are the
-variant that did best in our search (docs/models.md, "FR: design and
-ablation"), where every head was within about a point of the others:
+variant that did best in our search (docs/benchmarks.md, "How FR's defaults
+were chosen"; the options are in docs/models.md, "`fr`: Feature Refinement"),
+where every head was within about a point of the others:
 
     flow (B, S, 28, 28) --inception streams--> shared  X (B, C, 7, 7)
     for each class k:
