@@ -310,7 +310,7 @@ def test_resuming_a_minmax_cache_with_the_raw_default_names_the_option_to_pass(t
         pass
     assert PreprocessParams().normalisation == "none"
     with pytest.raises(CacheParamsError,
-                       match=r"normalisation .minmax255. in the cache.*pass --normalisation minmax255"):
+                       match=r"normalisation \S+ in the cache.*pass --normalisation minmax255"):
         PreprocessRun([], tmp_path / "c.h5", PreprocessParams(), jobs=1)
     if recorded is not None:
         PreprocessRun([], tmp_path / "c.h5", old, jobs=1).close()  # resumes as made
