@@ -71,10 +71,10 @@ def check_plan_inputs(plan: RunPlan, data: DeviceDataset) -> None:
     """Refuse, before anything is written, a model whose options do not fit how the cache stores its inputs.
 
     An explicit 0..255 ``normalise`` on a raw cache is the model's own refusal
-    (:meth:`~fr_mer.models.MERModel.check_inputs`). Released weights (``--weights``)
+    (:meth:`~fr_mer.models.MERModel.check_options`, on the options: no model is built). Released weights (``--weights``)
     are loaded with nothing fitted, so they need the minmax255 images they were trained on.
     """
-    plan.build_model(0).check_inputs(data.flow_normalisation, str(plan.cache))
+    plan.model_class.check_options(plan.options, data.flow_normalisation, str(plan.cache))
     if plan.weights_dir is not None and "flow" in plan.inputs and data.flow_normalisation != MINMAX255:
         raise EvaluationError(
             f"{plan.cache}: stores raw flow (--normalisation {data.flow_normalisation}); --weights loads weights "

@@ -151,9 +151,15 @@ class MERModel(nn.Module):
         per-channel scale on raw caches (:mod:`fr_mer.models.flow_input`).
         """
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, object], flow_normalisation: str, source: str) -> None:
+        """Raise :class:`~fr_mer.errors.ParameterError` (naming ``source``) if constructor ``options``
+        do not fit a cache whose flow is stored as ``flow_normalisation``, without building the
+        model; nothing to check here."""
+
     def check_inputs(self, flow_normalisation: str, source: str) -> None:
-        """Raise :class:`~fr_mer.errors.ParameterError` (naming ``source``) if the model's options do not
-        fit a cache whose flow is stored as ``flow_normalisation``; nothing to check here."""
+        """:meth:`check_options` for this model's own options."""
+        self.check_options(self.options(), flow_normalisation, source)
 
     def input_record(self) -> dict[str, object]:
         """What the model's input normalisation resolved to (recorded with each fold's results); {} here."""

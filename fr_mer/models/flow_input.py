@@ -128,25 +128,35 @@ class FlowInputModel(MERModel):
         """The mode ``forward`` applies: ``normalise``, with an unfitted ``"auto"`` read as 0..255 input."""
         return self.minmax_modes[0] if self.normalise == "auto" else self.normalise
 
-    def resolve_normalise(self, flow_normalisation: str, source: str) -> str:
-        """The mode for a cache whose flow is stored as ``flow_normalisation``; raises ParameterError if unfit."""
+    @classmethod
+    def normalise_for(cls, normalise: str, flow_normalisation: str, source: str) -> str:
+        """The mode option ``normalise`` takes on a cache whose flow is stored as ``flow_normalisation``;
+        raises ParameterError (naming ``source``) if the option does not fit that cache."""
         if flow_normalisation == RAW:
-            if self.normalise not in ("auto", SCALE):
+            if normalise not in ("auto", SCALE):
                 raise ParameterError(
                     f"{source}: the flow is stored raw (--normalisation none, u and v in pixels), but "
-                    f"{self.model_name} option normalise={self.normalise} assumes per-sample 0..255 images; "
+                    f"{cls.model_name} option normalise={normalise} assumes per-sample 0..255 images; "
                     "leave normalise at auto (a per-channel scale fitted on the training rows), or make the "
                     "cache with `fr-mer preprocess --normalisation minmax255`")
             return SCALE
         if flow_normalisation == MINMAX255:
-            if self.normalise == SCALE:
+            if normalise == SCALE:
                 raise ParameterError(
-                    f"{source}: the flow is stored min-max scaled to 0..255 (minmax255); {self.model_name} "
+                    f"{source}: the flow is stored min-max scaled to 0..255 (minmax255); {cls.model_name} "
                     f"option normalise=scale is for raw caches (--normalisation none); leave normalise at auto "
-                    f"or choose one of {', '.join(self.minmax_modes)}")
-            return self.flow_mode
+                    f"or choose one of {', '.join(cls.minmax_modes)}")
+            return cls.minmax_modes[0] if normalise == "auto" else normalise
         raise ParameterError(f"{source}: unknown flow normalisation {flow_normalisation!r}; "
-                             f"{self.model_name} reads {MINMAX255} or {RAW} caches")
+                             f"{cls.model_name} reads {MINMAX255} or {RAW} caches")
+
+    def resolve_normalise(self, flow_normalisation: str, source: str) -> str:
+        """The mode for a cache whose flow is stored as ``flow_normalisation``; raises ParameterError if unfit."""
+        return self.normalise_for(self.normalise, flow_normalisation, source)
+
+    @classmethod
+    def check_options(cls, options, flow_normalisation: str, source: str) -> None:
+        cls.normalise_for(options.get("normalise", "auto"), flow_normalisation, source)
 
     def check_inputs(self, flow_normalisation: str, source: str) -> None:
         self.resolve_normalise(flow_normalisation, source)
