@@ -221,12 +221,12 @@ def candidate_plan(plan: "RunPlan", candidate: Candidate) -> "RunPlan":
     return dataclasses.replace(plan, options=dict(candidate.options), recipe=candidate.recipe, candidates=())
 
 
-def inner_model(plan: "RunPlan", data: DeviceDataset, seed: int, train_index: np.ndarray):
+def inner_model(plan: "RunPlan", data: DeviceDataset, seed: int):
     """A fresh model for one inner fit, on the data's device: the one place inner models are built.
 
-    ``plan`` is a candidate's (:func:`candidate_plan`); ``train_index`` the inner
-    training rows the model will train on (the only rows a model may fit anything
-    of its inputs on), as :func:`fr_mer.evaluation._fold_model` has the fold's.
+    ``plan`` is a candidate's (:func:`candidate_plan`). What the model fits of its
+    inputs it fits in the training functions, on the inner training rows only
+    (:meth:`~fr_mer.models.MERModel.fit_inputs`).
     """
     return plan.build_model(seed).to(data.device)
 
@@ -289,10 +289,7 @@ def score_candidates(plan: "RunPlan", data: DeviceDataset, jobs: Sequence["FoldJ
     seconds = (time.perf_counter() - start) / max(len(jobs), 1)
     selections = []
     for row in scores:
-        chosen = 0
-        for index, score in enumerate(row):
-            if score > row[chosen]:  # strictly better: a tie keeps the earlier candidate
-                chosen = index
+        chosen = int(np.argmax(row))  # the first of the best: a tie keeps the earlier candidate
         selections.append(FoldSelection(chosen=chosen, candidate=plan.candidates[chosen].record(),
                                         inner_uf1=[round(float(s), 6) for s in row], inner_folds=n_splits,
                                         seconds=seconds))
@@ -302,7 +299,7 @@ def score_candidates(plan: "RunPlan", data: DeviceDataset, jobs: Sequence["FoldJ
 def _inner_predictions(cplan: "RunPlan", data: DeviceDataset, jobs: Sequence["FoldJob"], fits: Sequence[_InnerFit],
                        candidate: int) -> list[np.ndarray]:
     """Each inner fit's predicted classes on its inner validation rows, trained with the candidate's plan."""
-    models = [inner_model(cplan, data, fit.seed, fit.train) for fit in fits]
+    models = [inner_model(cplan, data, fit.seed) for fit in fits]
     if cplan.stack == 1:
         for model, fit in zip(models, fits):
             train_model(model, data, torch.as_tensor(fit.train), cplan.recipe, seed=fit.seed)
