@@ -4,13 +4,18 @@ Reads ``benchmarks/results/audit/*/selection_audit.json`` (written by ``fr-mer e
 --audit-selection``; docs/protocols.md, "The selection audit") and prints, per model, the honest
 last-epoch UF1 / UAR beside what choosing epochs on the held-out subjects would have printed, with
 the MEB authors' published pairs (../shared/specs/protocol.md) as the reference. Nothing is
-recomputed: the figures are those the report step wrote from the runs' per-epoch logs.
+retrained: the per-seed figures are those the report step wrote from the runs' per-epoch logs.
+
+A model's seeds may lie in several folders (``fr/`` holds seed 0, ``fr-s1/`` seeds 1 and 2, run by
+``--first-seed 1 --seeds 2`` in another session): their per-seed figures are pooled into one row,
+mean ± sd (sample sd, as ``metrics.json``) over all of them; a seed found twice is an error.
 
     python benchmarks/audit_table.py [benchmarks/results/audit]
 """
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -18,35 +23,69 @@ from pathlib import Path
 MEB_PUBLISHED = {"ststnet": (0.7127, 0.7740), "off_apexnet": (0.7032, 0.8390)}
 FIGURES = (("last_epoch", "honest (last epoch)"), ("best_epoch_per_subject", "best epoch per subject"),
            ("best_single_epoch", "best single epoch for all"))
+SCOPES = ("full", "casme2", "samm", "smic")
 
 
-def cell(scope: dict) -> str:
-    seeds = len(scope["per_seed"])
-    spread = f" ± {scope['uf1_std']:.4f} sd" if seeds > 1 else ""
-    return f"{scope['uf1']:.4f}{spread} / {scope['uar']:.4f}"
+def load_models(root: Path) -> dict[str, dict]:
+    """Per model: its folders, the machines they ran on, and per figure and scope, seed -> (UF1, UAR)."""
+    models: dict[str, dict] = {}
+    for path in sorted(root.glob("*/selection_audit.json")):
+        audit = json.loads(path.read_text())
+        entry = models.setdefault(audit["model"], {"folders": [], "machines": [], "best_epochs": {},
+                                                   "figures": {k: {s: {} for s in SCOPES} for k, _ in FIGURES}})
+        environment = json.loads((path.parent / "metrics.json").read_text()).get("environment", {})
+        entry["folders"].append(path.parent.name)
+        entry["machines"].append(f"{environment.get('cpu', '?')} {environment.get('cpu_vector_extension', '?')}")
+        for key, _ in FIGURES:
+            for scope in SCOPES:
+                for seed, m in audit[key].get(scope, {}).get("per_seed", {}).items():
+                    seen = entry["figures"][key][scope]
+                    if seed in seen:
+                        raise SystemExit(f"{path}: seed {seed} of {audit['model']} is also in another folder "
+                                         f"({', '.join(entry['folders'][:-1])}); keep each seed once")
+                    seen[seed] = (m["uf1"], m["uar"])
+        for seed, chosen in audit["selected_epochs"].items():
+            entry["best_epochs"][seed] = chosen["best_single_epoch"]
+    return models
+
+
+def summary(per_seed: dict[str, tuple[float, float]]) -> tuple[float, float, float]:
+    uf1s = [v[0] for v in per_seed.values()]
+    sd = statistics.stdev(uf1s) if len(uf1s) > 1 else 0.0
+    return statistics.fmean(uf1s), sd, statistics.fmean(v[1] for v in per_seed.values())
+
+
+def cell(per_seed: dict[str, tuple[float, float]]) -> str:
+    uf1, sd, uar = summary(per_seed)
+    spread = f" ± {sd:.4f} sd" if len(per_seed) > 1 else ""
+    return f"{uf1:.4f}{spread} / {uar:.4f}"
 
 
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "audit"
+    models = load_models(root)
     lines = ["| model | seeds | " + " | ".join(f"{title} UF1 / UAR" for _, title in FIGURES)
              + " | inflation (per subject - honest) UF1 | MEB published: last / best per subject UF1 |",
              "|---|---|" + "---|" * (len(FIGURES) + 2)]
-    for path in sorted(root.glob("*/selection_audit.json")):
-        audit = json.loads(path.read_text())
-        full = {key: audit[key]["full"] for key, _ in FIGURES}
-        inflation = full["best_epoch_per_subject"]["uf1"] - full["last_epoch"]["uf1"]
-        meb = MEB_PUBLISHED.get(audit["model"])
-        lines.append(f"| `{audit['model']}` | {', '.join(map(str, audit['seeds']))} | "
+    for model, entry in models.items():
+        full = {key: entry["figures"][key]["full"] for key, _ in FIGURES}
+        inflation = summary(full["best_epoch_per_subject"])[0] - summary(full["last_epoch"])[0]
+        meb = MEB_PUBLISHED.get(model)
+        seeds = sorted(full["last_epoch"], key=int)
+        lines.append(f"| `{model}` | {', '.join(seeds)} | "
                      + " | ".join(cell(full[key]) for key, _ in FIGURES)
                      + f" | {inflation:+.4f} | {f'{meb[0]:.4f} / {meb[1]:.4f}' if meb else '-'} |")
-    lines.append("")
-    lines.append("Per database (UF1, honest -> best epoch per subject):")
-    lines.append("")
-    for path in sorted(root.glob("*/selection_audit.json")):
-        audit = json.loads(path.read_text())
-        parts = [f"{db} {audit['last_epoch'][db]['uf1']:.4f} -> {audit['best_epoch_per_subject'][db]['uf1']:.4f}"
-                 for db in ("casme2", "samm", "smic") if db in audit["last_epoch"]]
-        lines.append(f"- `{audit['model']}`: " + "; ".join(parts))
+    lines += ["", "Per database (UF1, mean over seeds, honest -> best epoch per subject):", ""]
+    for model, entry in models.items():
+        parts = [f"{db} {summary(entry['figures']['last_epoch'][db])[0]:.4f} -> "
+                 f"{summary(entry['figures']['best_epoch_per_subject'][db])[0]:.4f}"
+                 for db in SCOPES[1:] if entry["figures"]["last_epoch"][db]]
+        lines.append(f"- `{model}`: " + "; ".join(parts))
+    lines += ["", "Best single epoch per seed, and where each folder ran:", ""]
+    for model, entry in models.items():
+        epochs = ", ".join(f"seed {s}: {e}" for s, e in sorted(entry["best_epochs"].items(), key=lambda x: int(x[0])))
+        where = "; ".join(f"`{f}` {m}" for f, m in zip(entry["folders"], entry["machines"]))
+        lines.append(f"- `{model}`: {epochs} ({where})")
     print("\n".join(lines))
 
 

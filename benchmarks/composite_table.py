@@ -7,13 +7,19 @@ Prints one Markdown row per run beside the published figures of the method
 (``../shared/specs/fr-model.md``), then the per-seed UF1 of every run so that
 models can be compared seed by seed.
 
+Runs of one model and settings whose seeds were run apart (``--first-seed``, another
+session) are pooled into one row: their per-seed figures are merged and the mean and
+sd (sample sd, as ``metrics.json``) recomputed over all of them; a seed given twice is
+an error.
+
     python benchmarks/composite_table.py runs/ststnet runs/dual_inception runs/off_apexnet runs/fr
-    python benchmarks/composite_table.py benchmarks/results/composite/*.json
+    python benchmarks/composite_table.py benchmarks/results/audit/*/
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -42,6 +48,32 @@ def load(run: Path) -> dict:
     if not path.is_file():
         raise SystemExit(f"{path}: not found; finish the run first (`fr-mer evaluate ... --out {run}` resumes it)")
     return json.loads(path.read_text())
+
+
+def pool(runs: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """One entry per (model, options, recipe, weights), in first-seen order, seeds merged."""
+    pooled: dict[str, tuple[Path, dict]] = {}
+    for run_dir, metrics in runs:
+        key = json.dumps([metrics.get(k) for k in ("model", "options", "recipe", "weights")], sort_keys=True)
+        if key not in pooled:
+            pooled[key] = (run_dir, json.loads(json.dumps(metrics)))
+            continue
+        first_dir, merged = pooled[key]
+        repeated = sorted(set(merged["full"]["per_seed"]) & set(metrics["full"]["per_seed"]), key=int)
+        if repeated:
+            raise SystemExit(f"{run_dir} and {first_dir} both hold seed {', '.join(repeated)} of "
+                             f"{metrics['model']}; give each seed once")
+        merged["seeds"] = sorted(merged["seeds"] + metrics["seeds"])
+        for scope in SCOPES:
+            per_seed = {**merged[scope]["per_seed"], **metrics[scope]["per_seed"]}
+            per_seed = dict(sorted(per_seed.items(), key=lambda item: int(item[0])))
+            block = {"per_seed": per_seed, "n": merged[scope].get("n")}
+            for metric in ("uf1", "uar"):
+                values = [v[metric] for v in per_seed.values()]
+                block[metric] = statistics.fmean(values)
+                block[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            merged[scope] = block
+    return list(pooled.values())
 
 
 def rows(runs: list[tuple[Path, dict]]) -> list[str]:
@@ -86,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir, metrics in runs:
         if metrics.get("protocol") != "composite":
             raise SystemExit(f"{run_dir}: protocol {metrics.get('protocol')!r}, this table is for composite runs")
+    runs = pool(runs)
     print("\n".join(rows(runs)))
     print()
     print("\n".join(per_seed(runs)))

@@ -83,22 +83,26 @@ VARIANTS: dict[str, Variant] = {
     "off_apexnet": Variant("off_apexnet", {}, note="OFF-ApexNet with its default recipe (a sanity check)"),
     "fr": Variant("fr", {}, note="fr with its current defaults"),
     "fr_naive": Variant("fr", fr(attention="scalar"), note="the spec's naive head: sigmoid scalar gate per branch"),
-    "fr_naive_med": Variant("fr", fr(attention="scalar", normalise="median")),
-    "fr_spatial": Variant("fr", fr()),
-    "fr_channel": Variant("fr", fr(attention="channel")),
+    "fr_naive_med": Variant("fr", fr(attention="scalar", normalise="median"),
+                            note="attention=scalar, median-centred inputs"),
+    "fr_spatial": Variant("fr", fr(), note="attention=spatial"),
+    "fr_channel": Variant("fr", fr(attention="channel"), note="attention=channel"),
     "fr_propgate": Variant("fr", fr(attention="proposal"),
-                           note="branch features gated by their own proposal probability"),
-    "fr_propgate_e40": Variant("fr", fr(attention="proposal"), {"epochs": 40}),
-    "fr_propgate_aug": Variant("fr", fr(attention="proposal"), {"augment": True}),
+                           note="FR's default: attention=proposal, each class branch gated by its own "
+                                "proposal probability"),
+    "fr_propgate_e40": Variant("fr", fr(attention="proposal"), {"epochs": 40}, note="FR's default, 40 epochs"),
+    "fr_propgate_aug": Variant("fr", fr(attention="proposal"), {"augment": True},
+                               note="FR's default + left-right mirroring"),
     "fr_propgate_noprop": Variant("fr", fr(attention="proposal", proposal_loss="none"),
                                   note="the gated head trained without the proposal loss (gates learn "
                                        "through the classifier only)"),
-    "fr_noatt": Variant("fr", fr(attention="none")),
-    "fr_spatial_noprop": Variant("fr", fr(proposal_loss="none")),
-    "fr_spatial_bal": Variant("fr", fr(proposal_loss="balanced_bce")),
-    "fr_spatial_sum": Variant("fr", fr(fusion="sum")),
-    "fr_spatial_drop": Variant("fr", fr(dropout=0.5)),
-    "fr_spatial_strain": Variant("fr", fr(channels=("u", "v", "strain"))),
+    "fr_noatt": Variant("fr", fr(attention="none"), note="attention=none"),
+    "fr_spatial_noprop": Variant("fr", fr(proposal_loss="none"), note="attention=spatial, no proposal loss"),
+    "fr_spatial_bal": Variant("fr", fr(proposal_loss="balanced_bce"),
+                              note="attention=spatial, class-balanced BCE proposal loss"),
+    "fr_spatial_sum": Variant("fr", fr(fusion="sum"), note="attention=spatial, branches summed"),
+    "fr_spatial_drop": Variant("fr", fr(dropout=0.5), note="attention=spatial, dropout 0.5"),
+    "fr_spatial_strain": Variant("fr", fr(channels=("u", "v", "strain")), note="attention=spatial + strain stream"),
 }
 
 SEARCH_SEEDS = (100, 101, 102)
@@ -207,8 +211,8 @@ def summarise(out: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict], baseline: str = "di") -> str:
-    """One table per protocol; Δ is the mean (± sd) over the shared seeds of the
-    per-seed UF1 difference from ``baseline`` (same folds, same fold seeds)."""
+    """One table per protocol. UF1 and UAR are mean ± sd over seeds; Δ is the mean ± se over the
+    seeds shared with ``baseline`` of the per-seed UF1 difference (same folds, same fold seeds)."""
     lines = []
     for protocol in ("cv5", "composite"):
         chosen = [r for r in rows if r["protocol"] == protocol]
@@ -216,8 +220,8 @@ def markdown(rows: list[dict], baseline: str = "di") -> str:
             continue
         base = next((r for r in chosen if r["variant"] == baseline), None)
         lines += [f"### {protocol}", "",
-                  "| variant | seeds | UF1 | UAR | ΔUF1 vs " + baseline + " (paired) | CASME II UF1 | SAMM UF1 | "
-                  "SMIC UF1 | per-seed UF1 | per-seed UAR | train s/seed |",
+                  "| variant | what it is | seeds | UF1 (mean ± sd) | UAR (mean ± sd) | ΔUF1 vs " + baseline
+                  + " (paired, mean ± se) | CASME II UF1 | SAMM UF1 | SMIC UF1 | per-seed UF1 | train s/seed |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(chosen, key=lambda r: -r["full_uf1"]):
             delta = ""
@@ -226,14 +230,15 @@ def markdown(rows: list[dict], baseline: str = "di") -> str:
                 diffs = [r["full_uf1_per_seed"][r["seeds"].index(s)] - base["full_uf1_per_seed"][base["seeds"].index(s)]
                          for s in shared]
                 if diffs:
-                    sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-                    delta = f"{statistics.fmean(diffs):+.4f} ± {sd:.4f} (n={len(diffs)})"
+                    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+                    ahead = sum(d > 0 for d in diffs)
+                    delta = f"{statistics.fmean(diffs):+.4f} ± {se:.4f} ({ahead} of {len(diffs)} ahead)"
+            variant = VARIANTS.get(r["variant"])
             lines.append(
-                f"| {r['variant']} | {','.join(map(str, r['seeds']))} | "
+                f"| {r['variant']} | {variant.note if variant else ''} | {','.join(map(str, r['seeds']))} | "
                 f"{r['full_uf1']:.4f} ± {r['full_uf1_sd']:.4f} | {r['full_uar']:.4f} ± {r['full_uar_sd']:.4f} | "
                 f"{delta} | {r['casme2_uf1']:.4f} | {r['samm_uf1']:.4f} | {r['smic_uf1']:.4f} | "
-                f"{', '.join(f'{v:.4f}' for v in r['full_uf1_per_seed'])} | "
-                f"{', '.join(f'{v:.4f}' for v in r['full_uar_per_seed'])} | {r['train_seconds_per_seed']:.0f} |")
+                f"{', '.join(f'{v:.4f}' for v in r['full_uf1_per_seed'])} | {r['train_seconds_per_seed']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -14,6 +14,9 @@ this module computes, per scope (all samples, then each database):
 - per seed, McNemar's exact test on the pooled predictions (samples that only A,
   or only B, classifies correctly).
 
+A side may be several run folders (:func:`load_runs`): the seeds of one model and recipe run by
+separate ``fr-mer evaluate`` calls (``--first-seed``), in another session or on another machine.
+
 What each figure means is written up in docs/comparing.md.
 """
 from __future__ import annotations
@@ -62,6 +65,12 @@ class RunPredictions:
     #: The run's label space, from predictions.csv's ``p_<class>`` columns (the composite's three
     #: classes, CAS(ME)^3's 4 or 7, MEGC2018's objective classes).
     classes: tuple[str, ...] = CLASSES
+    #: Every folder the predictions come from (:func:`load_runs`); ``(path,)`` for one run.
+    folders: tuple[Path, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return " + ".join(str(f) for f in self.folders or (self.path,))
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -171,6 +180,35 @@ def load_run(path: str | Path) -> RunPredictions:
     )
 
 
+def load_runs(paths: str | Path | Sequence[str | Path]) -> RunPredictions:
+    """One side of a comparison: a run folder, or several runs of the same model and settings whose
+    seeds were run apart (``--first-seed``), merged into one set of seeds.
+
+    The folders must hold the same samples, folds and labels, the same model, protocol, options and
+    recipe (from ``metrics.json``), and no seed twice.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ParameterError("no run folder given")
+    runs = [load_run(p) for p in paths]
+    first = runs[0]
+    settings = _run_config(first.path)
+    predicted = dict(first.predicted)
+    for run in runs[1:]:
+        where = f"{first.path} and {run.path}"
+        if (run.model, run.protocol) != (first.model, first.protocol) or _run_config(run.path) != settings:
+            raise ComparisonError(f"{where} are not runs of the same model, protocol, options and recipe "
+                                  f"(their metrics.json differ); one side of a comparison merges only the seeds "
+                                  "of one configuration")
+        check_same_samples(first, run)
+        repeated = sorted(set(predicted) & set(run.predicted))
+        if repeated:
+            raise ComparisonError(f"{where} both hold seed {_seed_list(repeated)}; give each seed once")
+        predicted.update(run.predicted)
+    return dataclasses.replace(first, predicted=dict(sorted(predicted.items())),
+                               folders=tuple(r.path for r in runs))
+
+
 def _parse_row(table: Path, line: int, row: dict[str, str], classes: Sequence[str]) -> tuple[int, str, int, int]:
     try:
         seed = int(row["seed"])
@@ -205,19 +243,37 @@ def _run_settings(path: Path) -> tuple[str | None, str | None]:
     return metrics.get("model"), metrics.get("protocol")
 
 
+def _run_config(path: Path) -> tuple[str | None, str | None]:
+    """The options and recipe the run's ``metrics.json`` records, as comparable text (None if absent)."""
+    try:
+        metrics = json.loads((path / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(metrics, dict):
+        return None, None
+    return tuple(json.dumps(metrics.get(k), sort_keys=True) if k in metrics else None
+                 for k in ("options", "recipe"))
+
+
 def check_paired(run_a: RunPredictions, run_b: RunPredictions) -> None:
     """Refuse two runs that do not share seeds, folds and samples (same keys, same true labels)."""
-    where = f"{run_a.path} and {run_b.path}"
+    where = f"{run_a.label} and {run_b.label}"
+    if run_a.seeds != run_b.seeds:
+        raise ComparisonError(
+            f"{where} ran different seeds ({_seed_list(run_a.seeds)} and {_seed_list(run_b.seeds)}); "
+            "a paired comparison needs the same seeds (fr-mer evaluate --seeds and --first-seed)")
+    check_same_samples(run_a, run_b)
+
+
+def check_same_samples(run_a: RunPredictions, run_b: RunPredictions) -> None:
+    """Refuse two runs of other protocols, label spaces, samples, folds or true labels."""
+    where = f"{run_a.label} and {run_b.label}"
     if run_a.protocol and run_b.protocol and run_a.protocol != run_b.protocol:
         raise ComparisonError(f"{where} ran different protocols ({run_a.protocol} and {run_b.protocol}); "
                               "a paired comparison needs the same folds")
     if run_a.classes != run_b.classes:
         raise ComparisonError(f"{where} predicted different classes ({', '.join(run_a.classes)} and "
                               f"{', '.join(run_b.classes)}); a paired comparison needs the same label space")
-    if run_a.seeds != run_b.seeds:
-        raise ComparisonError(
-            f"{where} ran different seeds ({_seed_list(run_a.seeds)} and {_seed_list(run_b.seeds)}); "
-            "a paired comparison needs the same seeds (fr-mer evaluate --seeds and --first-seed)")
     if run_a.keys != run_b.keys:
         only_a = sorted(set(run_a.keys) - set(run_b.keys))
         only_b = sorted(set(run_b.keys) - set(run_a.keys))
@@ -239,14 +295,17 @@ def _seed_list(seeds: Sequence[int]) -> str:
     return ", ".join(map(str, seeds))
 
 
-def compare_runs(path_a: str | Path, path_b: str | Path, *, n_bootstrap: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> Comparison:
-    """Load, check and compare two runs; ``seed`` seeds the bootstrap's generator."""
+def compare_runs(path_a: str | Path | Sequence[str | Path], path_b: str | Path | Sequence[str | Path], *,
+                 n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> Comparison:
+    """Load, check and compare two runs; ``seed`` seeds the bootstrap's generator.
+
+    Each side is a run folder or a list of folders whose seeds are merged (:func:`load_runs`).
+    """
     if n_bootstrap < 1:
         raise ParameterError(f"bootstrap resamples must be 1 or more, got {n_bootstrap}")
     if not 0 < confidence < 1:
         raise ParameterError(f"confidence must lie strictly between 0 and 1, got {confidence}")
-    run_a, run_b = load_run(path_a), load_run(path_b)
+    run_a, run_b = load_runs(path_a), load_runs(path_b)
     check_paired(run_a, run_b)
     seeds = run_a.seeds
     n_classes = len(run_a.classes)
@@ -274,14 +333,19 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, n_bootstrap: int = 1
             only_a = int(np.sum((p_a == true) & (p_b != true)))
             only_b = int(np.sum((p_b == true) & (p_a != true)))
             tests.append(McNemarTest(scope, s, only_a, only_b, mcnemar_p_value(only_a, only_b)))
-    label_a, label_b = run_a.path.name or str(run_a.path), run_b.path.name or str(run_b.path)
+    label_a, label_b = _short_label(run_a), _short_label(run_b)
     if label_a == label_b:
-        label_a, label_b = str(run_a.path), str(run_b.path)
+        label_a, label_b = run_a.label, run_b.label
     return Comparison(
-        label_a=label_a, label_b=label_b, run_a=str(run_a.path), run_b=str(run_b.path),
+        label_a=label_a, label_b=label_b, run_a=run_a.label, run_b=run_b.label,
         model_a=run_a.model, model_b=run_b.model, seeds=seeds, n_bootstrap=n_bootstrap, bootstrap_seed=seed,
         confidence=confidence, metrics=tuple(metrics), mcnemar=tuple(tests),
     )
+
+
+def _short_label(run: RunPredictions) -> str:
+    """The folder names of a side (its paths where a name is empty), joined with +."""
+    return " + ".join(f.name or str(f) for f in run.folders or (run.path,))
 
 
 def _metric_comparison(scope: str, metric: str, n_samples: int, n_subjects: int, a: tuple[float, ...],

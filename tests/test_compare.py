@@ -17,6 +17,7 @@ from fr_mer.compare import (
     compare_runs,
     exact_binomial_p_value,
     load_run,
+    load_runs,
     mcnemar_p_value,
     verdict,
 )
@@ -227,6 +228,41 @@ def test_runs_with_other_folds_are_refused(tmp_path):
 
 def test_runs_of_other_protocols_are_refused(tmp_path):
     assert "different protocols (composite and lodo)" in mismatch(tmp_path, protocol_b="lodo")
+
+
+def test_seeds_run_apart_are_one_side(runs, tmp_path):
+    """Seeds 0 and 1, 2 of each model in separate folders give the figures of the single folders."""
+    whole = compare_runs(*runs, n_bootstrap=200, seed=3)
+    a0 = write_run(tmp_path / "fr-s0", {0: PRED_A[0]}, model="fr")
+    a12 = write_run(tmp_path / "fr-s1", {1: PRED_A[1], 2: PRED_A[2]}, model="fr")
+    b0 = write_run(tmp_path / "dual-s0", {0: PRED_B[0]}, model="dual")
+    b12 = write_run(tmp_path / "dual-s1", {1: PRED_B[1], 2: PRED_B[2]}, model="dual")
+    merged = compare_runs([a12, a0], [b0, b12], n_bootstrap=200, seed=3)
+    assert merged.seeds == (0, 1, 2)
+    assert merged.metrics == whole.metrics and merged.mcnemar == whole.mcnemar
+    assert merged.label_a == "fr-s1 + fr-s0" and merged.run_b == f"{b0} + {b12}"
+    result = CliRunner().invoke(main, ["compare", str(a0), str(b0), "--also-a", str(a12), "--also-b", str(b12),
+                                       "--bootstrap", "200", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "seeds 0, 1, 2, paired" in result.output
+
+
+def test_a_side_refuses_a_seed_twice_and_other_models(tmp_path):
+    a0 = write_run(tmp_path / "fr-s0", {0: PRED_A[0]}, model="fr")
+    again = write_run(tmp_path / "fr-again", {0: PRED_A[0], 1: PRED_A[1]}, model="fr")
+    other = write_run(tmp_path / "dual-s1", {1: PRED_B[1]}, model="dual")
+    with pytest.raises(ComparisonError, match="both hold seed 0; give each seed once"):
+        load_runs([a0, again])
+    with pytest.raises(ComparisonError, match="not runs of the same model, protocol, options and recipe"):
+        load_runs([a0, other])
+    recipe = write_run(tmp_path / "fr-s2", {2: PRED_A[2]}, model="fr")
+    metrics = json.loads((recipe / "metrics.json").read_text())
+    (recipe / "metrics.json").write_text(json.dumps({**metrics, "recipe": {"epochs": 40}}))
+    with pytest.raises(ComparisonError, match="not runs of the same model"):
+        load_runs([a0, recipe])
+    fewer = write_run(tmp_path / "fr-s3", {3: PRED_A[0][:-1]}, samples=SAMPLES[:-1], model="fr")
+    with pytest.raises(ComparisonError, match="different samples"):
+        load_runs([a0, fewer])
 
 
 def test_unreadable_run_folders_name_the_file(tmp_path):

@@ -10,6 +10,11 @@ import click
 @click.command("compare")
 @click.argument("run_a", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("run_b", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--also-a", "more_a", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Another run folder of A's model and settings with other seeds (--first-seed), merged "
+                   "into A's seeds; repeatable.")
+@click.option("--also-b", "more_b", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Another run folder of B's, as --also-a; repeatable.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples of the subjects for the confidence interval.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -18,17 +23,18 @@ import click
               help="Also write every figure (per seed, per scope, McNemar counts) to this JSON file.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the printed tables and verdict to this Markdown file.")
-def command(run_a: Path, run_b: Path, n_bootstrap: int, seed: int, json_path: Path | None,
-            markdown_path: Path | None) -> None:
+def command(run_a: Path, run_b: Path, more_a: tuple[Path, ...], more_b: tuple[Path, ...], n_bootstrap: int,
+            seed: int, json_path: Path | None, markdown_path: Path | None) -> None:
     """Compare RUN_A with RUN_B, two `fr-mer evaluate --out` folders run with the same seeds.
 
     Prints per-seed differences, the mean difference A - B with its standard
     error, a bootstrap interval over subjects, wins per seed and McNemar's test,
     for all samples and per database, then a one-line verdict (docs/comparing.md).
+    Seeds of one side run by separate calls join it with --also-a / --also-b.
     """
     from fr_mer.compare import comparison_record, compare_runs, to_markdown
 
-    comparison = compare_runs(run_a, run_b, n_bootstrap=n_bootstrap, seed=seed)
+    comparison = compare_runs([run_a, *more_a], [run_b, *more_b], n_bootstrap=n_bootstrap, seed=seed)
     markdown = to_markdown(comparison)
     if json_path is not None:
         json_path.write_text(json.dumps(comparison_record(comparison), indent=2) + "\n")

@@ -1,0 +1,74 @@
+"""The scripts that make docs/benchmarks.md's tables from benchmarks/results/: seeds run in separate
+folders pooled (against an independent computation), a seed given twice refused, and the tables in
+the docs equal to what the scripts print from the archived runs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def metrics(model: str, per_seed: dict[int, tuple[float, float]]) -> dict:
+    """A composite metrics.json with the given per-seed (UF1, UAR), the same in every scope."""
+    block = {"per_seed": {str(s): {"uf1": f, "uar": r} for s, (f, r) in per_seed.items()}, "n": 442,
+             "uf1": 0.0, "uar": 0.0, "uf1_std": 0.0, "uar_std": 0.0}
+    return {"protocol": "composite", "model": model, "options": {}, "recipe": {"epochs": 20},
+            "weights": None, "seeds": sorted(per_seed),
+            **{scope: block for scope in ("full", "casme2", "samm", "smic")}}
+
+
+def test_composite_table_pools_seeds_run_apart():
+    table = script("composite_table")
+    first = metrics("fr", {0: (0.70, 0.71)})
+    rest = metrics("fr", {1: (0.74, 0.72), 2: (0.72, 0.69)})
+    other = metrics("dual_inception", {0: (0.69, 0.70)})
+    pooled = table.pool([(Path("fr"), first), (Path("dual"), other), (Path("fr-s1"), rest)])
+    assert [m["model"] for _, m in pooled] == ["fr", "dual_inception"]
+    fr = pooled[0][1]
+    assert fr["seeds"] == [0, 1, 2]
+    assert fr["full"]["uf1"] == pytest.approx(statistics.fmean([0.70, 0.74, 0.72]))
+    assert fr["full"]["uf1_std"] == pytest.approx(statistics.stdev([0.70, 0.74, 0.72]))
+    assert fr["samm"]["uar_std"] == pytest.approx(statistics.stdev([0.71, 0.72, 0.69]))
+    assert first["full"]["per_seed"].keys() == {"0"}  # the inputs are not changed
+    with pytest.raises(SystemExit, match="both hold seed 0 of fr"):
+        table.pool([(Path("fr"), first), (Path("fr-again"), metrics("fr", {0: (0.7, 0.7)}))])
+    longer = {**metrics("fr", {1: (0.7, 0.7)}), "recipe": {"epochs": 40}}
+    assert len(table.pool([(Path("fr"), first), (Path("fr-e40"), longer)])) == 2  # other recipe, other row
+
+
+def audit_run(folder: Path, model: str, per_seed: dict[int, tuple[float, float]]) -> None:
+    folder.mkdir(parents=True)
+    figures = {key: {"full": {"per_seed": {str(s): {"uf1": f + bonus, "uar": r} for s, (f, r) in per_seed.items()}}}
+               for key, bonus in (("last_epoch", 0.0), ("best_epoch_per_subject", 0.1), ("best_single_epoch", 0.0))}
+    (folder / "selection_audit.json").write_text(json.dumps(
+        {"model": model, "seeds": sorted(per_seed), **figures,
+         "selected_epochs": {str(s): {"best_single_epoch": 20} for s in per_seed}}))
+    (folder / "metrics.json").write_text(json.dumps({"environment": {"cpu": "X", "cpu_vector_extension": "avx2"}}))
+
+
+def test_audit_table_pools_seeds_run_apart(tmp_path):
+    table = script("audit_table")
+    audit_run(tmp_path / "fr", "fr", {0: (0.70, 0.71)})
+    audit_run(tmp_path / "fr-s1", "fr", {1: (0.74, 0.72), 2: (0.72, 0.69)})
+    models = table.load_models(tmp_path)
+    last = models["fr"]["figures"]["last_epoch"]["full"]
+    assert sorted(last) == ["0", "1", "2"]
+    uf1, sd, uar = table.summary(last)
+    assert (uf1, sd, uar) == pytest.approx((statistics.fmean([0.70, 0.74, 0.72]), statistics.stdev([0.70, 0.74, 0.72]),
+                                            statistics.fmean([0.71, 0.72, 0.69])))
+    audit_run(tmp_path / "fr-again", "fr", {2: (0.6, 0.6)})
+    with pytest.raises(SystemExit, match="seed 2 of fr is also in another folder"):
+        table.load_models(tmp_path)
