@@ -232,27 +232,25 @@ def _first(items: Sequence[str], count: int = 3) -> str:
     return ", ".join(items[:count]) + (", ..." if len(items) > count else "")
 
 
-def _run_settings(path: Path) -> tuple[str | None, str | None]:
-    """The model and protocol the run's ``metrics.json`` names; None where it is absent or unreadable."""
+def _run_metrics(path: Path) -> dict:
+    """The run's ``metrics.json``; empty where it is absent or unreadable (the predictions still compare)."""
     try:
         metrics = json.loads((path / METRICS_FILE).read_text())
     except (OSError, ValueError):
-        return None, None
-    if not isinstance(metrics, dict):
-        return None, None
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _run_settings(path: Path) -> tuple[str | None, str | None]:
+    """The model and protocol the run's ``metrics.json`` names; None where it is absent or unreadable."""
+    metrics = _run_metrics(path)
     return metrics.get("model"), metrics.get("protocol")
 
 
-def _run_config(path: Path) -> tuple[str | None, str | None]:
+def _run_config(path: Path) -> tuple[str | None, ...]:
     """The options and recipe the run's ``metrics.json`` records, as comparable text (None if absent)."""
-    try:
-        metrics = json.loads((path / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return None, None
-    if not isinstance(metrics, dict):
-        return None, None
-    return tuple(json.dumps(metrics.get(k), sort_keys=True) if k in metrics else None
-                 for k in ("options", "recipe"))
+    metrics = _run_metrics(path)
+    return tuple(json.dumps(metrics[k], sort_keys=True) if k in metrics else None for k in ("options", "recipe"))
 
 
 def check_paired(run_a: RunPredictions, run_b: RunPredictions) -> None:
