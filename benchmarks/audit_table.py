@@ -61,8 +61,9 @@ def cell(per_seed: dict[str, tuple[float, float]]) -> str:
     return f"{uf1:.4f}{spread} / {uar:.4f}"
 
 
-def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "audit"
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    root = Path(argv[0]) if argv else Path(__file__).parent / "results" / "audit"
     models = load_models(root)
     lines = ["| model | seeds | " + " | ".join(f"{title} UF1 / UAR" for _, title in FIGURES)
              + " | inflation (per subject - honest) UF1 | MEB published: last / best per subject UF1 |",
@@ -87,7 +88,8 @@ def main() -> None:
         where = "; ".join(f"`{f}` {m}" for f, m in zip(entry["folders"], entry["machines"]))
         lines.append(f"- `{model}`: {epochs} ({where})")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def script(name: str):
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -72,3 +74,47 @@ def test_audit_table_pools_seeds_run_apart(tmp_path):
     audit_run(tmp_path / "fr-again", "fr", {2: (0.6, 0.6)})
     with pytest.raises(SystemExit, match="seed 2 of fr is also in another folder"):
         table.load_models(tmp_path)
+
+
+DOCS = (ROOT / "docs" / "benchmarks.md").read_text().splitlines()
+
+
+def missing_from_docs(printed: str) -> list[str]:
+    """The lines of a script's output that docs/benchmarks.md does not hold, word for word (its own
+    headings aside: the docs give the tables theirs)."""
+    return [line for line in printed.splitlines()
+            if line.strip() and not line.startswith("#") and line not in DOCS]
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("composite_table", [str(RESULTS / "composite" / "ststnet_released_run"),
+                         *sorted(str(p) for p in (RESULTS / "audit").iterdir() if p.is_dir())]),
+    ("audit_table", [str(RESULTS / "audit")]),
+])
+def test_docs_tables_are_what_the_scripts_print_from_the_archive(name, argv, capsys):
+    assert script(name).main(argv) == 0
+    assert missing_from_docs(capsys.readouterr().out) == []
+
+
+def test_docs_ablation_table_is_what_the_script_prints_from_the_archive():
+    ablation = script("fr_ablation")
+    printed = ablation.markdown(ablation.summarise(RESULTS / "fr_ablation"))
+    assert "| di |" in printed
+    assert missing_from_docs(printed) == []
+
+
+def test_ablation_e40_rows_train_twice_the_steps_of_their_base_at_every_fold_size():
+    # The rows once doubled the epochs only: under the recipe's 80-step floor a fold of fewer
+    # than 385 samples already ran 40 epochs, and those folds repeated the 20-epoch result.
+    ablation = script("fr_ablation")
+    from fr_mer.models import model_class
+    from fr_mer.models.base import batches_per_epoch
+    pairs = [(name, name[:-4]) for name in ablation.VARIANTS if name.endswith("_e40")]
+    assert sorted(pairs) == [("di_e40", "di"), ("fr_propgate_e40", "fr_propgate")]
+    for longer, base in pairs:
+        recipes = [model_class(ablation.VARIANTS[v].model).recipe.replace(**ablation.VARIANTS[v].recipe)
+                   for v in (longer, base)]
+        for n_train in range(2, 437):
+            steps = [r.for_training_size(n_train).epochs * batches_per_epoch(n_train, r.batch_size)
+                     for r in recipes]
+            assert steps[0] == 2 * steps[1], (longer, n_train, steps)
