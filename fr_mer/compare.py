@@ -342,8 +342,10 @@ def compare_runs(path_a: str | Path | Sequence[str | Path], path_b: str | Path |
 
 
 def _short_label(run: RunPredictions) -> str:
-    """The folder names of a side (its paths where a name is empty), joined with +."""
-    return " + ".join(f.name or str(f) for f in run.folders or (run.path,))
+    """The folder names of a side (its paths where a name is empty), joined with +; past three
+    folders, the first and a count (the full list stays in ``run_a``/``run_b``)."""
+    names = [f.name or str(f) for f in run.folders or (run.path,)]
+    return " + ".join(names) if len(names) <= 3 else f"{names[0]} + {len(names) - 1} more folders"
 
 
 def _metric_comparison(scope: str, metric: str, n_samples: int, n_subjects: int, a: tuple[float, ...],

@@ -245,6 +245,12 @@ def test_seeds_run_apart_are_one_side(runs, tmp_path):
                                        "--bootstrap", "200", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "seeds 0, 1, 2, paired" in result.output
+    # Past three folders a side is named by its first and a count; the full list stays in run_a.
+    four = [write_run(tmp_path / f"fr-one-s{s}", {s: PRED_A[s % 3]}, model="fr") for s in range(4)]
+    b3 = write_run(tmp_path / "dual-s3", {3: PRED_B[0]}, model="dual")
+    many = compare_runs(four, [b0, b12, b3], n_bootstrap=20, seed=3)
+    assert many.label_a == "fr-one-s0 + 3 more folders" and many.label_b == "dual-s0 + dual-s1 + dual-s3"
+    assert many.run_a == " + ".join(str(f) for f in four)
 
 
 def test_a_side_refuses_a_seed_twice_and_other_models(tmp_path):
