@@ -2,7 +2,8 @@
 
 Each RUN is the ``--out`` folder of one ``fr-mer evaluate --protocol composite``
 run, or a copy of its ``metrics.json`` (the means, spreads and per-seed
-figures; ``benchmarks/results/composite/`` keeps those of docs/benchmarks.md).
+figures). docs/benchmarks.md's table is made from the archived runs:
+``benchmarks/results/composite/ststnet_released_run`` and ``benchmarks/results/audit/*/``.
 Prints one Markdown row per run beside the published figures of the method
 (``../shared/specs/fr-model.md``), then the per-seed UF1 of every run so that
 models can be compared seed by seed.
