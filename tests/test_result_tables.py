@@ -90,6 +90,8 @@ def missing_from_docs(printed: str) -> list[str]:
     ("composite_table", [str(RESULTS / "composite" / "ststnet_released_run"),
                          *sorted(str(p) for p in (RESULTS / "audit").iterdir() if p.is_dir())]),
     ("audit_table", [str(RESULTS / "audit")]),
+    ("protocol_table", [str(RESULTS / run) for run in ("lodo/fr", "lodo/ststnet", "lodo/synthetic",
+                                                       "megc2018-cde/synthetic")]),
 ])
 def test_docs_tables_are_what_the_scripts_print_from_the_archive(name, argv, capsys):
     assert script(name).main(argv) == 0
