@@ -79,8 +79,8 @@ def pool(runs: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
 
 def rows(runs: list[tuple[Path, dict]]) -> list[str]:
     lines = [
-        "| model | run | seeds | full UF1 | full UAR | CASME II UF1 / UAR | SAMM UF1 / UAR | SMIC UF1 / UAR "
-        "| published full UF1 / UAR |",
+        "| model | run | seeds | full UF1 (mean ± sd) | full UAR (mean ± sd) "
+        "| CASME II UF1 / UAR | SAMM UF1 / UAR | SMIC UF1 / UAR | published full UF1 / UAR |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for run_dir, metrics in runs:
