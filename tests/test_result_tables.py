@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from fr_mer.models import model_class
+from fr_mer.models.base import batches_per_epoch
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -109,8 +112,6 @@ def test_ablation_e40_rows_train_twice_the_steps_of_their_base_at_every_fold_siz
     # The rows once doubled the epochs only: under the recipe's 80-step floor a fold of fewer
     # than 385 samples already ran 40 epochs, and those folds repeated the 20-epoch result.
     ablation = script("fr_ablation")
-    from fr_mer.models import model_class
-    from fr_mer.models.base import batches_per_epoch
     pairs = [(name, name[:-4]) for name in ablation.VARIANTS if name.endswith("_e40")]
     assert sorted(pairs) == [("di_e40", "di"), ("fr_propgate_e40", "fr_propgate")]
     for longer, base in pairs:
