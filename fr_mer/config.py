@@ -64,3 +64,14 @@ def describe_validation_error(error: ValidationError) -> str:
             message = message[len("Value error, "):]
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def with_added(recorded: Mapping[str, object], added: Mapping[str, object]) -> dict[str, object]:
+    """``recorded`` with each of ``added``'s keys it lacks, at any depth (nested mappings merged)."""
+    out = dict(recorded)
+    for key, value in added.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, Mapping) and isinstance(out[key], Mapping):
+            out[key] = with_added(out[key], value)
+    return out

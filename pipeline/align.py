@@ -29,6 +29,15 @@ RIGHT_EYE = slice(42, 48)
 #: Flags an :class:`AlignedPair` can carry.
 FACE_FROM_APEX = "face_from_apex"
 NO_FACE_WHOLE_FRAME = "no_face_whole_frame"
+RELEASE_CROP = "release_crop"
+
+#: The crop rules of :class:`AlignParams`, by the name a cache records (``params["align"]["crop"]``).
+CROPS = {
+    "template": "the similarity that puts the eye centres on the template (eye_distance, eye_height)",
+    "frame": "the whole frame scaled edge to edge onto the square: a cropped release's own face crop",
+    "auto": "frame for frames of a cropped release (CASME II's Cropped, SMIC_all_cropped), "
+            "template for raw frames",
+}
 
 _PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
@@ -74,6 +83,11 @@ class AlignParams:
         detect_pad: border (fraction of the longest side, replicated pixels) added
             for a second detection try on pre-cropped frames, whose face fills the
             frame and so lacks the margin the HOG window expects.
+        crop: the crop rule (:data:`CROPS`). ``auto`` (the default) keeps a cropped
+            release's own crop (``frame``): the template's wider square would reach
+            past the frame's edge into replicated pixels, whose streaks the flow and
+            the strain take for motion (docs/benchmarks-real.md); raw frames get the
+            template. Landmarks are found either way (head motion needs them).
     """
 
     face_size: int = 128
@@ -82,8 +96,11 @@ class AlignParams:
     upsample: int = 1
     detect_max_side: int = 640
     detect_pad: float = 0.25
+    crop: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ParameterError(f"unknown crop {self.crop!r}: expected one of {', '.join(CROPS)}")
         if self.face_size < 8:
             raise ParameterError(f"face_size must be at least 8 pixels, got {self.face_size}")
         if not 0 < self.eye_distance < 1:
@@ -101,7 +118,8 @@ class AlignedPair:
     ``onset``/``apex``: (size, size) crops, the input's dtype (uint8 in, uint8 out).
     ``matrix``: (2, 3) float32, frame -> crop. ``landmarks``: (68, 2) float32 in
     crop pixels (those of the frame the face was found on), all NaN when no face
-    was found. ``flags``: :data:`FACE_FROM_APEX`, :data:`NO_FACE_WHOLE_FRAME`.
+    was found. ``flags``: :data:`FACE_FROM_APEX`, :data:`NO_FACE_WHOLE_FRAME`,
+    :data:`RELEASE_CROP`.
     """
 
     onset: np.ndarray
@@ -299,6 +317,10 @@ class FaceAligner:
         return cv2.warpAffine(image, m, (int(size), int(size)), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
 
+    def uses_frame_crop(self, pre_cropped: bool) -> bool:
+        """Whether :meth:`align_pair` keeps the whole frame as the crop (the ``crop`` rule)."""
+        return self.params.crop == "frame" or (self.params.crop == "auto" and pre_cropped)
+
     def align_pair(self, onset: np.ndarray, apex: np.ndarray, *, size: int | None = None,
                    pre_cropped: bool = False) -> AlignedPair:
         """Warp onset and apex with one matrix found on the onset frame.
@@ -306,8 +328,11 @@ class FaceAligner:
         Rule: landmarks of the most confident face on the onset; if none, on the apex
         (flag ``face_from_apex``); if neither has a face, the whole frame is
         scaled edge to edge onto the crop (flag ``no_face_whole_frame``, the
-        landmarks are NaN): right for cropped releases (``pre_cropped``), a last
-        resort for raw frames. ``pre_cropped`` also adds the padded detection try.
+        landmarks are NaN): a last resort for raw frames. With the ``frame`` crop
+        (and ``auto`` on ``pre_cropped`` frames) the whole frame is the crop
+        whether a face was found or not (flag ``release_crop``); the landmarks,
+        when found, are mapped into it. ``pre_cropped`` also adds the padded
+        detection try.
         """
         onset = _check_gray(onset, "onset")
         apex = _check_gray(apex, "apex")
@@ -320,12 +345,18 @@ class FaceAligner:
             found = self.landmarks(apex, pre_cropped=pre_cropped)
             if found is not None:
                 flags.append(FACE_FROM_APEX)
+        frame_crop = self.uses_frame_crop(pre_cropped)
+        if frame_crop:
+            flags.append(RELEASE_CROP)
         if found is None:
             flags.append(NO_FACE_WHOLE_FRAME)
+        if frame_crop or found is None:
             matrix = whole_frame_matrix(onset.shape, size)
-            landmarks = np.full((68, 2), np.nan, dtype=np.float32)
         else:
             matrix = self.transform(found, size)
+        if found is None:
+            landmarks = np.full((68, 2), np.nan, dtype=np.float32)
+        else:
             landmarks = apply_matrix(matrix, found)
         return AlignedPair(
             onset=self.warp(onset, matrix, size),

@@ -8,7 +8,8 @@ import pytest
 from skimage import data
 
 from fr_mer.pipeline import align
-from fr_mer.pipeline.align import (FACE_FROM_APEX, NO_FACE_WHOLE_FRAME, AlignParams, FaceAligner, apply_matrix,
+from fr_mer.pipeline.align import (FACE_FROM_APEX, NO_FACE_WHOLE_FRAME, RELEASE_CROP, AlignParams, FaceAligner,
+                                   apply_matrix,
                                    default_predictor_path, eye_centres, rescale_matrix, rescale_points,
                                    whole_frame_matrix)
 from fr_mer.pipeline.flow import tvl1_flow
@@ -126,15 +127,42 @@ def test_fallback_to_the_apex_face(aligner, astronaut):
     assert np.isfinite(pair.landmarks).all()
 
 
-def test_no_face_anywhere_uses_the_whole_frame(aligner):
+@pytest.mark.parametrize("crop, pre_cropped, flags", [
+    ("template", True, [NO_FACE_WHOLE_FRAME]),
+    ("auto", False, [NO_FACE_WHOLE_FRAME]),
+    ("auto", True, [RELEASE_CROP, NO_FACE_WHOLE_FRAME]),
+])
+def test_no_face_anywhere_uses_the_whole_frame(crop, pre_cropped, flags):
+    aligner = FaceAligner(AlignParams(crop=crop))
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (170, 140), dtype=np.uint8), (0, 0), 3)
-    pair = aligner.align_pair(frame, frame, size=64, pre_cropped=True)
-    assert pair.flags == [NO_FACE_WHOLE_FRAME]
+    pair = aligner.align_pair(frame, frame, size=64, pre_cropped=pre_cropped)
+    assert pair.flags == flags
     assert np.isnan(pair.landmarks).all() and pair.landmarks.shape == (68, 2)
     np.testing.assert_allclose(pair.matrix, whole_frame_matrix(frame.shape, 64))
     resized = cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
     assert np.abs(pair.onset.astype(np.float32) - resized).mean() < 1.5
+
+
+@pytest.mark.parametrize("crop, pre_cropped", [("auto", True), ("frame", False), ("frame", True)])
+def test_a_cropped_release_keeps_its_own_crop(astronaut, crop, pre_cropped):
+    # the release's face crop, taller than wide like CASME II's reg_img frames: scaled edge to
+    # edge onto the square (no replicated border), its landmarks found and mapped into it
+    face = astronaut[40:250, 150:320]
+    aligner = FaceAligner(AlignParams(crop=crop))
+    pair = aligner.align_pair(face, face, size=96, pre_cropped=pre_cropped)
+    assert pair.flags == [RELEASE_CROP]
+    np.testing.assert_allclose(pair.matrix, whole_frame_matrix(face.shape, 96))
+    found = aligner.landmarks(face, pre_cropped=pre_cropped)
+    np.testing.assert_allclose(pair.landmarks, apply_matrix(pair.matrix, found), atol=1e-4)
+    resized = cv2.resize(face, (96, 96), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(pair.onset.astype(np.float32) - resized).mean() < 3  # anisotropic: area prefilter, then bilinear
+
+
+def test_raw_frames_keep_the_eye_template_under_auto(aligner, astronaut):
+    pair = FaceAligner(AlignParams(crop="auto")).align_pair(astronaut, astronaut, size=96)
+    assert pair.flags == []
+    np.testing.assert_allclose(pair.matrix, aligner.transform(aligner.landmarks(astronaut), 96), atol=1e-5)
 
 
 def test_pre_cropped_frames_get_a_padded_detection(aligner, astronaut):
@@ -190,4 +218,6 @@ def test_bad_input_is_rejected(aligner, astronaut):
         aligner.align_pair(astronaut, astronaut[:100])
     with pytest.raises(ValueError, match="eye_distance"):
         AlignParams(eye_distance=1.5)
+    with pytest.raises(ValueError, match="unknown crop 'tight': expected one of template, frame, auto"):
+        AlignParams(crop="tight")
     assert align.LEFT_EYE == slice(36, 42)

@@ -10,6 +10,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
+from fr_mer.config import with_added
 from fr_mer.pipeline.cache.files import CacheError, CacheParamsError, WriterLock, check_complete, check_writable
 from fr_mer.pipeline.cache.schema import (
     FAILURE_COLUMNS,
@@ -191,7 +192,7 @@ class CacheWriter:
                 f"{self.path}: cache schema version {version}, this fr-mer writes "
                 f"{SCHEMA_VERSION}; use another --out or --overwrite to rebuild it"
             )
-        stored = {**self._params_added, **json.loads(f.attrs.get("params", "{}"))}
+        stored = with_added(json.loads(f.attrs.get("params", "{}")), self._params_added)
         if stored != self.params:
             f.close()
             diff = sorted(

@@ -20,7 +20,7 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from fr_mer.config import from_record, settings, to_record
+from fr_mer.config import from_record, settings, to_record, with_added
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams, default_predictor_path
 from fr_mer.pipeline.cache import ArraySpec
@@ -152,7 +152,7 @@ class PreprocessParams:
         if not isinstance(recorded, Mapping):
             raise ParameterError(f"{source}: expected a mapping of preprocessing params, "
                                  f"found {type(recorded).__name__}")
-        values = dict(recorded)
+        values = with_added(recorded, PARAMS_ADDED)
         model = values.pop("predictor", None)
         params = from_record(cls, {**values, "predictor": predictor}, source=source)
         if isinstance(model, Mapping) and model.get("sha256"):
@@ -208,9 +208,10 @@ class PreprocessParams:
 
 
 #: Params a cache made by an older fr-mer (of the same schema version) may lack, with the value
-#: such a cache was made with: :class:`~fr_mer.pipeline.cache.CacheWriter` compares them so, and
-#: resumes that cache.
-PARAMS_ADDED = {"flow_implementation": DEFAULT_FLOW_IMPLEMENTATION}
+#: such a cache was made with (nested for the settings inside ``params``): the
+#: :class:`~fr_mer.pipeline.cache.CacheWriter` compares them so, and resumes that cache, and
+#: :meth:`PreprocessParams.from_dict` reads an older cache's or checkpoint's record so.
+PARAMS_ADDED = {"flow_implementation": DEFAULT_FLOW_IMPLEMENTATION, "align": {"crop": "template"}}
 
 #: The ``fr-mer preprocess`` option that sets each recorded param (named when a cache's differ).
 PARAM_OPTIONS = {
@@ -219,7 +220,7 @@ PARAM_OPTIONS = {
     "normalisation": "--normalisation",
     "tvl1": "--tvl1",
     "flow_implementation": "--flow-device: opencv records 'opencv', cpu and cuda record 'torch'",
-    "align": "--align, --face-size",
+    "align": "--align (crop=auto|frame|template, eye_distance=...), --face-size",
     "head_motion": "--head-motion",
     "smic_apex": "--smic-apex",
     "clip": "--with-clip, --clip-length, --clip-size",
