@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fr_mer.errors import FrMerError, ParameterError
-from fr_mer.metrics import uar, uf1
+from fr_mer.metrics import mean_sd_text, sample_sd, standard_error, uar, uf1
 from fr_mer.pipeline.labels import CLASSES
 
 #: Files of a run folder that the comparison reads (written by fr_mer.report.write_reports).
@@ -362,16 +362,6 @@ def _metric_comparison(scope: str, metric: str, n_samples: int, n_subjects: int,
     )
 
 
-def sample_sd(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1); NaN for a single value, whose spread is unknown."""
-    return statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
-def standard_error(values: Sequence[float]) -> float:
-    """Standard error of the mean: sample sd / sqrt(n); NaN for a single value."""
-    return sample_sd(values) / math.sqrt(len(values))
-
-
 def bootstrap_intervals(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, folds: np.ndarray,
                         n_bootstrap: int, rng: np.random.Generator,
                         confidence: float = 0.95, n_classes: int = len(CLASSES)) -> dict[str, tuple[float, float]]:
@@ -444,11 +434,6 @@ def _p_value(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
-def _mean_pm(mean: float, spread: float, signed: bool = False) -> str:
-    text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
-    return text if spread != spread else f"{text} ± {spread:.4f}"
-
-
 def to_markdown(comparison: Comparison) -> str:
     """The summary table, the per-seed table and the verdict, in Markdown."""
     c = comparison
@@ -466,8 +451,8 @@ def to_markdown(comparison: Comparison) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for m in c.metrics:
         lines.append(f"| {m.scope} | {METRIC_NAMES[m.metric]} | {m.n_samples} | {m.n_subjects} | "
-                     f"{_mean_pm(m.mean_a, m.sd_a)} | {_mean_pm(m.mean_b, m.sd_b)} | "
-                     f"{_mean_pm(m.mean_difference, m.se_difference, signed=True)} | "
+                     f"{mean_sd_text(m.mean_a, m.sd_a)} | {mean_sd_text(m.mean_b, m.sd_b)} | "
+                     f"{mean_sd_text(m.mean_difference, m.se_difference, signed=True)} | "
                      f"[{m.interval[0]:+.4f}, {m.interval[1]:+.4f}] | {m.wins_a} / {m.wins_b} / {m.ties} |")
     lines += ["", "## Per seed", "",
               "McNemar: samples only A classifies correctly / only B does; exact two-sided p-value.", "",

@@ -22,7 +22,7 @@ import numpy as np
 from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.labels import COMPOSITE_SPACE, DATABASES, LabelSpace
-from fr_mer.protocols import PROTOCOLS
+from fr_mer.protocols import PROTOCOLS, checked_folds
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
@@ -124,14 +124,13 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     """Probe the cache's ``flow`` channels under ``config``'s protocol; returns ``metrics.json``'s content.
 
     The samples and folds are the evaluation's (:func:`fr_mer.data.load_dataset`,
-    :func:`fr_mer.evaluation.plan_folds`), so a probe and a model evaluated on one cache
+    :func:`fr_mer.protocols.checked_folds`), so a probe and a model evaluated on one cache
     and protocol see the same samples in the same folds.
     """
     import torch
 
     from fr_mer import report
     from fr_mer.data import load_dataset
-    from fr_mer.evaluation import plan_folds
 
     composite_list = Path(config.composite_list).resolve() if config.composite_list else None
     config = dataclasses.replace(config, composite_list=str(composite_list) if composite_list else None)
@@ -139,7 +138,7 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     start = time.perf_counter()
     data = load_dataset(cache_path, {"flow": tuple(config.channels)}, torch.device("cpu"),
                         protocol=config.protocol, database=config.database, composite_list=composite_list)
-    folds = plan_folds(data)
+    folds = checked_folds(data.protocol, data.databases, data.subjects)
     results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds,
                           data.label_space.n_classes,
                           C=config.C, class_weight=config.class_weight)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ import numpy as np
 from fr_mer.config import to_record
 from fr_mer.data import DeviceDataset
 from fr_mer.environment import describe_environment
-from fr_mer.metrics import confusion_matrix, pooled_metrics
+from fr_mer.metrics import confusion_matrix, mean_sd_text, pooled_metrics, seed_summary
 from fr_mer.pipeline.labels import DATABASE_TITLES
 from fr_mer.protocols import Fold
 from fr_mer.results_folder import FoldResult
@@ -25,26 +24,6 @@ from fr_mer.run_plan import RunPlan
 
 #: ``full`` (every prediction pooled) then each database's slice, in protocol order.
 SCOPES = ("full",) + tuple(DATABASE_TITLES)
-
-
-def _summary(values: Sequence[float]) -> tuple[float, float]:
-    values = [v for v in values if v == v]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def seed_summary(per_seed: dict[str, dict[str, float]]) -> dict[str, object]:
-    """One scope's entry of ``metrics.json``: the mean and sd over seeds of each seed's pooled UF1 and
-    UAR (``per_seed``: seed -> :func:`~fr_mer.metrics.pooled_metrics`), the sample count, each seed's."""
-    uf1_mean, uf1_std = _summary([m["uf1"] for m in per_seed.values()])
-    uar_mean, uar_std = _summary([m["uar"] for m in per_seed.values()])
-    return {
-        "uf1": round(uf1_mean, 4), "uar": round(uar_mean, 4),
-        "uf1_std": round(uf1_std, 4), "uar_std": round(uar_std, 4),
-        "n": next(iter(per_seed.values()))["n"],
-        "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
-    }
 
 
 def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequence[Fold],
@@ -179,8 +158,8 @@ def _markdown(metrics: dict, scopes, config) -> str:
         if not m:
             continue
         per_seed = ", ".join(f"{v['uf1']:.4f}" for v in m["per_seed"].values())
-        lines.append(f"| {scope} | {m['n']} | {m['uf1']:.4f} ± {m['uf1_std']:.4f} | "
-                     f"{m['uar']:.4f} ± {m['uar_std']:.4f} | {per_seed} |")
+        lines.append(f"| {scope} | {m['n']} | {mean_sd_text(m['uf1'], m['uf1_std'])} | "
+                     f"{mean_sd_text(m['uar'], m['uar_std'])} | {per_seed} |")
     if metrics["missing_samples"]:
         lines += ["", f"{len(metrics['missing_samples'])} protocol samples were missing from the cache: "
                   + ", ".join(metrics["missing_samples"][:10])]

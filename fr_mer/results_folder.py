@@ -19,7 +19,7 @@ from fr_mer import atomic
 from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import FrMerError
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan
-from fr_mer.selection import FoldSelection
+from fr_mer.selection_grid import FoldSelection
 
 CONFIG_FILE = "config.json"
 

@@ -32,7 +32,7 @@ from fr_mer.pipeline.labels import (
 )
 from fr_mer.protocols import PROTOCOLS, Fold
 from fr_mer.randomness import fold_seed, seeded_initialisation
-from fr_mer.selection import Candidate, SelectionGrid, resolve_candidates
+from fr_mer.selection_grid import Candidate, SelectionGrid, resolve_candidates
 
 
 class EvaluationError(FrMerError, ValueError):

@@ -59,6 +59,7 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
     reuses finished work.
     """
     from fr_mer.demo import DEVBENCH_REFERENCE, DemoSettings, run_demo
+    from fr_mer.metrics import mean_sd_text
 
     # Every option is checked before the first stage starts, so a bad one costs no synthesis.
     torch_device = resolve_device(device)
@@ -70,8 +71,8 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
     click.echo((Path(out) / "results" / "summary.md").read_text())
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in metrics["demo_timings_seconds"].items())
     click.echo(f"demo finished in {time.perf_counter() - start:.0f} s ({timings}); "
-               f"UF1 {metrics['full']['uf1']:.4f} ± {metrics['full']['uf1_std']:.4f} (sd over seeds), "
-               f"UAR {metrics['full']['uar']:.4f} ± {metrics['full']['uar_std']:.4f} (sd)")
+               f"UF1 {mean_sd_text(metrics['full']['uf1'], metrics['full']['uf1_std'])} (sd over seeds), "
+               f"UAR {mean_sd_text(metrics['full']['uar'], metrics['full']['uar_std'])} (sd)")
     click.echo(f"linear probe on the same cache and folds (fr-mer probe): UF1 {metrics['probe']['uf1']:.4f}, "
                f"UAR {metrics['probe']['uar']:.4f}")
     click.echo(f"reports: {Path(out) / 'results'} (metrics.json, predictions.csv, summary.md, confusion_*.png), "

@@ -12,7 +12,7 @@ from fr_mer.pipeline.cache import read_cache
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
 from fr_mer.run_plan import default_fold_batch
-from fr_mer.selection import read_select_file
+from fr_mer.selection_grid import read_select_file
 
 
 def loso_database(cache: Path, protocol: str, database: str | None) -> str | None:
