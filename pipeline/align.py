@@ -20,7 +20,13 @@ import cv2
 import numpy as np
 
 from fr_mer.config import settings
-from fr_mer.errors import ParameterError
+from fr_mer.errors import FrMerError, ParameterError
+
+
+class DegenerateImageError(FrMerError, ValueError):
+    """An image its geometry cannot be computed on (eye points that coincide, too few pixels to fit, an
+    image dlib refuses): bad data, a failure of that sample alone (:mod:`fr_mer.pipeline.preprocess.run`)."""
+
 
 #: Landmark indices of the eyes (iBUG 68-point scheme, 0-based).
 LEFT_EYE = slice(36, 42)   # the subject's right eye, on the image's left
@@ -132,7 +138,7 @@ def similarity_from_two_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     d = np.asarray(dst, dtype=np.float64)
     zs, zd = s[:, 0] + 1j * s[:, 1], d[:, 0] + 1j * d[:, 1]
     if abs(zs[1] - zs[0]) < 1e-6:
-        raise ValueError("the two source points coincide; no similarity transform is defined")
+        raise DegenerateImageError("the two source points coincide; no similarity transform is defined")
     a = (zd[1] - zd[0]) / (zs[1] - zs[0])
     b = zd[0] - a * zs[0]
     return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], dtype=np.float32)
@@ -236,7 +242,10 @@ class FaceAligner:
         for up, border in tries:
             image = small if not border else cv2.copyMakeBorder(small, border, border, border, border,
                                                                 cv2.BORDER_REPLICATE)
-            boxes, scores, _ = detector.run(image, up, 0.0)
+            try:
+                boxes, scores, _ = detector.run(image, up, 0.0)
+            except RuntimeError as exc:  # dlib's own, on an image its detector cannot take
+                raise DegenerateImageError(f"dlib's face detector: {exc}") from exc
             if len(boxes):
                 box = boxes[int(np.argmax(scores))]
                 return tuple((c - border) / scale for c in (box.left(), box.top(), box.right(), box.bottom()))
@@ -256,7 +265,10 @@ class FaceAligner:
             return None
         _, predictor = self._models()
         rect = dlib.rectangle(*(int(round(c)) for c in box))
-        shape = predictor(image, rect)
+        try:
+            shape = predictor(image, rect)
+        except RuntimeError as exc:  # dlib's own, on an image its landmark predictor cannot take
+            raise DegenerateImageError(f"dlib's landmark predictor: {exc}") from exc
         return np.array([(q.x, q.y) for q in shape.parts()], dtype=np.float32)
 
     # -- geometry -------------------------------------------------------------

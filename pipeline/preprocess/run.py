@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import cv2
 
 from fr_mer.errors import ParameterError
+from fr_mer.pipeline.align import DegenerateImageError
 from fr_mer.pipeline.cache import CacheError, CacheParamsError, CacheWriter
 from fr_mer.pipeline.clips import Clip
 from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION, tvl1_flows
@@ -58,8 +59,29 @@ class Outcome:
 #: Pairs whose torch TV-L1 flows are computed as one batch by default (``--flow-batch``).
 DEFAULT_FLOW_BATCH = 32
 
-#: What one odd clip may raise without stopping a run of hundreds (recorded as its failure).
-_SAMPLE_ERRORS = (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError, OverflowError)
+#: What bad data raises: recorded as that sample's failure while the run goes on. fr-mer's own
+#: (a frame missing, unreadable or truncated, frames of different sizes: :class:`SampleError`; a
+#: face whose geometry cannot be computed, an image dlib refuses: :class:`DegenerateImageError`)
+#: and OpenCV's on an image it cannot take. Anything else is a bug in fr-mer: :class:`SampleBug`.
+_SAMPLE_ERRORS = (SampleError, DegenerateImageError, cv2.error)
+
+
+class SampleBug(RuntimeError):
+    """A sample raised what bad data never raises: a bug in fr-mer, which stops the run (exit 3).
+
+    The message names the sample and the exception (its traceback is the cause); the samples
+    already written stay in the cache, and a rerun resumes after them.
+    """
+
+
+def _failure(key: str, exc: BaseException) -> str:
+    """The reason recorded for a sample that bad data stopped (a :class:`SampleError` names its clip)."""
+    return str(exc) if isinstance(exc, SampleError) else f"{key}: {type(exc).__name__}: {exc}"
+
+
+def _bug(key: str, exc: BaseException) -> SampleBug:
+    return SampleBug(f"sample {key}: {type(exc).__name__}: {exc} -- not an error bad data raises, so a bug in "
+                     "fr-mer; the run stops (the samples written so far are kept)")
 
 
 def _work(clip: Clip, params: PreprocessParams, parent: int | None = None, defer_flow: bool = False) -> Outcome:
@@ -76,11 +98,11 @@ def _work(clip: Clip, params: PreprocessParams, parent: int | None = None, defer
     cv2.setNumThreads(1)
     try:
         return Outcome(clip.key, process_clip(clip, params, defer_flow=defer_flow))
-    except SampleError as exc:
-        return Outcome(clip.key, None, str(exc))
     except _SAMPLE_ERRORS as exc:
         # One odd clip must not stop a run of hundreds: record it and go on.
-        return Outcome(clip.key, None, f"{clip.key}: {type(exc).__name__}: {exc}")
+        return Outcome(clip.key, None, _failure(clip.key, exc))
+    except Exception as exc:
+        raise _bug(clip.key, exc) from exc
     finally:
         cv2.setNumThreads(threads)
 
@@ -387,12 +409,11 @@ class PreprocessRun:
         for outcome, flow in zip(waiting, flows):
             try:
                 sample = finish_clip(outcome.sample, flow, self.params, flow_seconds=seconds, cpu_seconds=cpu)
-            except SampleError as exc:
-                outcomes.append(Outcome(outcome.key, None, str(exc)))
-                continue
             except _SAMPLE_ERRORS as exc:
-                outcomes.append(Outcome(outcome.key, None, f"{outcome.key}: {type(exc).__name__}: {exc}"))
+                outcomes.append(Outcome(outcome.key, None, _failure(outcome.key, exc)))
                 continue
+            except Exception as exc:
+                raise _bug(outcome.key, exc) from exc
             outcomes.append(Outcome(outcome.key, sample))
         return outcomes
 
