@@ -142,3 +142,15 @@ def test_the_preprocessing_imports_only_the_base_floor_of_fr_mer():
                     if not imported.startswith("fr_mer.pipeline") and imported not in BASE_FLOOR)
     assert upward == []
     assert all(not imported.startswith("fr_mer.pipeline") for name in BASE_FLOOR for imported in graph[name])
+
+
+def test_commands_do_not_import_each_other():
+    """What two commands share lives in a module of its own (common, dataset_options, name_values) or in the
+    library, so a command's module is one command."""
+    from fr_mer.cli import COMMANDS
+
+    graph = import_graph()
+    commands = {f"fr_mer.commands.{module}" for module in COMMANDS.values()}
+    assert commands <= set(graph)
+    crossing = sorted(f"{name} -> {imported}" for name in commands for imported in graph[name] & commands)
+    assert crossing == []
