@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +36,11 @@ from fr_mer.selection_grid import Candidate, SelectionGrid, resolve_candidates
 
 class EvaluationError(FrMerError, ValueError):
     """A run that cannot start or resume (missing weights, a results folder of another run, ...)."""
+
+
+#: The training seeds of a run by default (``fr-mer evaluate --seeds``, ``fr-mer demo --seeds``): three, so that
+#: a run reports a spread over seeds.
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 def check_protocol_choice(protocol: str, database: str | None, classes: int | None) -> None:
@@ -73,7 +77,7 @@ class EvalConfig:
     classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe: Recipe | None = None  # None: the model's own recipe
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
     weights_dir: str | None = None
     composite_list: str | None = None
     val_fraction: float = 0.0
@@ -169,24 +173,19 @@ def with_class_count(name: str, options: Mapping[str, object], label_space: Labe
     return {**options, "n_classes": label_space.n_classes}
 
 
-def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device,
-                       out_dir: str | Path | None = None, *, stacking: bool = True) -> int:
-    """``--fold-batch`` when it is not given: what a resumed run in ``out_dir`` recorded; else 0 (all
-    folds of a seed stacked) on CUDA where the model stacks with ``recipe``, and 1 on the CPU or
-    without ``stacking`` (``--audit-selection``, which trains fold by fold).
+def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device, recorded: int | None = None, *,
+                       stacking: bool = True) -> int:
+    """``--fold-batch`` when it is not given: the value a resumed run ``recorded``
+    (:func:`fr_mer.results_folder.recorded_fold_batch`); else 0 (all folds of a seed stacked) on CUDA where the
+    model stacks with ``recipe``, and 1 on the CPU or without ``stacking`` (``--audit-selection``, which trains
+    fold by fold).
 
     Stacking is the same training per fold (:mod:`fr_mer.func_stack`), so the
     choice is speed alone: on a GPU one fold is too little work, on the CPU the
     cores are busy either way and stacking only adds copies (docs/benchmarks-stack.md).
     """
-    recorded = Path(out_dir) / "config.json" if out_dir is not None else None
-    if recorded is not None and recorded.is_file():
-        try:
-            value = json.loads(recorded.read_text()).get("config", {}).get("fold_batch")
-        except (OSError, ValueError, AttributeError):
-            value = None  # the results folder's own check names a damaged file
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    if recorded is not None:
+        return recorded
     if device.type != "cuda" or not stacking:
         return 1
     from fr_mer.fold_stack import check_stackable

@@ -34,7 +34,7 @@ import torch
 from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.metrics import mean_sd_text, pooled_metrics, seed_summary
-from fr_mer.results_folder import FoldResult, ResultsFolder, atomic_json
+from fr_mer.results_folder import FULL_SCOPE, FoldResult, ResultsFolder, atomic_json
 from fr_mer.run_plan import EvaluationError, FoldJob, RunPlan
 from fr_mer.training import predict_proba
 
@@ -177,7 +177,7 @@ def audit_figures(logs: Sequence[EpochLog], seeds: Sequence[int], scopes: Sequen
                   "best_single_epoch": taken([single] * len(mine))}
         for name, predictions in chosen.items():
             for scope in scopes:
-                scores[name][scope][str(seed)] = pooled_metrics(predictions, None if scope == "full" else scope,
+                scores[name][scope][str(seed)] = pooled_metrics(predictions, None if scope == FULL_SCOPE else scope,
                                                                 n_classes)
         selected[str(seed)] = {
             "best_single_epoch": single + 1,
@@ -265,7 +265,7 @@ def _plot(path: Path, audit: dict, scopes: Sequence[str]) -> None:
     curve_ax.plot(epochs, np.mean([curve[:n] for curve in curves], axis=0), color="tab:blue", linewidth=1.2,
                   label="pooled UF1 after each epoch (mean of seeds)")
     for name in FIGURES:
-        curve_ax.axhline(audit[name]["full"]["uf1"], color=colours[name], linestyle="--", linewidth=0.9,
+        curve_ax.axhline(audit[name][FULL_SCOPE]["uf1"], color=colours[name], linestyle="--", linewidth=0.9,
                          label=TITLES[name])
     curve_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve_ax.set_xlabel("epoch")

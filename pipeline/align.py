@@ -21,6 +21,7 @@ import numpy as np
 
 from fr_mer.config import settings
 from fr_mer.errors import FrMerError, ParameterError
+from fr_mer.pipeline.images import as_gray
 
 
 class DegenerateImageError(FrMerError, ValueError):
@@ -168,15 +169,6 @@ def rescale_points(points: np.ndarray, from_size: int, to_size: int) -> np.ndarr
     return ((np.asarray(points, dtype=np.float64) + 0.5) * r - 0.5).astype(np.float32)
 
 
-def _check_gray(image: np.ndarray, name: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise ValueError(f"{name} must be a grayscale (H, W) image, got shape {image.shape}")
-    return image
-
-
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
@@ -259,7 +251,7 @@ class FaceAligner:
         """
         import dlib
 
-        image = _to_uint8(_check_gray(gray, "gray"))
+        image = _to_uint8(as_gray(gray, "gray", min_side=2))
         box = self._detect(image, pre_cropped)
         if box is None:
             return None
@@ -293,7 +285,7 @@ class FaceAligner:
         bilinear warp would alias the skin texture into noise that the flow sees
         as motion. Keeps the input's dtype.
         """
-        image = _check_gray(gray, "gray")
+        image = as_gray(gray, "gray", min_side=2)
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (2, 3):
             raise ValueError(f"matrix must be 2x3, got {m.shape}")
@@ -321,8 +313,8 @@ class FaceAligner:
         landmarks are NaN): right for cropped releases (``pre_cropped``), a last
         resort for raw frames. ``pre_cropped`` also adds the padded detection try.
         """
-        onset = _check_gray(onset, "onset")
-        apex = _check_gray(apex, "apex")
+        onset = as_gray(onset, "onset", min_side=2)
+        apex = as_gray(apex, "apex", min_side=2)
         if onset.shape != apex.shape:
             raise ValueError(f"onset and apex frames differ in size: {onset.shape} and {apex.shape}")
         size = self.params.face_size if size is None else int(size)

@@ -12,6 +12,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fr_mer.pipeline.images import as_gray
 from fr_mer.pipeline.tvl1_params import TVL1Params
 
 #: Side of the aligned face crop on which the flow is computed by default (an
@@ -20,7 +21,9 @@ from fr_mer.pipeline.tvl1_params import TVL1Params
 #: error of the 28x28 input on a 1 px micro-expression halves, for 2.7x the time.
 DEFAULT_FLOW_SIZE = 256
 
-#: Side of the model input (u, v, strain) images, as STSTNet / Dual-Inception use.
+#: Side of the model input (u, v, strain) images: that of STSTNet's released inputs, which STSTNet,
+#: Dual-Inception and HTNet (whose regions are laid out on it) read, and on whose grid an imported
+#: release's ``flow_landmarks`` lie (:mod:`fr_mer.apex_alignment`).
 DEFAULT_FEATURE_SIZE = 28
 
 #: The normalisation ``fr-mer preprocess`` applies by default (docs/pipeline.md, "The model input"):
@@ -66,15 +69,6 @@ def flow_implementation(device: str) -> str:
     return "opencv" if device == "opencv" else "torch"
 
 
-def _gray(image: np.ndarray, name: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim != 2:
-        raise ValueError(f"{name} must be a grayscale (H, W) image, got shape {image.shape}")
-    return image
-
-
 def tvl1_flow(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params()) -> np.ndarray:
     """Dense TV-L1 optical flow from ``prev`` to ``nxt``.
 
@@ -86,7 +80,7 @@ def tvl1_flow(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params
     Returns:
         (H, W, 2) float32 flow (u, v) in pixels, ``prev[y, x] ~ nxt[y + v, x + u]``.
     """
-    a, b = _gray(prev, "prev"), _gray(nxt, "nxt")
+    a, b = as_gray(prev, "prev"), as_gray(nxt, "nxt")
     if a.shape != b.shape:
         raise ValueError(f"prev and nxt must have the same shape, got {a.shape} and {b.shape}")
     if a.dtype == np.uint8 and b.dtype == np.uint8:
@@ -125,8 +119,8 @@ def tvl1_flows(prev: Sequence[np.ndarray], nxt: Sequence[np.ndarray], params: TV
 
     from fr_mer.pipeline import tvl1_torch
 
-    first = [_gray(a, "prev") for a in prev]
-    second = [_gray(b, "nxt") for b in nxt]
+    first = [as_gray(a, "prev") for a in prev]
+    second = [as_gray(b, "nxt") for b in nxt]
     with torch.no_grad():
         image0 = torch.from_numpy(np.stack(first).astype(np.float32, copy=False)).to(device)
         image1 = torch.from_numpy(np.stack(second).astype(np.float32, copy=False)).to(device)

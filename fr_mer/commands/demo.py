@@ -9,6 +9,8 @@ import click
 from fr_mer.commands.common import check_writable_target
 from fr_mer.data import resolve_device
 from fr_mer.models import list_models
+from fr_mer.results_folder import SUMMARY_FILE
+from fr_mer.run_plan import DEFAULT_SEEDS
 
 
 class BarReporter:
@@ -43,7 +45,7 @@ class BarReporter:
               help="Clips per subject (classes balanced within a subject).")
 @click.option("--model", type=click.Choice(list_models()), default="fr", show_default=True,
               help="Model to evaluate.")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1), default=len(DEFAULT_SEEDS), show_default=True,
               help="Training seeds; the result is their mean and standard deviation.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
               help="Training epochs (the synthetic task needs fewer than the real recipe).")
@@ -68,7 +70,7 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
                             model=model, seeds=tuple(range(seeds)), epochs=epochs, jobs=jobs)
     start = time.perf_counter()
     metrics = run_demo(out, settings, device=torch_device, reporter=BarReporter())
-    click.echo((Path(out) / "results" / "summary.md").read_text())
+    click.echo((Path(out) / "results" / SUMMARY_FILE).read_text())
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in metrics["demo_timings_seconds"].items())
     click.echo(f"demo finished in {time.perf_counter() - start:.0f} s ({timings}); "
                f"UF1 {mean_sd_text(metrics['full']['uf1'], metrics['full']['uf1_std'])} (sd over seeds), "

@@ -8,7 +8,8 @@ import click
 from fr_mer.commands.common import (check_writable_target, model_options, protocol_options, resolve_protocol,
                                     resolve_training)
 from fr_mer.evaluation import EvalConfig, run_evaluation
-from fr_mer.run_plan import default_fold_batch
+from fr_mer.results_folder import SUMMARY_FILE, recorded_fold_batch
+from fr_mer.run_plan import DEFAULT_SEEDS, default_fold_batch
 from fr_mer.selection_grid import read_select_file
 
 
@@ -38,7 +39,7 @@ class FoldProgress:
               help="Cache written by `fr-mer preprocess` or `fr-mer import-ststnet`.")
 @protocol_options
 @model_options
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1), default=len(DEFAULT_SEEDS), show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of the range.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
@@ -87,7 +88,8 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
                                                      "cpu" if scheduler else device, threads, deterministic)
     check_writable_target(out, "--out", folder=True)
     if fold_batch is None:
-        fold_batch = default_fold_batch(model_name, recipe, torch_device, out, stacking=not audit_selection)
+        fold_batch = default_fold_batch(model_name, recipe, torch_device, recorded_fold_batch(out),
+                                        stacking=not audit_selection)
     choice = resolve_protocol(cache, protocol, database, classes, composite_list)
     select = read_select_file(select_file, model_name, recipe, options) if select_file else None
     config = EvalConfig(
@@ -110,4 +112,4 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
         progress.close()
     counts = progress.counts
     click.echo(f"\n{counts['trained']} folds trained, {counts['resumed']} resumed from {out}")
-    click.echo((Path(out) / "summary.md").read_text())
+    click.echo((Path(out) / SUMMARY_FILE).read_text())

@@ -7,6 +7,7 @@ import click
 
 from fr_mer.commands.common import check_writable_target, protocol_options, resolve_protocol
 from fr_mer.probe import DEFAULT_C, FLOW_CHANNELS, ProbeConfig
+from fr_mer.results_folder import SUMMARY_FILE
 
 
 def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -39,4 +40,4 @@ def command(cache: Path, protocol: str, database: str | None, classes: str | Non
     config = ProbeConfig(protocol=choice.protocol, database=choice.database, classes=choice.classes,
                          composite_list=choice.composite_list, channels=channels, C=C)
     run_probe(cache, out, config)
-    click.echo((Path(out) / "summary.md").read_text())
+    click.echo((Path(out) / SUMMARY_FILE).read_text())
