@@ -39,8 +39,8 @@ def rows(run: Path) -> list[str]:
         seeds = sorted(block["per_seed"], key=int)
         per_seed = ", ".join(f"{block['per_seed'][s]['uf1']:.4f} / {block['per_seed'][s]['uar']:.4f}" for s in seeds)
         lines.append(f"| `{protocol}` | {scope_name(protocol, scope)} | {block['n']} | "
-                     f"{mean_sd_text(block['uf1'], block['uf1_std'])} | {mean_sd_text(block['uar'], block['uar_std'])} | "
-                     f"{per_seed} |")
+                     f"{mean_sd_text(block['uf1'], block['uf1_std'])} | "
+                     f"{mean_sd_text(block['uar'], block['uar_std'])} | {per_seed} |")
     return lines
 
 

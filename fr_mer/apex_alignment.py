@@ -94,7 +94,8 @@ class AlignedApex:
 def apex_face_specs(face_size: int) -> dict[str, ArraySpec]:
     """The cache columns the apex-face import adds (docs/cache-format.md, docs/models.md)."""
     return {
-        "apex_face": face_spec(face_size, source="the release's apex face crop, aligned by fr-mer's rule (align_matrix)"),
+        "apex_face": face_spec(face_size,
+                               source="the release's apex face crop, aligned by fr-mer's rule (align_matrix)"),
         "landmarks": landmarks_spec("in apex_face"),
         "align_matrix": matrix_spec("release face crop px (x, y, 1) -> apex_face px (x, y)"),
         "flow_landmarks": landmarks_spec(f"on the {FLOW_SIDE}x{FLOW_SIDE} flow image"),

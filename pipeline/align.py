@@ -26,7 +26,7 @@ from fr_mer.pipeline.images import as_gray
 
 class DegenerateImageError(FrMerError, ValueError):
     """An image its geometry cannot be computed on (eye points that coincide, too few pixels to fit, an
-    image dlib refuses): bad data, a failure of that sample alone (:mod:`fr_mer.pipeline.preprocess.run`)."""
+    image dlib refuses): bad data, a failure of that sample alone (:mod:`fr_mer.pipeline.preprocess.outcome`)."""
 
 
 #: Landmark indices of the eyes (iBUG 68-point scheme, 0-based).

@@ -404,7 +404,7 @@ def test_a_bug_stops_preprocess_naming_the_sample_and_keeps_the_finished_ones(tm
     assert result.exit_code == 3, result.output
     assert "IndexError" in result.output and "bug in fr-mer" in result.output
     [named] = {line.split("sample ", 1)[1].split(":")[0] for line in result.output.splitlines()
-               if line.startswith("fr_mer.pipeline.preprocess.run.SampleBug: sample ")}
+               if line.startswith("fr_mer.pipeline.preprocess.outcome.SampleBug: sample ")}
     cache = read_cache(out)
     assert len(cache) == 1 and named.startswith("smic/") and named not in cache.meta["key"]
     # the bug's sample is not recorded as a failure of its data: a rerun makes it and keeps the first
