@@ -96,25 +96,31 @@ def test_cycle_finder_finds_a_known_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def write_package(root: Path, files: dict[str, str]) -> dict[str, Path]:
+    """A package ``p`` under ``root``: module name -> its source; returns module name -> path."""
+    (root / "p").mkdir()
+    modules = {}
+    for name, source in files.items():
+        path = root / "p" / ("__init__.py" if name == "p" else f"{name.split('.')[-1]}.py")
+        path.write_text(source)
+        modules[name] = path
+    return modules
+
+
 def test_relative_and_package_imports_resolve(tmp_path):
-    pkg = tmp_path / "p"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("from p.m import f\n")
-    (pkg / "m.py").write_text("from . import n\nfrom p import g\n")
-    (pkg / "n.py").write_text("")
-    modules = {"p": pkg / "__init__.py", "p.m": pkg / "m.py", "p.n": pkg / "n.py"}
-    assert imports_of(pkg / "m.py", "p.m", modules) == {"p.n", "p"}
-    assert imports_of(pkg / "__init__.py", "p", modules) == {"p.m"}
+    modules = write_package(tmp_path, {"p": "from p.m import f\n", "p.m": "from . import n\nfrom p import g\n",
+                                       "p.n": ""})
+    assert imports_of(modules["p.m"], "p.m", modules) == {"p.n", "p"}
+    assert imports_of(modules["p"], "p", modules) == {"p.m"}
 
 
 def test_imports_in_functions_and_under_type_checking_count(tmp_path):
-    pkg = tmp_path / "p"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.b import B\n")
-    (pkg / "b.py").write_text("def f():\n    from p.c import g\n    return g\n")
-    (pkg / "c.py").write_text("class C:\n    def m(self):\n        import p.a\n")
-    modules = {"p": pkg / "__init__.py", "p.a": pkg / "a.py", "p.b": pkg / "b.py", "p.c": pkg / "c.py"}
+    modules = write_package(tmp_path, {
+        "p": "",
+        "p.a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.b import B\n",
+        "p.b": "def f():\n    from p.c import g\n    return g\n",
+        "p.c": "class C:\n    def m(self):\n        import p.a\n",
+    })
     graph = {name: imports_of(path, name, modules) for name, path in modules.items()}
     assert graph == {"p": set(), "p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}}
     assert cycles(graph) == [["p.a", "p.b", "p.c"]]

@@ -41,25 +41,19 @@ def _out(tmp_path, command):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_loso_without_database_takes_the_one_database_of_the_cache(caches, tmp_path, command):
-    result = invoke(command, caches["one"], _out(tmp_path, command), "--protocol", "loso")
+@pytest.mark.parametrize("cache, extra, database, folds, samples", [
+    ("one", (), "casme2", 3, 18),  # without --database: the cache's one database
+    ("several", ("--database", "samm"), "samm", 2, 6),  # with it: that one, among several
+])
+def test_loso_runs_on_the_database_given_or_the_caches_one(caches, tmp_path, command, cache, extra, database,
+                                                          folds, samples):
+    result = invoke(command, caches[cache], _out(tmp_path, command), "--protocol", "loso", *extra)
     assert result.exit_code == 0, result.output
     if command == "train":
-        assert "training ststnet on 18 samples" in result.output
+        assert f"training ststnet on {samples} samples" in result.output
     else:
         metrics = json.loads((_out(tmp_path, command) / "metrics.json").read_text())
-        assert metrics["database"] == "casme2" and metrics["n_folds"] == 3 and metrics["n_samples"] == 18
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_loso_with_database_chooses_it_in_a_cache_of_several(caches, tmp_path, command):
-    result = invoke(command, caches["several"], _out(tmp_path, command), "--protocol", "loso", "--database", "samm")
-    assert result.exit_code == 0, result.output
-    if command == "train":
-        assert "training ststnet on 6 samples" in result.output
-    else:
-        metrics = json.loads((_out(tmp_path, command) / "metrics.json").read_text())
-        assert metrics["database"] == "samm" and metrics["n_folds"] == 2 and metrics["n_samples"] == 6
+        assert (metrics["database"], metrics["n_folds"], metrics["n_samples"]) == (database, folds, samples)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
