@@ -160,3 +160,31 @@ def test_commands_do_not_import_each_other():
     assert commands <= set(graph)
     crossing = sorted(f"{name} -> {imported}" for name in commands for imported in graph[name] & commands)
     assert crossing == []
+
+
+#: docs/architecture.md's floors above the preprocessing, lowest first: a module imports nothing of a higher
+#: floor. (A module listed in none is not checked here; the no-cycle test still covers it.)
+UPPER_FLOORS = (
+    ("models", "metrics", "protocols", "data", "training", "ops", "stacked_optim", "func_stack", "fold_stack",
+     "checkpoint", "state_dicts"),
+    ("selection_grid", "run_plan", "results_folder", "selection", "selection_audit", "report", "paired_statistics",
+     "compare"),
+    ("evaluation", "probe", "train_checkpoint", "inference", "apex_alignment", "ststnet_import", "demo"),
+    ("commands", "cli"),
+)
+
+
+def _floor(module: str) -> int | None:
+    if module.startswith("fr_mer.pipeline"):
+        return 0
+    if module in BASE_FLOOR:
+        return -1
+    name = module.split(".")[1]
+    return next((1 + i for i, floor in enumerate(UPPER_FLOORS) if name in floor), None)
+
+
+def test_no_module_imports_from_a_higher_floor():
+    graph = import_graph()
+    upward = sorted(f"{name} -> {imported}" for name, imports in graph.items() for imported in imports
+                    if None not in (_floor(name), _floor(imported)) and _floor(imported) > _floor(name))
+    assert upward == []
