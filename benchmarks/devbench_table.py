@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from fr_mer.metrics import mean_sd_text
+
 
 def sweep_table(folder: Path) -> list[str]:
     record = json.loads((folder / "rows.json").read_text())
@@ -39,8 +41,9 @@ def runs_table(folders: list[Path]) -> list[str]:
                     f"min_steps {recipe.get('min_steps')}")
         full = m["full"]
         per_seed = ", ".join(f"{v['uf1']:.4f}" for v in full["per_seed"].values())
-        lines.append(f"| {folder.name} | {m['model']} | {what} | {len(m['seeds'])} | {full['uf1']:.4f} ± "
-                     f"{full['uf1_std']:.4f} | {full['uar']:.4f} ± {full['uar_std']:.4f} | {per_seed} |")
+        lines.append(f"| {folder.name} | {m['model']} | {what} | {len(m['seeds'])} | "
+                     f"{mean_sd_text(full['uf1'], full['uf1_std'])} | {mean_sd_text(full['uar'], full['uar_std'])} | "
+                     f"{per_seed} |")
     return lines + [""]
 
 

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from fr_mer.metrics import mean_sd_text
 from fr_mer.pipeline.labels import DATABASES
 
 #: How the table names a scope of ``metrics.json``: under ``lodo`` each database is a held-out fold.
@@ -38,8 +39,8 @@ def rows(run: Path) -> list[str]:
         seeds = sorted(block["per_seed"], key=int)
         per_seed = ", ".join(f"{block['per_seed'][s]['uf1']:.4f} / {block['per_seed'][s]['uar']:.4f}" for s in seeds)
         lines.append(f"| `{protocol}` | {scope_name(protocol, scope)} | {block['n']} | "
-                     f"{block['uf1']:.4f} ± {block['uf1_std']:.4f} | {block['uar']:.4f} ± {block['uar_std']:.4f} | "
-                     f"{per_seed} |")
+                     f"{mean_sd_text(block['uf1'], block['uf1_std'])} | "
+                     f"{mean_sd_text(block['uar'], block['uar_std'])} | {per_seed} |")
     return lines
 
 

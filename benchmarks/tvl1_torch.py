@@ -33,7 +33,7 @@ import numpy as np
 import skimage.data
 import torch
 
-from fr_mer.pipeline.flow import TVL1Params
+from fr_mer.pipeline.tvl1_params import TVL1Params
 from fr_mer.pipeline.flow import tvl1_flow as opencv_flow
 from fr_mer.pipeline.tvl1_torch import tvl1_flow
 from fr_mer.environment import cpu_model

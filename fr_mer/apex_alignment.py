@@ -29,7 +29,6 @@ image resized to 28x28), so a crop point ``(x, y)`` of a ``W x H`` face is
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import cv2
@@ -43,15 +42,15 @@ from fr_mer.pipeline.align import (
     whole_frame_matrix,
 )
 from fr_mer.pipeline.cache import ArraySpec
+from fr_mer.pipeline.cache.schema import face_spec, landmarks_spec, matrix_spec
+from fr_mer.pipeline.flow import DEFAULT_FEATURE_SIZE
+from fr_mer.pipeline.labels import smic_disk_clip
 
 #: Flag of a sample whose landmarks were fitted in a box spanning the whole crop.
 FACE_BOX_WHOLE_CROP = "face_box_whole_crop"
 
 #: Side of the released flow images, on whose pixel grid ``flow_landmarks`` lie.
-FLOW_SIDE = 28
-
-#: The zero-padded subject number that starts a composite SMIC clip name.
-_SMIC_PADDED = re.compile(r"^s0*(\d+)_")
+FLOW_SIDE = DEFAULT_FEATURE_SIZE
 
 #: Eye centres closer than this (pixels of the crop) make no usable similarity.
 _MIN_EYE_DISTANCE = 2.0
@@ -65,8 +64,7 @@ def apex_face_names(dataset: str, subject: str, clip: str) -> list[str]:
     """
     names = [f"{subject}_{clip}.jpg"]
     if dataset == "smic":
-        on_disk = _SMIC_PADDED.sub(r"s\1_", clip)
-        names.insert(0, f"{subject}_{on_disk}.jpg")
+        names.insert(0, f"{subject}_{smic_disk_clip(clip)}.jpg")
     return names
 
 
@@ -95,21 +93,12 @@ class AlignedApex:
 
 def apex_face_specs(face_size: int) -> dict[str, ArraySpec]:
     """The cache columns the apex-face import adds (docs/cache-format.md, docs/models.md)."""
-    s = face_size
     return {
-        "apex_face": ArraySpec((s, s), "uint8", {
-            "units": "grey level 0..255",
-            "source": "the release's apex face crop, aligned by fr-mer's rule (align_matrix)",
-        }),
-        "landmarks": ArraySpec((68, 2), "float32", {
-            "units": "px (x, y) in apex_face; NaN when no face was found",
-            "points": "dlib 68-point (iBUG 300-W), 0-based",
-        }),
-        "align_matrix": ArraySpec((2, 3), "float32", {"maps": "release face crop px (x, y, 1) -> apex_face px (x, y)"}),
-        "flow_landmarks": ArraySpec((68, 2), "float32", {
-            "units": f"px (x, y) on the {FLOW_SIDE}x{FLOW_SIDE} flow image; NaN when no face was found",
-            "points": "dlib 68-point (iBUG 300-W), 0-based",
-        }),
+        "apex_face": face_spec(face_size,
+                               source="the release's apex face crop, aligned by fr-mer's rule (align_matrix)"),
+        "landmarks": landmarks_spec("in apex_face"),
+        "align_matrix": matrix_spec("release face crop px (x, y, 1) -> apex_face px (x, y)"),
+        "flow_landmarks": landmarks_spec(f"on the {FLOW_SIDE}x{FLOW_SIDE} flow image"),
     }
 
 

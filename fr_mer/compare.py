@@ -14,8 +14,9 @@ this module computes, per scope (all samples, then each database):
 - per seed, McNemar's exact test on the pooled predictions (samples that only A,
   or only B, classifies correctly).
 
-A side may be several run folders (:func:`load_runs`): the seeds of one model and recipe run by
-separate ``fr-mer evaluate`` calls (``--first-seed``), in another session or on another machine.
+The statistics are :mod:`fr_mer.paired_statistics`'; this module reads, checks and pairs the runs, and
+writes the tables. A side may be several run folders (:func:`load_runs`): the seeds of one model and recipe
+run by separate ``fr-mer evaluate`` calls (``--first-seed``), in another session or on another machine.
 
 What each figure means is written up in docs/comparing.md.
 """
@@ -24,26 +25,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import statistics
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from fr_mer.errors import FrMerError, ParameterError
-from fr_mer.metrics import uar, uf1
+from fr_mer.metrics import mean_sd_text, sample_sd, standard_error
+from fr_mer.paired_statistics import METRICS, bootstrap_intervals, mcnemar_p_value, sign_counts
 from fr_mer.pipeline.labels import CLASSES
+from fr_mer.results_folder import (FULL_SCOPE, METRICS_FILE, PREDICTION_COLUMNS, PREDICTIONS_FILE,
+                                   PROBABILITY_PREFIX)
 
-#: Files of a run folder that the comparison reads (written by fr_mer.report.write_reports).
-PREDICTIONS_FILE = "predictions.csv"
-METRICS_FILE = "metrics.json"
-PREDICTION_COLUMNS = ("sample", "subject", "database", "true", "predicted", "seed")
 
-#: The paired metrics, in the order the tables show them.
-METRICS: dict[str, Callable[..., float]] = {"uf1": uf1, "uar": uar}
 METRIC_NAMES = {"uf1": "UF1", "uar": "UAR"}
-FULL_SCOPE = "full"
 
 
 class ComparisonError(FrMerError, ValueError):
@@ -151,7 +147,8 @@ def load_run(path: str | Path) -> RunPredictions:
         if missing:
             raise ComparisonError(f"{table}: no column {', '.join(missing)}; expected the predictions.csv "
                                   "that fr-mer evaluate writes")
-        classes = tuple(c[2:] for c in reader.fieldnames or () if c.startswith("p_")) or CLASSES
+        classes = tuple(c[len(PROBABILITY_PREFIX):] for c in reader.fieldnames or ()
+                        if c.startswith(PROBABILITY_PREFIX)) or CLASSES
         for line, row in enumerate(reader, start=2):
             seed, sample, true, pred = _parse_row(table, line, row, classes)
             seen = samples.setdefault(sample, (row["database"], row["subject"], true))
@@ -351,69 +348,13 @@ def _short_label(run: RunPredictions) -> str:
 def _metric_comparison(scope: str, metric: str, n_samples: int, n_subjects: int, a: tuple[float, ...],
                        b: tuple[float, ...], interval: tuple[float, float]) -> MetricComparison:
     difference = tuple(x - y for x, y in zip(a, b))
-    # Equal confusion matrices give bit-equal scores; the tolerance only absorbs rounding of equal fractions.
-    wins_a = sum(d > 1e-12 for d in difference)
-    wins_b = sum(d < -1e-12 for d in difference)
+    wins_a, wins_b, ties = sign_counts(difference)
     return MetricComparison(
         scope=scope, metric=metric, n_samples=n_samples, n_subjects=n_subjects, a=a, b=b, difference=difference,
         mean_a=statistics.fmean(a), sd_a=sample_sd(a), mean_b=statistics.fmean(b), sd_b=sample_sd(b),
         mean_difference=statistics.fmean(difference), se_difference=standard_error(difference),
-        interval=interval, wins_a=wins_a, wins_b=wins_b, ties=len(difference) - wins_a - wins_b,
+        interval=interval, wins_a=wins_a, wins_b=wins_b, ties=ties,
     )
-
-
-def sample_sd(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1); NaN for a single value, whose spread is unknown."""
-    return statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
-def standard_error(values: Sequence[float]) -> float:
-    """Standard error of the mean: sample sd / sqrt(n); NaN for a single value."""
-    return sample_sd(values) / math.sqrt(len(values))
-
-
-def bootstrap_intervals(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, folds: np.ndarray,
-                        n_bootstrap: int, rng: np.random.Generator,
-                        confidence: float = 0.95, n_classes: int = len(CLASSES)) -> dict[str, tuple[float, float]]:
-    """Percentile intervals, per metric, of the mean over seeds of A - B, resampling subjects.
-
-    ``pred_a`` and ``pred_b`` are (seeds, samples); ``folds`` names each sample's
-    subject. Each resample draws as many subjects as there are, with replacement
-    (sorted subject names index the draw), and both runs are scored on the same
-    draw, so the interval is paired.
-    """
-    subjects, position = np.unique(folds, return_inverse=True)
-    draws = rng.integers(0, len(subjects), size=(n_bootstrap, len(subjects)))
-    means = {name: np.empty(n_bootstrap) for name in METRICS}
-    samples = np.arange(len(true))
-    for r, draw in enumerate(draws):
-        rows = np.repeat(samples, np.bincount(draw, minlength=len(subjects))[position])
-        for name, metric in METRICS.items():
-            means[name][r] = statistics.fmean(
-                metric(true[rows], a[rows], n_classes) - metric(true[rows], b[rows], n_classes)
-                for a, b in zip(pred_a, pred_b))
-    tail = (1 - confidence) / 2
-    return {name: tuple(float(q) for q in np.quantile(m, [tail, 1 - tail])) for name, m in means.items()}
-
-
-def exact_binomial_p_value(k: int, n: int) -> float:
-    """Two-sided exact p-value of ``k`` successes in ``n`` fair trials: twice the smaller tail, at most 1."""
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def mcnemar_p_value(only_a_correct: int, only_b_correct: int) -> float:
-    """McNemar's exact test: under "no difference" each discordant sample goes either way with p = 1/2."""
-    n = only_a_correct + only_b_correct
-    if n == 0:
-        return 1.0
-    try:
-        from scipy.stats import binomtest
-    except ImportError:
-        return exact_binomial_p_value(only_a_correct, n)
-    return float(binomtest(only_a_correct, n, 0.5).pvalue)
 
 
 def verdict(comparison: Comparison) -> str:
@@ -444,11 +385,6 @@ def _p_value(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
-def _mean_pm(mean: float, spread: float, signed: bool = False) -> str:
-    text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
-    return text if spread != spread else f"{text} ± {spread:.4f}"
-
-
 def to_markdown(comparison: Comparison) -> str:
     """The summary table, the per-seed table and the verdict, in Markdown."""
     c = comparison
@@ -466,8 +402,8 @@ def to_markdown(comparison: Comparison) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for m in c.metrics:
         lines.append(f"| {m.scope} | {METRIC_NAMES[m.metric]} | {m.n_samples} | {m.n_subjects} | "
-                     f"{_mean_pm(m.mean_a, m.sd_a)} | {_mean_pm(m.mean_b, m.sd_b)} | "
-                     f"{_mean_pm(m.mean_difference, m.se_difference, signed=True)} | "
+                     f"{mean_sd_text(m.mean_a, m.sd_a)} | {mean_sd_text(m.mean_b, m.sd_b)} | "
+                     f"{mean_sd_text(m.mean_difference, m.se_difference, signed=True)} | "
                      f"[{m.interval[0]:+.4f}, {m.interval[1]:+.4f}] | {m.wins_a} / {m.wins_b} / {m.ties} |")
     lines += ["", "## Per seed", "",
               "McNemar: samples only A classifies correctly / only B does; exact two-sided p-value.", "",

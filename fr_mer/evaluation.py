@@ -35,7 +35,7 @@ from fr_mer.data import DeviceDataset, load_dataset, resolve_device
 from fr_mer.environment import device_name
 from fr_mer.metrics import uf1
 from fr_mer.models.flow_input import MINMAX255
-from fr_mer.protocols import Fold, fold_leak, protocol_folds, validation_split
+from fr_mer.protocols import Fold, checked_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
 from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
@@ -59,12 +59,7 @@ def load_plan_data(plan: RunPlan, device: torch.device) -> DeviceDataset:
 
 def plan_folds(data: DeviceDataset) -> list[Fold]:
     """The protocol's folds of the loaded samples, checked: nothing held out is trained on."""
-    folds = protocol_folds(data.protocol, data.databases, data.subjects)
-    for fold in folds:
-        leak = fold_leak(fold, data.databases, data.subjects)
-        if leak is not None:
-            raise EvaluationError(f"fold {fold.subject}: held-out side leaks into training ({leak})")
-    return folds
+    return checked_folds(data.protocol, data.databases, data.subjects)
 
 
 def check_plan_inputs(plan: RunPlan, data: DeviceDataset) -> None:

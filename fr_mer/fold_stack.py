@@ -94,6 +94,31 @@ def stacked_step(stacked: nn.Module, optimizer: StackedAdam, data: DeviceDataset
     return per_fold.detach()
 
 
+def _row_table(train_indices: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(folds, longest) training rows of every fold, padded with its first row, and the padding's mask."""
+    lengths = [len(t) for t in train_indices]
+    table = torch.zeros(len(train_indices), max(lengths), dtype=torch.int64)
+    for f, rows in enumerate(train_indices):
+        table[f, :lengths[f]] = torch.as_tensor(rows)
+        table[f, lengths[f]:] = int(rows[0])  # padding, masked out
+    table = table.to(device)
+    padding = (torch.arange(max(lengths), device=device).view(1, -1)
+               >= torch.as_tensor(lengths, device=device).view(-1, 1))
+    return table, padding
+
+
+def _batch_plan(lengths: Sequence[int], batch_size: int,
+                device: torch.device) -> list[tuple[int, np.ndarray, torch.Tensor]]:
+    """(first position, real samples per fold, the same on the device) of every batch of an epoch: the same
+    each epoch; a batch in which no fold has two samples is skipped, as :func:`train_model` skips it."""
+    plan = []
+    for begin in range(0, max(lengths), batch_size):
+        counts = np.clip(np.asarray(lengths) - begin, 0, batch_size)
+        if counts.max() >= 2:
+            plan.append((begin, counts, torch.as_tensor(counts, device=device)))
+    return plan
+
+
 def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices: Sequence[np.ndarray],
                   recipe: Recipe, *, seed: int, fold_seeds: Sequence[int] | None = None,
                   compile: bool = False) -> list[TrainLog]:
@@ -146,12 +171,7 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
         raise ParameterError("the folds of this stack run different learning-rate schedules (their training "
                              "sets straddle the recipe's min_steps rule); use --fold-batch 1")
     recipe = fold_recipes[int(fold_epochs.argmax())]
-    table = torch.zeros(n_folds, n_max, dtype=torch.int64)
-    for f, rows in enumerate(train_indices):
-        table[f, :lengths[f]] = torch.as_tensor(rows)
-        table[f, lengths[f]:] = int(rows[0])  # padding, masked out
-    table = table.to(device)
-    padding = torch.arange(n_max, device=device).view(1, -1) >= torch.as_tensor(lengths, device=device).view(-1, 1)
+    table, padding = _row_table(train_indices, device)
 
     for model, rows in zip(models, train_indices):  # each fold's input normalisation, on its training rows only
         model.to(device).fit_inputs(data, torch.as_tensor(rows, device=device))
@@ -169,11 +189,7 @@ def train_stacked(models: Sequence[MERModel], data: DeviceDataset, train_indices
     steps = np.zeros(n_folds, dtype=np.int64)
     seen = np.zeros(n_folds, dtype=np.int64)
     last_loss = torch.full((n_folds,), math.nan, device=device)
-    plan = []  # (first position, real samples per fold) of every batch of an epoch: the same each epoch
-    for begin in range(0, n_max, batch_size):
-        counts = np.clip(np.asarray(lengths) - begin, 0, batch_size)
-        if counts.max() >= 2:
-            plan.append((begin, counts, torch.as_tensor(counts, device=device)))
+    plan = _batch_plan(lengths, batch_size, device)
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
         if recipe.lr_step_epochs > 0:

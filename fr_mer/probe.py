@@ -21,9 +21,10 @@ import numpy as np
 
 from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.labels import COMPOSITE_SPACE, DATABASES, LabelSpace
-from fr_mer.protocols import PROTOCOLS
+from fr_mer.pipeline.labels import COMPOSITE_SPACE, LabelSpace
+from fr_mer.protocols import checked_folds
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
+from fr_mer.run_plan import check_protocol_choice, loso_database, resolve_label_space
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
 #: samples and thousands of input values.
@@ -40,17 +41,15 @@ class ProbeConfig:
     """What defines a probe run (recorded in ``config.json`` and, as its recipe, in ``metrics.json``)."""
 
     protocol: str = "composite"
-    database: str | None = None
+    database: str | None = None  # loso: None takes the cache's one database
+    classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
     composite_list: str | None = None
     channels: tuple[str, ...] = FLOW_CHANNELS
     C: float = DEFAULT_C
     class_weight: str | None = "balanced"
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.protocol == "loso" and self.database not in DATABASES:
-            raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+        check_protocol_choice(self.protocol, self.database, self.classes)
         if not self.channels or len(set(self.channels)) != len(self.channels) \
                 or not set(self.channels) <= set(FLOW_CHANNELS):
             raise ParameterError(f"--channels must be distinct names among {','.join(FLOW_CHANNELS)}, "
@@ -124,22 +123,25 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     """Probe the cache's ``flow`` channels under ``config``'s protocol; returns ``metrics.json``'s content.
 
     The samples and folds are the evaluation's (:func:`fr_mer.data.load_dataset`,
-    :func:`fr_mer.evaluation.plan_folds`), so a probe and a model evaluated on one cache
+    :func:`fr_mer.protocols.checked_folds`), so a probe and a model evaluated on one cache
     and protocol see the same samples in the same folds.
     """
     import torch
 
     from fr_mer import report
     from fr_mer.data import load_dataset
-    from fr_mer.evaluation import plan_folds
 
     composite_list = Path(config.composite_list).resolve() if config.composite_list else None
-    config = dataclasses.replace(config, composite_list=str(composite_list) if composite_list else None)
+    database = loso_database(cache_path, config.protocol, config.database)
+    label_space = resolve_label_space(config.protocol, database, config.classes)
+    config = dataclasses.replace(config, database=database,
+                                 composite_list=str(composite_list) if composite_list else None)
     folder = ResultsFolder(out_dir)
     start = time.perf_counter()
     data = load_dataset(cache_path, {"flow": tuple(config.channels)}, torch.device("cpu"),
-                        protocol=config.protocol, database=config.database, composite_list=composite_list)
-    folds = plan_folds(data)
+                        protocol=config.protocol, database=database, composite_list=composite_list,
+                        label_space=label_space)
+    folds = checked_folds(data.protocol, data.databases, data.subjects)
     results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds,
                           data.label_space.n_classes,
                           C=config.C, class_weight=config.class_weight)

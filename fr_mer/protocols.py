@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fr_mer.errors import ParameterError
+from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.pipeline.labels import DATABASES, global_subject
 
 PROTOCOLS = ("composite", "loso", "lodo", "megc2018-cde", "megc2018-hde")
@@ -113,6 +113,23 @@ def fold_leak(fold: Fold, databases: Sequence[str], subjects: Sequence[str]) -> 
     elif test_subjects != {(fold.database, fold.name)}:
         return f"the held-out side holds {len(test_subjects)} subjects"
     return None
+
+
+class FoldLeakError(FrMerError, RuntimeError):
+    """A fold whose held-out side also appears in its training side (:func:`checked_folds` refuses it)."""
+
+
+def checked_folds(protocol: str, databases: Sequence[str], subjects: Sequence[str]) -> list[Fold]:
+    """The protocol's folds of these samples (:func:`protocol_folds`), checked: nothing held out is trained on.
+
+    Evaluation and the linear probe take their folds from here, so both see the same folds.
+    """
+    folds = protocol_folds(protocol, databases, subjects)
+    for fold in folds:
+        leak = fold_leak(fold, databases, subjects)
+        if leak is not None:
+            raise FoldLeakError(f"fold {fold.subject}: held-out side leaks into training ({leak})")
+    return folds
 
 
 def validation_split(train_index: np.ndarray, databases: Sequence[str], subjects: Sequence[str],

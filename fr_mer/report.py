@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -17,34 +16,15 @@ import numpy as np
 from fr_mer.config import to_record
 from fr_mer.data import DeviceDataset
 from fr_mer.environment import describe_environment
-from fr_mer.metrics import confusion_matrix, pooled_metrics
-from fr_mer.pipeline.labels import DATABASE_TITLES
+from fr_mer.metrics import confusion_matrix, mean_sd_text, pooled_metrics, seed_summary
+from fr_mer.pipeline.labels import DATABASE_TITLES, key_subject
 from fr_mer.protocols import Fold
-from fr_mer.results_folder import FoldResult
+from fr_mer.results_folder import (ENSEMBLE_PREDICTIONS_FILE, FOLD_LOG_FILE, FULL_SCOPE, METRICS_FILE,
+                                   PREDICTION_COLUMNS, PREDICTIONS_FILE, PROBABILITY_PREFIX, SUMMARY_FILE, FoldResult)
 from fr_mer.run_plan import RunPlan
 
 #: ``full`` (every prediction pooled) then each database's slice, in protocol order.
-SCOPES = ("full",) + tuple(DATABASE_TITLES)
-
-
-def _summary(values: Sequence[float]) -> tuple[float, float]:
-    values = [v for v in values if v == v]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def seed_summary(per_seed: dict[str, dict[str, float]]) -> dict[str, object]:
-    """One scope's entry of ``metrics.json``: the mean and sd over seeds of each seed's pooled UF1 and
-    UAR (``per_seed``: seed -> :func:`~fr_mer.metrics.pooled_metrics`), the sample count, each seed's."""
-    uf1_mean, uf1_std = _summary([m["uf1"] for m in per_seed.values()])
-    uar_mean, uar_std = _summary([m["uar"] for m in per_seed.values()])
-    return {
-        "uf1": round(uf1_mean, 4), "uar": round(uar_mean, 4),
-        "uf1_std": round(uf1_std, 4), "uar_std": round(uar_std, 4),
-        "n": next(iter(per_seed.values()))["n"],
-        "per_seed": {s: {"uf1": round(m["uf1"], 4), "uar": round(m["uar"], 4)} for s, m in per_seed.items()},
-    }
+SCOPES = (FULL_SCOPE,) + tuple(DATABASE_TITLES)
 
 
 def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequence[Fold],
@@ -56,7 +36,7 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
     """
     config, seeds = plan.config, plan.seeds
     classes = plan.label_space.classes
-    scopes = ("full",) + tuple(db for db in SCOPES[1:] if db in set(data.databases))
+    scopes = (FULL_SCOPE,) + tuple(db for db in SCOPES[1:] if db in set(data.databases))
     metrics: dict[str, object] = {
         "protocol": config.protocol,
         "database": config.database,
@@ -77,8 +57,8 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
     for scope in SCOPES:
         if scope not in scopes:
             continue
-        database = None if scope == "full" else scope
-        if config.protocol == "loso" and scope != "full":
+        database = None if scope == FULL_SCOPE else scope
+        if config.protocol == "loso" and scope != FULL_SCOPE:
             continue
         metrics[scope] = seed_summary({
             str(seed): pooled_metrics([r for r in results if r.seed == seed], database, len(classes))
@@ -90,20 +70,20 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
     if ensemble:
         members = ensemble_predictions(results)
         metrics["ensemble"] = {"seeds": list(seeds), **{
-            scope: _rounded(pooled_metrics(members, None if scope == "full" else scope, len(classes)))
-            for scope in scopes if config.protocol != "loso" or scope == "full"}}
-        _write_predictions(out_dir / "ensemble_predictions.csv", members, classes)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _write_predictions(out_dir / "predictions.csv", results, classes)
-    _write_fold_log(out_dir / "folds.csv", results)
+            scope: _rounded(pooled_metrics(members, None if scope == FULL_SCOPE else scope, len(classes)))
+            for scope in scopes if config.protocol != "loso" or scope == FULL_SCOPE}}
+        _write_predictions(out_dir / ENSEMBLE_PREDICTIONS_FILE, members, classes)
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    _write_predictions(out_dir / PREDICTIONS_FILE, results, classes)
+    _write_fold_log(out_dir / FOLD_LOG_FILE, results)
     from fr_mer.selection_audit import write_selection_audit
 
     audit = write_selection_audit(out_dir, results, model=config.model, protocol=config.protocol,
                                   database=config.database, seeds=seeds, classes=classes,
-                                  scopes=[s for s in scopes if config.protocol != "loso" or s == "full"])
-    (out_dir / "summary.md").write_text(_markdown(metrics, scopes, config) + audit)
+                                  scopes=[s for s in scopes if config.protocol != "loso" or s == FULL_SCOPE])
+    (out_dir / SUMMARY_FILE).write_text(_markdown(metrics, scopes, config) + audit)
     for scope in scopes:
-        database = None if scope == "full" else scope
+        database = None if scope == FULL_SCOPE else scope
         _confusion_png(out_dir / f"confusion_{scope}.png", results, database, scope, config.model, classes)
     return metrics
 
@@ -144,12 +124,11 @@ def _fold_machines(results: Sequence[FoldResult]) -> list[dict[str, object]]:
 def _write_predictions(path: Path, results, classes: Sequence[str]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["sample", "subject", "database", "true", "predicted", "seed",
-                         *[f"p_{c}" for c in classes]])
+        writer.writerow([*PREDICTION_COLUMNS, *[f"{PROBABILITY_PREFIX}{c}" for c in classes]])
         for r in results:
             for key, t, p, probs in zip(r.keys, r.true, r.pred, r.proba):
                 # the sample's own subject (a fold that holds out a database holds many)
-                subject = key.split("/")[1]
+                subject = key_subject(key)
                 writer.writerow([key, subject, r.database, classes[t], classes[p], r.seed,
                                  *[f"{x:.4f}" for x in probs]])
 
@@ -179,8 +158,8 @@ def _markdown(metrics: dict, scopes, config) -> str:
         if not m:
             continue
         per_seed = ", ".join(f"{v['uf1']:.4f}" for v in m["per_seed"].values())
-        lines.append(f"| {scope} | {m['n']} | {m['uf1']:.4f} ± {m['uf1_std']:.4f} | "
-                     f"{m['uar']:.4f} ± {m['uar_std']:.4f} | {per_seed} |")
+        lines.append(f"| {scope} | {m['n']} | {mean_sd_text(m['uf1'], m['uf1_std'])} | "
+                     f"{mean_sd_text(m['uar'], m['uar_std'])} | {per_seed} |")
     if metrics["missing_samples"]:
         lines += ["", f"{len(metrics['missing_samples'])} protocol samples were missing from the cache: "
                   + ", ".join(metrics["missing_samples"][:10])]

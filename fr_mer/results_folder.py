@@ -19,9 +19,21 @@ from fr_mer import atomic
 from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import FrMerError
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan
-from fr_mer.selection import FoldSelection
+from fr_mer.selection_grid import FoldSelection
 
+#: The files of a run's folder: the recorded settings (this module), then the reports of a finished run
+#: (written by :func:`fr_mer.report.write_reports`, read by ``fr-mer compare`` and the benchmarks' tables).
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+ENSEMBLE_PREDICTIONS_FILE = "ensemble_predictions.csv"
+FOLD_LOG_FILE = "folds.csv"
+SUMMARY_FILE = "summary.md"
+#: ``predictions.csv``'s first columns; one ``p_<class>`` column per class of the label space follows.
+PREDICTION_COLUMNS = ("sample", "subject", "database", "true", "predicted", "seed")
+PROBABILITY_PREFIX = "p_"
+#: The scope of every prediction pooled (``metrics.json``'s key); each database's slice is a scope too.
+FULL_SCOPE = "full"
 
 
 @settings
@@ -141,6 +153,19 @@ class ResultsFolder:
                 f"{path}: {self.path} holds a run with other settings ({', '.join(differ)}); "
                 "use another --out, or --overwrite to start again"
             )
+
+
+def recorded_fold_batch(out_dir: str | Path | None) -> int | None:
+    """The ``fold_batch`` a run in ``out_dir`` recorded (a resumed run keeps it), or None: no recorded run, or
+    a record that cannot be read (:meth:`ResultsFolder.check_or_write_config` then names the damaged file)."""
+    recorded = Path(out_dir) / CONFIG_FILE if out_dir is not None else None
+    if recorded is None or not recorded.is_file():
+        return None
+    try:
+        value = json.loads(recorded.read_text()).get("config", {}).get("fold_batch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _same_path(stored: object, current: object) -> bool:

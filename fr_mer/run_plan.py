@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,11 +31,40 @@ from fr_mer.pipeline.labels import (
 )
 from fr_mer.protocols import PROTOCOLS, Fold
 from fr_mer.randomness import fold_seed, seeded_initialisation
-from fr_mer.selection import Candidate, SelectionGrid, resolve_candidates
+from fr_mer.selection_grid import Candidate, SelectionGrid, resolve_candidates
 
 
 class EvaluationError(FrMerError, ValueError):
     """A run that cannot start or resume (missing weights, a results folder of another run, ...)."""
+
+
+#: The training seeds of a run by default (``fr-mer evaluate --seeds``, ``fr-mer demo --seeds``): three, so that
+#: a run reports a spread over seeds.
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def check_protocol_choice(protocol: str, database: str | None, classes: int | None) -> None:
+    """The checks of ``--protocol``, ``--database`` and ``--classes`` alone, the same for every command that
+    takes them (``evaluate``, ``train``, ``probe``); :func:`resolve_label_space` checks them together."""
+    if protocol not in PROTOCOLS:
+        raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if database is not None and database not in DATABASE_TITLES:
+        raise ParameterError(f"--database must be one of {', '.join(DATABASE_TITLES)}, got {database!r}")
+    if database is not None and protocol != "loso":
+        raise ParameterError(f"--database is for --protocol loso; --protocol {protocol} chooses its own databases")
+    if classes is not None and classes not in CASME3_CLASS_SPACES:
+        raise ParameterError(f"--classes must be one of {', '.join(map(str, CASME3_CLASS_SPACES))}, got {classes}")
+
+
+def loso_database(cache: str | Path, protocol: str, database: str | None) -> str | None:
+    """``database``, or for ``--protocol loso`` without one the cache's one database: a cache of several is
+    refused with a :class:`~fr_mer.errors.ParameterError` that lists them."""
+    if protocol != "loso" or database is not None:
+        return database
+    from fr_mer.data import single_database
+    from fr_mer.pipeline.cache import read_cache
+
+    return single_database(read_cache(cache))
 
 
 @settings
@@ -49,7 +77,7 @@ class EvalConfig:
     classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe: Recipe | None = None  # None: the model's own recipe
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
     weights_dir: str | None = None
     composite_list: str | None = None
     val_fraction: float = 0.0
@@ -57,16 +85,7 @@ class EvalConfig:
     select: SelectionGrid | None = None  # nested selection's grid (--select FILE, fr_mer.selection)
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.database is not None and self.database not in DATABASE_TITLES:
-            raise ParameterError(f"--database must be one of {', '.join(DATABASE_TITLES)}, got {self.database!r}")
-        if self.database is not None and self.protocol != "loso":
-            raise ParameterError(f"--database is for --protocol loso; --protocol {self.protocol} "
-                                 "chooses its own databases")
-        if self.classes is not None and self.classes not in CASME3_CLASS_SPACES:
-            raise ParameterError(f"--classes must be one of {', '.join(map(str, CASME3_CLASS_SPACES))}, "
-                                 f"got {self.classes}")
+        check_protocol_choice(self.protocol, self.database, self.classes)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ParameterError(f"seeds must be distinct integers >= 0 (--first-seed, --seeds), "
                                  f"got {list(self.seeds)}")
@@ -154,32 +173,19 @@ def with_class_count(name: str, options: Mapping[str, object], label_space: Labe
     return {**options, "n_classes": label_space.n_classes}
 
 
-def _cache_database(cache: Path) -> str:
-    """The one database of a cache's samples (loso without --database)."""
-    from fr_mer.data import single_database
-    from fr_mer.pipeline.cache import read_cache
-
-    return single_database(read_cache(cache))
-
-
-def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device,
-                       out_dir: str | Path | None = None, *, stacking: bool = True) -> int:
-    """``--fold-batch`` when it is not given: what a resumed run in ``out_dir`` recorded; else 0 (all
-    folds of a seed stacked) on CUDA where the model stacks with ``recipe``, and 1 on the CPU or
-    without ``stacking`` (``--audit-selection``, which trains fold by fold).
+def default_fold_batch(model: str, recipe: Recipe | None, device: torch.device, recorded: int | None = None, *,
+                       stacking: bool = True) -> int:
+    """``--fold-batch`` when it is not given: the value a resumed run ``recorded``
+    (:func:`fr_mer.results_folder.recorded_fold_batch`); else 0 (all folds of a seed stacked) on CUDA where the
+    model stacks with ``recipe``, and 1 on the CPU or without ``stacking`` (``--audit-selection``, which trains
+    fold by fold).
 
     Stacking is the same training per fold (:mod:`fr_mer.func_stack`), so the
     choice is speed alone: on a GPU one fold is too little work, on the CPU the
     cores are busy either way and stacking only adds copies (docs/benchmarks-stack.md).
     """
-    recorded = Path(out_dir) / "config.json" if out_dir is not None else None
-    if recorded is not None and recorded.is_file():
-        try:
-            value = json.loads(recorded.read_text()).get("config", {}).get("fold_batch")
-        except (OSError, ValueError, AttributeError):
-            value = None  # the results folder's own check names a damaged file
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    if recorded is not None:
+        return recorded
     if device.type != "cuda" or not stacking:
         return 1
     from fr_mer.fold_stack import check_stackable
@@ -200,9 +206,7 @@ def make_plan(config: EvalConfig, cache: str | Path) -> RunPlan:
     weights_dir = Path(config.weights_dir) if config.weights_dir else None
     if weights_dir is not None and not weights_dir.is_dir():
         raise EvaluationError(f"--weights {weights_dir}: no such folder")
-    database = config.database
-    if config.protocol == "loso" and database is None:
-        database = _cache_database(Path(cache))
+    database = loso_database(cache, config.protocol, config.database)
     label_space = resolve_label_space(config.protocol, database, config.classes)
     options = with_class_count(config.model, options, label_space)
     composite_list = Path(config.composite_list).resolve() if config.composite_list else None

@@ -33,9 +33,8 @@ import torch
 
 from fr_mer.config import from_record, settings, to_record
 from fr_mer.errors import FrMerError, ParameterError
-from fr_mer.metrics import pooled_metrics
-from fr_mer.report import seed_summary
-from fr_mer.results_folder import FoldResult, ResultsFolder, atomic_json
+from fr_mer.metrics import mean_sd_text, pooled_metrics, seed_summary
+from fr_mer.results_folder import FULL_SCOPE, FoldResult, ResultsFolder, atomic_json
 from fr_mer.run_plan import EvaluationError, FoldJob, RunPlan
 from fr_mer.training import predict_proba
 
@@ -153,7 +152,7 @@ def best_epoch(log: EpochLog) -> int:
 
 def audit_figures(logs: Sequence[EpochLog], seeds: Sequence[int], scopes: Sequence[str],
                   n_classes: int) -> dict[str, object]:
-    """The three :data:`FIGURES` (each scope's :func:`~fr_mer.report.seed_summary`, as in ``metrics.json``),
+    """The three :data:`FIGURES` (each scope's :func:`~fr_mer.metrics.seed_summary`, as in ``metrics.json``),
     the epochs they took (from 1), and every seed's pooled UF1 after each epoch.
 
     ``logs``: every fold of every seed. The single best epoch is looked for among the
@@ -178,7 +177,7 @@ def audit_figures(logs: Sequence[EpochLog], seeds: Sequence[int], scopes: Sequen
                   "best_single_epoch": taken([single] * len(mine))}
         for name, predictions in chosen.items():
             for scope in scopes:
-                scores[name][scope][str(seed)] = pooled_metrics(predictions, None if scope == "full" else scope,
+                scores[name][scope][str(seed)] = pooled_metrics(predictions, None if scope == FULL_SCOPE else scope,
                                                                 n_classes)
         selected[str(seed)] = {
             "best_single_epoch": single + 1,
@@ -242,7 +241,7 @@ def _markdown(audit: dict, scopes: Sequence[str]) -> str:
              "| scope | " + " | ".join(TITLES[name] for name in FIGURES) + " |", "|---" * (len(FIGURES) + 1) + "|"]
     for scope in scopes:
         lines.append(f"| {scope} | " + " | ".join(
-            f"{audit[name][scope]['uf1']:.4f} ± {audit[name][scope]['uf1_std']:.4f}" for name in FIGURES) + " |")
+            mean_sd_text(audit[name][scope]["uf1"], audit[name][scope]["uf1_std"]) for name in FIGURES) + " |")
     if audit["last_epoch_disagreements"]:
         lines += ["", f"{audit['last_epoch_disagreements']} last-epoch predictions of the logs differ from the "
                   "run's (a device whose kernels are not deterministic)."]
@@ -266,7 +265,7 @@ def _plot(path: Path, audit: dict, scopes: Sequence[str]) -> None:
     curve_ax.plot(epochs, np.mean([curve[:n] for curve in curves], axis=0), color="tab:blue", linewidth=1.2,
                   label="pooled UF1 after each epoch (mean of seeds)")
     for name in FIGURES:
-        curve_ax.axhline(audit[name]["full"]["uf1"], color=colours[name], linestyle="--", linewidth=0.9,
+        curve_ax.axhline(audit[name][FULL_SCOPE]["uf1"], color=colours[name], linestyle="--", linewidth=0.9,
                          label=TITLES[name])
     curve_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve_ax.set_xlabel("epoch")
@@ -276,7 +275,7 @@ def _plot(path: Path, audit: dict, scopes: Sequence[str]) -> None:
     for i, name in enumerate(FIGURES):
         x = np.arange(len(scopes)) + (i - (len(FIGURES) - 1) / 2) * width
         bar_ax.bar(x, [audit[name][s]["uf1"] for s in scopes], width, color=colours[name], label=TITLES[name],
-                   yerr=[audit[name][s]["uf1_std"] for s in scopes], capsize=2)
+                   yerr=[audit[name][s]["uf1_std"] or 0.0 for s in scopes], capsize=2)
     bar_ax.set_xticks(range(len(scopes)), list(scopes))
     bar_ax.set_ylabel("UF1 (mean, bars: sd over seeds)")
     bar_ax.set_ylim(0, 1.25)

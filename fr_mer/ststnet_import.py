@@ -21,18 +21,19 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from fr_mer.apex_alignment import align_apex_face, apex_face_names, apex_face_specs, find_apex_face, read_gray
+from fr_mer.apex_alignment import (FLOW_SIDE, align_apex_face, apex_face_names, apex_face_specs, find_apex_face,
+                                   read_gray)
 from fr_mer.config import to_record
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams, FaceAligner
-from fr_mer.pipeline.cache import ArraySpec, CacheWriter
+from fr_mer.pipeline.cache import CacheWriter
+from fr_mer.pipeline.cache.schema import flow_spec
 from fr_mer.pipeline.composite import read_composite_list
 from fr_mer.pipeline.labels import CLASS_INDEX
 from fr_mer.pipeline.preprocess.params import PreprocessParams
 from fr_mer.pipeline.preprocess.sample import cache_flags
 
 FLOW_ATTRS = {
-    "channels": "u,v,strain",
     "normalisation": "minmax255",
     "description": "STSTNet released inputs: TV-L1 onset->apex flow (u, v) and optical strain, "
                    "each channel min-max scaled to 0..255 per sample",
@@ -89,8 +90,8 @@ def import_ststnet(images: Path, labels: Path | None, out: Path, *, apex_faces: 
     if apex_faces is not None and not Path(apex_faces).is_dir():
         raise ParameterError(f"--apex-faces {apex_faces}: no such folder (the release's apex face crops)")
     entries = read_composite_list(labels)
-    params = {"source": "ststnet-import", "feature_size": 28, "normalisation": "minmax255"}
-    arrays = {"flow": ArraySpec((3, 28, 28), "f4", FLOW_ATTRS)}
+    params = {"source": "ststnet-import", "feature_size": FLOW_SIDE, "normalisation": "minmax255"}
+    arrays = {"flow": flow_spec(FLOW_SIDE, **FLOW_ATTRS)}
     aligner = None
     if apex_faces is not None:
         apex_faces = Path(apex_faces)
@@ -135,8 +136,8 @@ def _sample(entry, images: Path, apex_faces: Path | None, aligner: FaceAligner |
         return (f"{images / released_image_name(entry.dataset, entry.subject, entry.clip)}: "
                 f"missing (composite list row {entry.row})")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape != (28, 28, 3):
-        return f"{path}: unreadable or not a 28x28 colour image"
+    if bgr is None or bgr.shape != (FLOW_SIDE, FLOW_SIDE, 3):
+        return f"{path}: unreadable or not a {FLOW_SIDE}x{FLOW_SIDE} colour image"
     strain, v, u = (bgr[:, :, c].astype(np.float32) for c in range(3))
     arrays = {"flow": np.stack([u, v, strain])}
     if apex_faces is None:

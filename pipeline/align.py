@@ -20,7 +20,14 @@ import cv2
 import numpy as np
 
 from fr_mer.config import settings
-from fr_mer.errors import ParameterError
+from fr_mer.errors import FrMerError, ParameterError
+from fr_mer.pipeline.images import as_gray
+
+
+class DegenerateImageError(FrMerError, ValueError):
+    """An image its geometry cannot be computed on (eye points that coincide, too few pixels to fit, an
+    image dlib refuses): bad data, a failure of that sample alone (:mod:`fr_mer.pipeline.preprocess.outcome`)."""
+
 
 #: Landmark indices of the eyes (iBUG 68-point scheme, 0-based).
 LEFT_EYE = slice(36, 42)   # the subject's right eye, on the image's left
@@ -150,7 +157,7 @@ def similarity_from_two_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     d = np.asarray(dst, dtype=np.float64)
     zs, zd = s[:, 0] + 1j * s[:, 1], d[:, 0] + 1j * d[:, 1]
     if abs(zs[1] - zs[0]) < 1e-6:
-        raise ValueError("the two source points coincide; no similarity transform is defined")
+        raise DegenerateImageError("the two source points coincide; no similarity transform is defined")
     a = (zd[1] - zd[0]) / (zs[1] - zs[0])
     b = zd[0] - a * zs[0]
     return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], dtype=np.float32)
@@ -178,15 +185,6 @@ def rescale_points(points: np.ndarray, from_size: int, to_size: int) -> np.ndarr
     """(N, 2) crop points at ``from_size`` -> the same points in a crop of ``to_size`` (NaN stays NaN)."""
     r = to_size / from_size
     return ((np.asarray(points, dtype=np.float64) + 0.5) * r - 0.5).astype(np.float32)
-
-
-def _check_gray(image: np.ndarray, name: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise ValueError(f"{name} must be a grayscale (H, W) image, got shape {image.shape}")
-    return image
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -254,7 +252,10 @@ class FaceAligner:
         for up, border in tries:
             image = small if not border else cv2.copyMakeBorder(small, border, border, border, border,
                                                                 cv2.BORDER_REPLICATE)
-            boxes, scores, _ = detector.run(image, up, 0.0)
+            try:
+                boxes, scores, _ = detector.run(image, up, 0.0)
+            except RuntimeError as exc:  # dlib's own, on an image its detector cannot take
+                raise DegenerateImageError(f"dlib's face detector: {exc}") from exc
             if len(boxes):
                 box = boxes[int(np.argmax(scores))]
                 return tuple((c - border) / scale for c in (box.left(), box.top(), box.right(), box.bottom()))
@@ -268,13 +269,16 @@ class FaceAligner:
         """
         import dlib
 
-        image = _to_uint8(_check_gray(gray, "gray"))
+        image = _to_uint8(as_gray(gray, "gray", min_side=2))
         box = self._detect(image, pre_cropped)
         if box is None:
             return None
         _, predictor = self._models()
         rect = dlib.rectangle(*(int(round(c)) for c in box))
-        shape = predictor(image, rect)
+        try:
+            shape = predictor(image, rect)
+        except RuntimeError as exc:  # dlib's own, on an image its landmark predictor cannot take
+            raise DegenerateImageError(f"dlib's landmark predictor: {exc}") from exc
         return np.array([(q.x, q.y) for q in shape.parts()], dtype=np.float32)
 
     # -- geometry -------------------------------------------------------------
@@ -299,7 +303,7 @@ class FaceAligner:
         bilinear warp would alias the skin texture into noise that the flow sees
         as motion. Keeps the input's dtype.
         """
-        image = _check_gray(gray, "gray")
+        image = as_gray(gray, "gray", min_side=2)
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (2, 3):
             raise ValueError(f"matrix must be 2x3, got {m.shape}")
@@ -334,8 +338,8 @@ class FaceAligner:
         when found, are mapped into it. ``pre_cropped`` also adds the padded
         detection try.
         """
-        onset = _check_gray(onset, "onset")
-        apex = _check_gray(apex, "apex")
+        onset = as_gray(onset, "onset", min_side=2)
+        apex = as_gray(apex, "apex", min_side=2)
         if onset.shape != apex.shape:
             raise ValueError(f"onset and apex frames differ in size: {onset.shape} and {apex.shape}")
         size = self.params.face_size if size is None else int(size)

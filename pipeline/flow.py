@@ -12,7 +12,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fr_mer.config import settings
+from fr_mer.pipeline.images import as_gray
+from fr_mer.pipeline.tvl1_params import TVL1Params
 
 #: Side of the aligned face crop on which the flow is computed by default (an
 #: inter-ocular distance of 92 px, near the native resolution of CASME II's
@@ -20,7 +21,9 @@ from fr_mer.config import settings
 #: error of the 28x28 input on a 1 px micro-expression halves, for 2.7x the time.
 DEFAULT_FLOW_SIZE = 256
 
-#: Side of the model input (u, v, strain) images, as STSTNet / Dual-Inception use.
+#: Side of the model input (u, v, strain) images: that of STSTNet's released inputs, which STSTNet,
+#: Dual-Inception and HTNet (whose regions are laid out on it) read, and on whose grid an imported
+#: release's ``flow_landmarks`` lie (:mod:`fr_mer.apex_alignment`).
 DEFAULT_FEATURE_SIZE = 28
 
 #: The normalisation ``fr-mer preprocess`` applies by default (docs/pipeline.md, "The model input"):
@@ -66,49 +69,6 @@ def flow_implementation(device: str) -> str:
     return "opencv" if device == "opencv" else "torch"
 
 
-@settings
-class TVL1Params:
-    """Parameters of ``cv2.optflow.DualTVL1OpticalFlow`` (defaults are OpenCV's).
-
-    ``lambda_`` weights the data term (smaller: smoother flow); ``nscales``
-    pyramid levels with ``scale_step`` between them; ``warps`` warpings per
-    level; ``epsilon`` stopping tolerance; ``median_filtering`` the median
-    filter size applied to the flow between warps. Recorded with
-    :func:`fr_mer.config.to_record` (the cache's ``params["tvl1"]``).
-    """
-
-    tau: float = 0.25
-    lambda_: float = 0.15
-    theta: float = 0.3
-    nscales: int = 5
-    warps: int = 5
-    epsilon: float = 0.01
-    inner_iterations: int = 30
-    outer_iterations: int = 10
-    scale_step: float = 0.8
-    gamma: float = 0.0
-    median_filtering: int = 5
-    use_initial_flow: bool = False
-
-    def create(self):
-        """A new OpenCV solver with these parameters."""
-        return cv2.optflow.DualTVL1OpticalFlow_create(
-            tau=self.tau, lambda_=self.lambda_, theta=self.theta, nscales=self.nscales,
-            warps=self.warps, epsilon=self.epsilon, innnerIterations=self.inner_iterations,
-            outerIterations=self.outer_iterations, scaleStep=self.scale_step, gamma=self.gamma,
-            medianFiltering=self.median_filtering, useInitialFlow=self.use_initial_flow,
-        )
-
-
-def _gray(image: np.ndarray, name: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim != 2:
-        raise ValueError(f"{name} must be a grayscale (H, W) image, got shape {image.shape}")
-    return image
-
-
 def tvl1_flow(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params()) -> np.ndarray:
     """Dense TV-L1 optical flow from ``prev`` to ``nxt``.
 
@@ -120,7 +80,7 @@ def tvl1_flow(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params
     Returns:
         (H, W, 2) float32 flow (u, v) in pixels, ``prev[y, x] ~ nxt[y + v, x + u]``.
     """
-    a, b = _gray(prev, "prev"), _gray(nxt, "nxt")
+    a, b = as_gray(prev, "prev"), as_gray(nxt, "nxt")
     if a.shape != b.shape:
         raise ValueError(f"prev and nxt must have the same shape, got {a.shape} and {b.shape}")
     if a.dtype == np.uint8 and b.dtype == np.uint8:
@@ -159,8 +119,8 @@ def tvl1_flows(prev: Sequence[np.ndarray], nxt: Sequence[np.ndarray], params: TV
 
     from fr_mer.pipeline import tvl1_torch
 
-    first = [_gray(a, "prev") for a in prev]
-    second = [_gray(b, "nxt") for b in nxt]
+    first = [as_gray(a, "prev") for a in prev]
+    second = [as_gray(b, "nxt") for b in nxt]
     with torch.no_grad():
         image0 = torch.from_numpy(np.stack(first).astype(np.float32, copy=False)).to(device)
         image1 = torch.from_numpy(np.stack(second).astype(np.float32, copy=False)).to(device)

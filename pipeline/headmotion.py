@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.align import FaceAligner
+from fr_mer.pipeline.align import DegenerateImageError, FaceAligner
 
 METHODS = ("none", "rigid", "nose_flow", "nose_median", "rigid_flow")
 
@@ -90,7 +90,7 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     zd = (d - md) @ np.array([1, 1j])
     denom = float(np.sum(np.abs(zs) ** 2))
     if denom < 1e-12:
-        raise ValueError("the source points coincide; no similarity transform is defined")
+        raise DegenerateImageError("the source points coincide; no similarity transform is defined")
     a = np.sum(np.conj(zs) * zd) / denom
     r = np.array([[a.real, -a.imag], [a.imag, a.real]])
     t = md - r @ ms
@@ -179,7 +179,7 @@ def fit_similarity_field(flow: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     ys, xs = np.nonzero(mask)
     if len(xs) < 3:
-        raise ValueError("the fitting region holds fewer than 3 pixels")
+        raise DegenerateImageError("the fitting region holds fewer than 3 pixels")
     cx, cy = xs.mean(), ys.mean()
     x, y = xs - cx, ys - cy
     one, zero = np.ones_like(x, dtype=np.float64), np.zeros_like(x, dtype=np.float64)

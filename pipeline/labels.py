@@ -236,10 +236,43 @@ def sample_key(database: str, subject: str, clip: str) -> str:
     return f"{global_subject(database, subject)}/{clip}"
 
 
+def key_subject(key: str) -> str:
+    """The subject id of a sample key (:func:`sample_key`): ``casme2/sub01/EP02_01f`` -> ``sub01``."""
+    return key.split("/")[1]
+
+
+def subject_number(database: str, subject: str) -> str:
+    """A canonical subject id without its database's prefix: CASME II ``sub01`` -> ``01`` (the cell of its
+    coding spreadsheet); SAMM's ``006`` has none."""
+    prefix = SUBJECT_FORMATS[database][0]
+    return subject[len(prefix):] if prefix and subject.lower().startswith(prefix) else subject
+
+
+def is_canonical_subject(database: str, subject: str) -> bool:
+    """Whether ``subject`` is spelt as :func:`canonical_subject` spells it (``spNO.1``, not ``spNO.01``)."""
+    try:
+        return canonical_subject(database, subject) == subject
+    except ValueError:
+        return False
+
+
+def composite_subject(dataset: str, subject: object) -> str:
+    """A subject id as the official composite list writes it: ``sub01``, ``s01``, SAMM unpadded ``6``."""
+    canonical = canonical_subject(dataset, subject)
+    return str(int(canonical)) if dataset == "samm" else canonical
+
+
 def canonical_smic_clip(clip: str) -> str:
     """``s1_ne_01`` -> ``s01_ne_01`` (the official list pads the subject)."""
     head, _, rest = clip.partition("_")
     return f"{canonical_subject('smic', head)}_{rest}" if rest else clip
+
+
+def smic_disk_clip(clip: str) -> str:
+    """``s01_ne_01`` or ``s1_ne_01`` -> ``s1_ne_01`` (the releases do not pad)."""
+    canonical = canonical_smic_clip(clip)
+    head, _, rest = canonical.partition("_")
+    return f"{disk_subject('smic', head)}_{rest}"
 
 
 def smic_emotion_from_clip(clip: str) -> str | None:

@@ -22,7 +22,11 @@ from fr_mer.pipeline.labels import (
     SUBJECT_FORMATS,
     canonical_smic_clip,
     canonical_subject,
+    composite_subject,
     disk_subject,
+    is_canonical_subject,
+    smic_disk_clip,
+    subject_number,
 )
 
 #: Spreadsheet file names and headers as released. ``None`` is a blank header cell.
@@ -188,7 +192,7 @@ def write_casme2(
         numbers = range(spec.onset, spec.offset + 1)
         write_frames(folder, numbers, CASME2_FRAME_NAMES[release], spec.frame)
         values = {
-            "Subject": subject[3:],  # text '01', as the release stores it
+            "Subject": subject_number("casme2", subject),  # text '01', as the release stores it
             "Filename": spec.clip,
             "OnsetFrame": spec.onset,
             "ApexFrame": "/" if spec.apex is None else spec.apex,
@@ -256,13 +260,6 @@ def write_samm(
     return _save_sheet(root / SAMM_SPREADSHEET, SAMM_SHEET, rows)
 
 
-def smic_disk_clip(clip: str) -> str:
-    """``s01_ne_01`` or ``s1_ne_01`` -> ``s1_ne_01`` (the releases do not pad)."""
-    canonical = canonical_smic_clip(clip)
-    head, _, rest = canonical.partition("_")
-    return f"{disk_subject('smic', head)}_{rest}"
-
-
 def write_smic(
     root: Path | str,
     clips: Iterable[ClipSpec],
@@ -317,7 +314,7 @@ def write_casme3(
     root = Path(root)
     rows: list[list[object]] = [list(CASME3_HEADER)]
     for spec in clips:
-        if not (spec.subject.startswith("spNO.") and spec.subject[5:].isdigit()):
+        if not is_canonical_subject("casme3", spec.subject):
             raise ValueError(f"CAS(ME)^3 subjects are spelt {CASME3_SUBJECT.format('N')}, not {spec.subject!r}")
         task = root / CASME3_FOLDER / spec.subject / spec.clip
         numbers = range(spec.onset, spec.offset + 1)
@@ -347,12 +344,6 @@ def write_casme3(
     with path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(["" if v is None else v for v in row] for row in rows)
     return path
-
-
-def composite_subject(dataset: str, subject: object) -> str:
-    """A subject id as the official list writes it: ``sub01``, ``s01``, SAMM unpadded ``6``."""
-    canonical = canonical_subject(dataset, subject)
-    return str(int(canonical)) if dataset == "samm" else canonical
 
 
 def write_composite_list(path: Path | str, rows: Iterable[tuple[str, str, str, int]]) -> Path:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.flow import TVL1Params
+from fr_mer.pipeline.tvl1_params import TVL1Params
 
 #: OpenCV stops adding pyramid levels before a side would fall under this many pixels.
 MIN_PYRAMID_SIDE = 16

@@ -11,17 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from fr_mer.cli import main
-from fr_mer.compare import (
-    ComparisonError,
-    bootstrap_intervals,
-    compare_runs,
-    exact_binomial_p_value,
-    load_run,
-    load_runs,
-    mcnemar_p_value,
-    verdict,
-)
+from fr_mer.compare import ComparisonError, compare_runs, load_run, load_runs, verdict
 from fr_mer.errors import FrMerError, ParameterError
+from fr_mer.paired_statistics import bootstrap_intervals, exact_binomial_p_value, mcnemar_p_value, sign_counts
 from fr_mer.pipeline.labels import CLASSES
 
 #: 6 subjects (2 per database), each with one sample of each class: 18 samples.
@@ -360,3 +352,8 @@ def test_runs_of_another_label_space_are_compared_in_it(tmp_path):
                       tuple((k, d, s, t % 3) for k, d, s, t in samples), protocol="loso")
     with pytest.raises(FrMerError, match="different classes"):
         compare_runs(run_a, three)
+
+
+def test_sign_counts_count_wins_each_way_and_ties_within_rounding():
+    assert sign_counts((0.1, -0.2, 0.0, 1e-13, -1e-13, 0.3)) == (2, 1, 3)
+    assert sign_counts(()) == (0, 0, 0)

@@ -163,6 +163,7 @@ def test_stacked_evaluation_equals_fold_by_fold(tmp_path):
 
 
 def test_fold_batch_defaults_to_all_folds_on_cuda_and_one_on_the_cpu(tmp_path):
+    from fr_mer.results_folder import recorded_fold_batch
     from fr_mer.run_plan import default_fold_batch
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name; nothing runs on it
@@ -172,6 +173,9 @@ def test_fold_batch_defaults_to_all_folds_on_cuda_and_one_on_the_cpu(tmp_path):
     assert default_fold_batch("ststnet", sgd, cuda) == 1
     # A resumed run keeps what it recorded, whichever the device now.
     (tmp_path / "config.json").write_text('{"config": {"model": "fr", "fold_batch": 1}, "cache": "c.h5"}')
-    assert default_fold_batch("fr", None, cuda, tmp_path) == 1
+    assert default_fold_batch("fr", None, cuda, recorded_fold_batch(tmp_path)) == 1
     (tmp_path / "config.json").write_text('{"config": {"model": "fr", "fold_batch": 0}, "cache": "c.h5"}')
-    assert default_fold_batch("fr", None, cpu, tmp_path) == 0
+    assert default_fold_batch("fr", None, cpu, recorded_fold_batch(tmp_path)) == 0
+    assert recorded_fold_batch(tmp_path / "new") is None
+    (tmp_path / "config.json").write_text('{"config": {"model": "fr", "fold_batch": true}}')
+    assert recorded_fold_batch(tmp_path) is None  # damaged: the results folder's own check names it

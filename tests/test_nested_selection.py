@@ -14,7 +14,8 @@ from fr_mer.data import DeviceDataset
 from fr_mer.evaluation import EvalConfig, EvaluationError, load_plan_data, plan_folds, run_evaluation, train_chunk
 from fr_mer.models import model_class
 from fr_mer.run_plan import make_plan
-from fr_mer.selection import MAX_CANDIDATES, SelectionError, SelectionGrid, inner_splits, read_select_file
+from fr_mer.selection import inner_splits
+from fr_mer.selection_grid import MAX_CANDIDATES, SelectionError, SelectionGrid, read_select_file
 from tests.cachefactory import small_composite
 
 BASE = model_class("ststnet").recipe.replace(epochs=20, batch_size=16, lr=1e-2)

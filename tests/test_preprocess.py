@@ -379,6 +379,69 @@ def test_cli_exit_codes_and_summary(tmp_path):
     assert all("apex_spotted" in f for f in cache.meta["flags"])
 
 
+def test_a_bug_stops_preprocess_naming_the_sample_and_keeps_the_finished_ones(tmp_path, monkeypatch):
+    """An exception bad data never raises (here an IndexError planted in the pair's computation) is a bug:
+    the run stops with exit 3 naming the sample; the samples written before it stay, and a rerun resumes."""
+    from fr_mer.cli import main
+    from fr_mer.pipeline.preprocess import clip as clip_module
+
+    root = tmp_path / "smic"
+    write_face_smic(root, 3)
+    out = tmp_path / "cache.h5"
+    args = ["preprocess", "--dataset", "smic", "--root", str(root), "--out", str(out), "--jobs", "1",
+            "--flow-size", "64", "--head-motion", "none"]
+    real_prepare = clip_module.prepare_pair
+    calls = []
+
+    def planted(onset, apex, params, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            return [][0]  # a bug in our own code, not bad data
+        return real_prepare(onset, apex, params, **kwargs)
+
+    monkeypatch.setattr(clip_module, "prepare_pair", planted)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3, result.output
+    assert "IndexError" in result.output and "bug in fr-mer" in result.output
+    [named] = {line.split("sample ", 1)[1].split(":")[0] for line in result.output.splitlines()
+               if line.startswith("fr_mer.pipeline.preprocess.outcome.SampleBug: sample ")}
+    cache = read_cache(out)
+    assert len(cache) == 1 and named.startswith("smic/") and named not in cache.meta["key"]
+    # the bug's sample is not recorded as a failure of its data: a rerun makes it and keeps the first
+    monkeypatch.setattr(clip_module, "prepare_pair", real_prepare)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "2 done, 1 skipped" in result.output and "0 failed" in result.output
+
+
+def test_data_errors_are_the_samples_own_failures(tmp_path, monkeypatch):
+    """What bad data raises (OpenCV's error, a degenerate face's geometry) fails that sample alone."""
+    import cv2 as cv
+
+    from fr_mer.pipeline.align import DegenerateImageError
+    from fr_mer.pipeline.preprocess import clip as clip_module
+    from fr_mer.pipeline.scan import scan
+
+    root = tmp_path / "smic"
+    write_face_smic(root, 3)
+    clips = scan("smic", root=root).clips
+    real_prepare = clip_module.prepare_pair
+    raised = iter([cv.error("planted: an image OpenCV cannot take"),
+                   DegenerateImageError("the fitting region holds fewer than 3 pixels")])
+
+    def degenerate(onset, apex, params, **kwargs):
+        error = next(raised, None)
+        if error is not None:
+            raise error
+        return real_prepare(onset, apex, params, **kwargs)
+
+    monkeypatch.setattr(clip_module, "prepare_pair", degenerate)
+    summary = preprocess(clips, tmp_path / "cache.h5", PreprocessParams(flow_size=64, head_motion="none"), jobs=1)
+    assert summary.done == 1 and len(summary.failed) == 2
+    reasons = " ".join(summary.failed.values())
+    assert "error: " in reasons and "DegenerateImageError: the fitting region" in reasons
+
+
 def test_smic_apex_is_spotted_when_the_scan_left_it_open(tmp_path):
     shifts = [0.0, 0.5, 1.5, 3.0, 1.5, 0.5, 0.0]  # the face moves most at frame 13
     frames = {10 + i: astronaut_frame(dx) for i, dx in enumerate(shifts)}

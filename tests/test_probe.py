@@ -77,7 +77,8 @@ def test_probe_decodes_a_separable_composite_perfectly(tmp_path):
     ({"channels": ("u", "w")}, "--channels"),
     ({"channels": ()}, "--channels"),
     ({"C": 0.0}, "--C"),
-    ({"protocol": "loso"}, "--database"),
+    ({"protocol": "composite", "database": "casme2"}, "--database is for --protocol loso"),
+    ({"protocol": "loso", "classes": 5}, "--classes"),
 ])
 def test_probe_settings_are_checked(changes, message):
     with pytest.raises(ParameterError, match=message):
@@ -89,6 +90,6 @@ def test_probe_command_refuses_bad_options_with_one_line(tmp_path):
     result = CliRunner().invoke(main, ["probe", "--cache", str(cache), "--channels", "u,x", "--out",
                                        str(tmp_path / "o")])
     assert result.exit_code == 1 and "--channels" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["probe", "--cache", str(cache), "--protocol", "loso", "--out",
-                                       str(tmp_path / "o")])
-    assert result.exit_code == 2 and "--database" in result.output
+    result = CliRunner().invoke(main, ["probe", "--cache", str(cache), "--protocol", "composite", "--database",
+                                       "casme2", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "--database is for --protocol loso" in result.output

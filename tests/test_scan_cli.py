@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from fr_mer.cli import COMMANDS, main
-from fr_mer.commands.scan import DATASET_OPTION_NAMES, clips_from_options, dataset_options
+from fr_mer.commands.dataset_options import DATASET_OPTION_NAMES, clips_from_options, dataset_options
 from fr_mer.pipeline.clips import SCAN_COLUMNS
 from fr_mer.pipeline.layouts import CASME2_HEADER, write_casme2
 from fr_mer.pipeline.scan import read_scan_table, scan, summarize

@@ -270,7 +270,7 @@ def test_audit_refuses_stacked_folds_and_released_weights(tmp_path):
                        audit_selection=True)
     assert not (tmp_path / "stack").exists() and not (tmp_path / "w").exists()
     # without --fold-batch, a fresh audited run trains fold by fold, on CUDA too
-    assert default_fold_batch("ststnet", None, torch.device("cuda"), tmp_path / "new", stacking=False) == 1
+    assert default_fold_batch("ststnet", None, torch.device("cuda"), None, stacking=False) == 1
 
 
 def test_cli_audit_selection(tmp_path):

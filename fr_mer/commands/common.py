@@ -1,4 +1,4 @@
-"""Options shared by `fr-mer train` and `fr-mer evaluate`, and their parsing.
+"""Options shared by `fr-mer train`, `fr-mer evaluate` and `fr-mer probe`, and their parsing.
 
 Every option is checked here, before a cache is opened or a model trained:
 ranges by click (usage errors, exit 2), model options against the model's
@@ -8,27 +8,30 @@ messages naming the option, exit 1, printed by :mod:`fr_mer.cli`).
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 import click
 import torch
 
+from fr_mer.commands.name_values import parse_name_values
 from fr_mer.data import resolve_device
+from fr_mer.errors import ParameterError
 from fr_mer.models import Recipe, list_models, model_class, validate_options
+from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
+from fr_mer.protocols import PROTOCOLS
+from fr_mer.run_plan import check_protocol_choice, loso_database
 
 
 def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
     """``("attention=channel", "proposal_weight=0.5")`` -> dict, values as Python literals when they parse."""
     options: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint="--option")
+    for name, text in parse_name_values(pairs, "--option").items():
         try:
-            options[name.strip()] = ast.literal_eval(text)
+            options[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            options[name.strip()] = text
+            options[name] = text
     return options
 
 
@@ -52,6 +55,52 @@ def model_options(func: Callable) -> Callable:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def protocol_options(func: Callable) -> Callable:
+    """``--protocol``, ``--database``, ``--classes``, ``--composite-list``: one declaration for every command that
+    chooses a protocol's samples, so they accept and refuse the same values (:func:`resolve_protocol`)."""
+    decorators = [
+        click.option("--protocol", type=click.Choice(PROTOCOLS), default="composite", show_default=True,
+                     help="composite: MEGC2019 68-subject LOSO over the pooled databases; loso: one database; "
+                          "lodo: leave one database of the composite out; megc2018-cde: LOSO over CASME II + SAMM, "
+                          "objective classes 1-5; megc2018-hde: train on one of them, test on the other."),
+        click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
+                     help="The database for --protocol loso (default: the cache's one database; a cache of "
+                          "several needs it)."),
+        click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
+                     help="CAS(ME)^3's class protocol: 3 (negative, positive, surprise), 4 (and others), "
+                          "7 (its emotions). Default 3."),
+        click.option("--composite-list", type=click.Path(path_type=Path), default=None,
+                     help="Composite sample list (official format); default: the official MEGC2019 list."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolChoice:
+    """The values of :func:`protocol_options`, checked; ``database`` resolved for ``--protocol loso``."""
+
+    protocol: str
+    database: str | None
+    classes: int | None
+    composite_list: str | None
+
+
+def resolve_protocol(cache: Path, protocol: str, database: str | None, classes: str | None,
+                     composite_list: Path | None) -> ProtocolChoice:
+    """Check the :func:`protocol_options` alike for every command, before any work: each value alone
+    (:func:`~fr_mer.run_plan.check_protocol_choice`, exit 1), then ``--protocol loso`` without ``--database``
+    takes the cache's one database; a cache of several is a usage error that lists them (exit 2)."""
+    count = int(classes) if classes else None
+    check_protocol_choice(protocol, database, count)
+    try:
+        database = loso_database(cache, protocol, database)
+    except ParameterError as error:  # the cache holds several databases: --database is missing
+        raise click.UsageError(str(error)) from None
+    return ProtocolChoice(protocol, database, count, str(composite_list) if composite_list else None)
 
 
 def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, device, threads,

@@ -9,6 +9,8 @@ import click
 from fr_mer.commands.common import check_writable_target
 from fr_mer.data import resolve_device
 from fr_mer.models import list_models
+from fr_mer.results_folder import SUMMARY_FILE
+from fr_mer.run_plan import DEFAULT_SEEDS
 
 
 class BarReporter:
@@ -43,7 +45,7 @@ class BarReporter:
               help="Clips per subject (classes balanced within a subject).")
 @click.option("--model", type=click.Choice(list_models()), default="fr", show_default=True,
               help="Model to evaluate.")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1), default=len(DEFAULT_SEEDS), show_default=True,
               help="Training seeds; the result is their mean and standard deviation.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
               help="Training epochs (the synthetic task needs fewer than the real recipe).")
@@ -59,6 +61,7 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
     reuses finished work.
     """
     from fr_mer.demo import DEVBENCH_REFERENCE, DemoSettings, run_demo
+    from fr_mer.metrics import mean_sd_text
 
     # Every option is checked before the first stage starts, so a bad one costs no synthesis.
     torch_device = resolve_device(device)
@@ -67,11 +70,11 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
                             model=model, seeds=tuple(range(seeds)), epochs=epochs, jobs=jobs)
     start = time.perf_counter()
     metrics = run_demo(out, settings, device=torch_device, reporter=BarReporter())
-    click.echo((Path(out) / "results" / "summary.md").read_text())
+    click.echo((Path(out) / "results" / SUMMARY_FILE).read_text())
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in metrics["demo_timings_seconds"].items())
     click.echo(f"demo finished in {time.perf_counter() - start:.0f} s ({timings}); "
-               f"UF1 {metrics['full']['uf1']:.4f} ± {metrics['full']['uf1_std']:.4f} (sd over seeds), "
-               f"UAR {metrics['full']['uar']:.4f} ± {metrics['full']['uar_std']:.4f} (sd)")
+               f"UF1 {mean_sd_text(metrics['full']['uf1'], metrics['full']['uf1_std'])} (sd over seeds), "
+               f"UAR {mean_sd_text(metrics['full']['uar'], metrics['full']['uar_std'])} (sd)")
     click.echo(f"linear probe on the same cache and folds (fr-mer probe): UF1 {metrics['probe']['uf1']:.4f}, "
                f"UAR {metrics['probe']['uar']:.4f}")
     click.echo(f"reports: {Path(out) / 'results'} (metrics.json, predictions.csv, summary.md, confusion_*.png), "

@@ -5,26 +5,12 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import check_writable_target, model_options, resolve_training
-from fr_mer.data import cache_databases
+from fr_mer.commands.common import (check_writable_target, model_options, protocol_options, resolve_protocol,
+                                    resolve_training)
 from fr_mer.evaluation import EvalConfig, run_evaluation
-from fr_mer.pipeline.cache import read_cache
-from fr_mer.protocols import PROTOCOLS
-from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
-from fr_mer.run_plan import default_fold_batch
-from fr_mer.selection import read_select_file
-
-
-def loso_database(cache: Path, protocol: str, database: str | None) -> str | None:
-    """``--database``, or for ``--protocol loso`` the cache's one database; several are a usage error
-    that lists them."""
-    if protocol != "loso" or database is not None:
-        return database
-    present = cache_databases(read_cache(cache))
-    if len(present) > 1:
-        raise click.UsageError(f"--protocol loso: {cache} holds samples of {', '.join(present)}; "
-                               "choose one with --database")
-    return present[0] if present else None
+from fr_mer.results_folder import SUMMARY_FILE, recorded_fold_batch
+from fr_mer.run_plan import DEFAULT_SEEDS, default_fold_batch
+from fr_mer.selection_grid import read_select_file
 
 
 class FoldProgress:
@@ -51,24 +37,14 @@ class FoldProgress:
 @click.command("evaluate")
 @click.option("--cache", type=click.Path(path_type=Path), required=True,
               help="Cache written by `fr-mer preprocess` or `fr-mer import-ststnet`.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="composite", show_default=True,
-              help="composite: MEGC2019 68-subject LOSO over the pooled databases; loso: one database; "
-                   "lodo: leave one database of the composite out; megc2018-cde: LOSO over CASME II + SAMM, "
-                   "objective classes 1-5; megc2018-hde: train on one of them, test on the other.")
-@click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
-              help="The database for --protocol loso (default: the cache's one database).")
-@click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
-              help="CAS(ME)^3's class protocol: 3 (negative, positive, surprise), 4 (and others), "
-                   "7 (its emotions). Default 3.")
+@protocol_options
 @model_options
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1), default=len(DEFAULT_SEEDS), show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of the range.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
               help="Train nothing: load one state dict per held-out subject from this folder "
                    "(sub01.pth, s01.pth, 006.pth, as STSTNet released them).")
-@click.option("--composite-list", type=click.Path(path_type=Path), default=None,
-              help="Composite sample list (official format); default: the official MEGC2019 list.")
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Hold out this fraction of the TRAINING subjects per fold and log their UF1 "
                    "(never the test subject); 0 trains on all training subjects.")
@@ -112,19 +88,20 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
                                                      "cpu" if scheduler else device, threads, deterministic)
     check_writable_target(out, "--out", folder=True)
     if fold_batch is None:
-        fold_batch = default_fold_batch(model_name, recipe, torch_device, out, stacking=not audit_selection)
-    database = loso_database(cache, protocol, database)
+        fold_batch = default_fold_batch(model_name, recipe, torch_device, recorded_fold_batch(out),
+                                        stacking=not audit_selection)
+    choice = resolve_protocol(cache, protocol, database, classes, composite_list)
     select = read_select_file(select_file, model_name, recipe, options) if select_file else None
     config = EvalConfig(
-        model=model_name, protocol=protocol, database=database, classes=int(classes) if classes else None,
+        model=model_name, protocol=choice.protocol, database=choice.database, classes=choice.classes,
         options=options, recipe=recipe,
         seeds=tuple(range(first_seed, first_seed + seeds)),
         weights_dir=str(weights_dir) if weights_dir else None,
-        composite_list=str(composite_list) if composite_list else None, val_fraction=val_fraction,
+        composite_list=choice.composite_list, val_fraction=val_fraction,
         fold_batch=fold_batch, select=select,
     )
     where = f"the workers of {scheduler} ({device})" if scheduler else torch_device
-    click.echo(f"{model_name} on {where}, {protocol}{' (' + database + ')' if database else ''}, "
+    click.echo(f"{model_name} on {where}, {protocol}{' (' + choice.database + ')' if choice.database else ''}, "
                + ("released weights" if weights_dir else f"seeds {list(config.seeds)}"))
     progress = FoldProgress()
     try:
@@ -135,4 +112,4 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
         progress.close()
     counts = progress.counts
     click.echo(f"\n{counts['trained']} folds trained, {counts['resumed']} resumed from {out}")
-    click.echo((Path(out) / "summary.md").read_text())
+    click.echo((Path(out) / SUMMARY_FILE).read_text())

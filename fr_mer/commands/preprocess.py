@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.scan import clips_from_options, dataset_options
+from fr_mer.commands.dataset_options import clips_from_options, dataset_options
+from fr_mer.commands.name_values import parse_name_values
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams
 from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
@@ -33,13 +34,8 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
     """``cls`` with ``NAME=VALUE`` items applied; values typed like the field's default."""
     defaults = cls()
     changes: dict[str, object] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not hasattr(defaults, name) or name not in {f.name for f in dataclasses.fields(cls)}:
-            raise click.BadParameter(
-                f"{item!r}: expected NAME=VALUE with NAME one of {_field_names(cls)}", param_hint=option
-            )
+    for name, text in parse_name_values(items, option, [f.name for f in dataclasses.fields(cls)]).items():
+        item = f"{name}={text}"
         default = getattr(defaults, name)
         try:
             if isinstance(default, bool):

@@ -45,9 +45,11 @@ from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
 from fr_mer.models.base import Recipe
 from fr_mer.models.flow_input import FlowInputModel
+from fr_mer.pipeline.align import LEFT_EYE, RIGHT_EYE
+from fr_mer.pipeline.flow import DEFAULT_FEATURE_SIZE
 
-#: Side of the flow image and of the tiled regions, and half a region's side.
-FLOW_SIDE = 28
+#: Side of the flow image and of the tiled regions (the released inputs'), and half a region's side.
+FLOW_SIDE = DEFAULT_FEATURE_SIZE
 REGION_HALF = 7
 
 #: Region centres (x, y) on the 28 px flow for a sample without landmarks (no
@@ -55,7 +57,6 @@ REGION_HALF = 7
 #: corners, in the tiling order left eye, left lip, right eye, right lip.
 DEFAULT_CENTRES = ((9.528073, 11.062551), (10.255435, 22.121233), (21.396168, 10.919773), (20.583706, 22.25584))
 
-_LEFT_EYE, _RIGHT_EYE = slice(36, 42), slice(42, 48)
 _LEFT_MOUTH, _RIGHT_MOUTH = 48, 54
 
 
@@ -68,9 +69,9 @@ def region_centres(landmarks: torch.Tensor, side: int = FLOW_SIDE, half: int = R
     """
     points = torch.stack(
         [
-            landmarks[:, _LEFT_EYE].mean(dim=1),
+            landmarks[:, LEFT_EYE].mean(dim=1),
             landmarks[:, _LEFT_MOUTH],
-            landmarks[:, _RIGHT_EYE].mean(dim=1),
+            landmarks[:, RIGHT_EYE].mean(dim=1),
             landmarks[:, _RIGHT_MOUTH],
         ],
         dim=1,

@@ -43,6 +43,41 @@ class Cache:
         return self.meta["key"]
 
 
+def _check_version(path: Path, version: int, arrays: list[str]) -> None:
+    """Refuse another schema version, or the columns an older version still read holds shifted."""
+    shifted = sorted(set(arrays) & set(SHIFTED_COLUMNS.get(version, ())))
+    if shifted:
+        raise CacheError(
+            f"{path}: cache schema version {version} holds {', '.join(shifted)} shifted against the "
+            f"flow crop (fixed in version {SCHEMA_VERSION}); re-run `fr-mer preprocess` into a new --out "
+            "(or with --overwrite) to use them"
+        )
+    if version != SCHEMA_VERSION and version not in SHIFTED_COLUMNS:
+        raise CacheError(
+            f"{path}: cache schema version {version}, this fr-mer reads {SCHEMA_VERSION}; "
+            "re-run `fr-mer preprocess --overwrite` to rebuild it"
+        )
+
+
+def _read_meta(samples: h5py.Group, n: int) -> dict[str, list]:
+    """The first ``n`` rows of every metadata column; a column added later reads as its default."""
+    meta: dict[str, list] = {}
+    for name, dtype in META_COLUMNS.items():
+        if name not in samples:  # a column added later (check_layout let it pass)
+            meta[name] = [LATER_META_COLUMNS[name]] * n
+            continue
+        values = samples[name][:n]
+        meta[name] = decode(values) if dtype.startswith("S") else [int(v) for v in values]
+    return meta
+
+
+def _read_failures(f: h5py.File, done: set[str]) -> dict[str, str]:
+    """key -> reason of the recorded failures, but of the samples made since (``done``)."""
+    nf = min(f["failures/key"].shape[0], f["failures/reason"].shape[0])
+    failures = dict(zip(decode(f["failures/key"][:nf]), decode(f["failures/reason"][:nf])))
+    return {k: r for k, r in failures.items() if k not in done}
+
+
 def read_cache(
     path: str | Path,
     arrays: Iterable[str] = (),
@@ -71,27 +106,10 @@ def read_cache(
         version = schema_version(f, path)
         check_layout(f, path)
         arrays = list(arrays)
-        shifted = sorted(set(arrays) & set(SHIFTED_COLUMNS.get(version, ())))
-        if shifted:
-            raise CacheError(
-                f"{path}: cache schema version {version} holds {', '.join(shifted)} shifted against the "
-                f"flow crop (fixed in version {SCHEMA_VERSION}); re-run `fr-mer preprocess` into a new --out "
-                "(or with --overwrite) to use them"
-            )
-        if version != SCHEMA_VERSION and version not in SHIFTED_COLUMNS:
-            raise CacheError(
-                f"{path}: cache schema version {version}, this fr-mer reads {SCHEMA_VERSION}; "
-                "re-run `fr-mer preprocess --overwrite` to rebuild it"
-            )
+        _check_version(path, version, arrays)
         samples = f["samples"]
         n = samples["key"].shape[0]
-        meta: dict[str, list] = {}
-        for name, dtype in META_COLUMNS.items():
-            if name not in samples:  # a column added later (check_layout let it pass)
-                meta[name] = [LATER_META_COLUMNS[name]] * n
-                continue
-            values = samples[name][:n]
-            meta[name] = decode(values) if dtype.startswith("S") else [int(v) for v in values]
+        meta = _read_meta(samples, n)
         available = tuple(sorted(k for k in samples if k not in META_COLUMNS))
         loaded: dict[str, np.ndarray] = {}
         attrs: dict[str, dict] = {}
@@ -103,12 +121,7 @@ def read_cache(
                 )
             loaded[name] = samples[name][:n]
             attrs[name] = dict(samples[name].attrs)
-        failures = {}
-        nf = min(f["failures/key"].shape[0], f["failures/reason"].shape[0])
-        for k, r in zip(decode(f["failures/key"][:nf]), decode(f["failures/reason"][:nf])):
-            failures[k] = r
-        done = set(meta["key"])
-        failures = {k: r for k, r in failures.items() if k not in done}
+        failures = _read_failures(f, done=set(meta["key"]))
         cache = Cache(
             path=path,
             schema_version=version,

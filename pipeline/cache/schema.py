@@ -66,6 +66,34 @@ class ArraySpec:
     attrs: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
+#: Attributes of the columns that more than one writer makes (``fr-mer preprocess``,
+#: ``fr-mer import-ststnet --apex-faces``): described once, here.
+FLOW_CHANNELS = "u,v,strain"
+GREY_LEVELS = "grey level 0..255"
+LANDMARK_POINTS = "dlib 68-point (iBUG 300-W), 0-based"
+
+
+def flow_spec(side: int, **attrs: object) -> ArraySpec:
+    """The ``flow`` column: (3, side, side) float32, channels u, v, strain."""
+    return ArraySpec((3, side, side), "float32", {"channels": FLOW_CHANNELS, **attrs})
+
+
+def face_spec(side: int, **attrs: object) -> ArraySpec:
+    """A face crop column (``onset_face``, ``apex_face``): (side, side) uint8 grey levels."""
+    return ArraySpec((side, side), "uint8", {"units": GREY_LEVELS, **attrs})
+
+
+def landmarks_spec(grid: str) -> ArraySpec:
+    """A landmarks column: (68, 2) float32 px (x, y) ``grid`` (e.g. ``in onset_face``), NaN without a face."""
+    return ArraySpec((68, 2), "float32", {"units": f"px (x, y) {grid}; NaN when no face was found",
+                                          "points": LANDMARK_POINTS})
+
+
+def matrix_spec(maps: str) -> ArraySpec:
+    """An alignment matrix column: (2, 3) float32, what it ``maps`` to what."""
+    return ArraySpec((2, 3), "float32", {"maps": maps})
+
+
 def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 

@@ -1,6 +1,6 @@
 """``fr-mer preprocess`` as a library: annotated clips in, cache samples out.
 
-Three modules, one job each:
+One job per module:
 
 - :mod:`.params`: :class:`PreprocessParams` (with :class:`ClipOptions` and
   :class:`DynamicImageOptions`), what a cache records in ``params``, and the
@@ -11,7 +11,9 @@ Three modules, one job each:
   :func:`process_clip`, which reads a scanned clip's frames and calls them
   (:func:`finish_clip` completes a sample whose flow was computed apart);
 - :mod:`.run`: :class:`PreprocessRun` and :func:`preprocess`, the resumable
-  parallel run that writes the cache.
+  parallel run that writes the cache; :mod:`.outcome`: a worker's sample and
+  which of its errors are bad data (the sample fails) or a bug (the run stops);
+  :mod:`.summary`: the run's counts and timings.
 
 The names below are the public ones; import them from here.
 """
@@ -29,14 +31,9 @@ from fr_mer.pipeline.preprocess.params import (
     PreprocessParams,
     software_versions,
 )
-from fr_mer.pipeline.preprocess.run import (
-    DEFAULT_FLOW_BATCH,
-    Outcome,
-    PreprocessRun,
-    PreprocessSummary,
-    default_jobs,
-    preprocess,
-)
+from fr_mer.pipeline.preprocess.outcome import Outcome
+from fr_mer.pipeline.preprocess.run import DEFAULT_FLOW_BATCH, PreprocessRun, default_jobs, preprocess
+from fr_mer.pipeline.preprocess.summary import PreprocessSummary
 from fr_mer.pipeline.preprocess.sample import (
     STAGES,
     PairSample,

@@ -24,6 +24,7 @@ from fr_mer.config import from_record, settings, to_record, with_added
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.align import AlignParams, default_predictor_path
 from fr_mer.pipeline.cache import ArraySpec
+from fr_mer.pipeline.cache.schema import GREY_LEVELS, face_spec, flow_spec, landmarks_spec, matrix_spec
 from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_IMPLEMENTATION, DEFAULT_FLOW_SIZE,
                                   DEFAULT_NORMALISATION, FLOW_IMPLEMENTATIONS, NORMALISATIONS, TVL1Params)
 from fr_mer.pipeline.headmotion import DEFAULT_METHOD, METHODS
@@ -168,31 +169,19 @@ class PreprocessParams:
         """The cache's array columns for these parameters (docs/cache-format.md)."""
         s, f = self.face_size, self.feature_size
         specs = {
-            "flow": ArraySpec((3, f, f), "float32", {
-                "channels": "u,v,strain",
-                "normalisation": self.normalisation,
-                "normalisation_description": NORMALISATIONS[self.normalisation],
-                "flow_size": self.flow_size,
-                "units": FLOW_UNITS[self.normalisation],
-                "direction": "onset -> apex; u +x (right), v +y (down)",
-            }),
-            "onset_face": ArraySpec((s, s), "uint8", {"units": "grey level 0..255"}),
-            "apex_face": ArraySpec((s, s), "uint8", {
-                "units": "grey level 0..255",
-                "transform": "the onset's (align_matrix), no head-motion compensation",
-            }),
-            "landmarks": ArraySpec((68, 2), "float32", {
-                "units": "px (x, y) in onset_face; NaN when no face was found",
-                "points": "dlib 68-point (iBUG 300-W), 0-based",
-            }),
-            "align_matrix": ArraySpec((2, 3), "float32", {
-                "maps": "onset frame px (x, y, 1) -> onset_face px (x, y)",
-            }),
+            "flow": flow_spec(f, normalisation=self.normalisation,
+                              normalisation_description=NORMALISATIONS[self.normalisation], flow_size=self.flow_size,
+                              units=FLOW_UNITS[self.normalisation],
+                              direction="onset -> apex; u +x (right), v +y (down)"),
+            "onset_face": face_spec(s),
+            "apex_face": face_spec(s, transform="the onset's (align_matrix), no head-motion compensation"),
+            "landmarks": landmarks_spec("in onset_face"),
+            "align_matrix": matrix_spec("onset frame px (x, y, 1) -> onset_face px (x, y)"),
         }
         if self.clip:
             c = self.clip
             specs["clip_frames"] = ArraySpec((c.length, c.size, c.size), "uint8", {
-                "units": "grey level 0..255",
+                "units": GREY_LEVELS,
                 "frames": "onset..offset, linear interpolation in time to `length` frames",
                 "transform": "align_matrix rescaled to the crop size (pipeline.align.rescale_matrix)",
             })

@@ -23,160 +23,26 @@ features) and writes them. At most ``flow_batch`` samples wait so.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
-
-import cv2
 
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import CacheError, CacheParamsError, CacheWriter
 from fr_mer.pipeline.clips import Clip
-from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION, tvl1_flows
-from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip
+from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION
+from fr_mer.pipeline.preprocess.outcome import Outcome, finish_flows, make_outcome
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
-from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
+from fr_mer.pipeline.preprocess.summary import PreprocessSummary
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
 
-@dataclasses.dataclass
-class Outcome:
-    """What a worker sends back: a sample, or the reason there is none."""
-
-    key: str
-    sample: Sample | None
-    reason: str = ""
-
-
 #: Pairs whose torch TV-L1 flows are computed as one batch by default (``--flow-batch``).
 DEFAULT_FLOW_BATCH = 32
-
-#: What one odd clip may raise without stopping a run of hundreds (recorded as its failure).
-_SAMPLE_ERRORS = (cv2.error, OSError, ValueError, RuntimeError, IndexError, MemoryError, OverflowError)
-
-
-def _work(clip: Clip, params: PreprocessParams, parent: int | None = None, defer_flow: bool = False) -> Outcome:
-    """Worker entry point: one sample; a problem with it becomes a failure reason.
-
-    OpenCV runs one thread per job, so ``--jobs`` is the number of busy cores.
-    ``parent``: the pid of the run's process, which a worker outlives by at most
-    :data:`ORPHAN_POLL_SECONDS` (:func:`_exit_with_parent`). ``defer_flow``: the
-    sample stops before its flow (the run's process computes it).
-    """
-    if parent is not None and parent != os.getpid():
-        _exit_with_parent(parent)
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        return Outcome(clip.key, process_clip(clip, params, defer_flow=defer_flow))
-    except SampleError as exc:
-        return Outcome(clip.key, None, str(exc))
-    except _SAMPLE_ERRORS as exc:
-        # One odd clip must not stop a run of hundreds: record it and go on.
-        return Outcome(clip.key, None, f"{clip.key}: {type(exc).__name__}: {exc}")
-    finally:
-        cv2.setNumThreads(threads)
-
-
-#: How often a worker checks that the run's process is still its parent.
-ORPHAN_POLL_SECONDS = 1.0
-
-_watched_parent: int | None = None
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Make this worker process exit soon after ``parent`` dies (once per process).
-
-    joblib's loky workers outlive a parent killed by ``kill -9`` (they idle for
-    minutes, holding their memory): nothing tells them. A daemon thread polls
-    ``os.getppid()``, which changes when the parent dies and the worker is handed
-    to init, and then ends the process. A worker inside a long C call that holds
-    the GIL exits when the call returns.
-    """
-    global _watched_parent
-    if _watched_parent == parent:
-        return
-    _watched_parent = parent
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="fr-mer-parent-watch", daemon=True).start()
-
-
-# -- the run -------------------------------------------------------------------
-
-@dataclasses.dataclass
-class PreprocessSummary:
-    """Counts of a run and where its time went."""
-
-    out: Path
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    repaired: int = 0
-    failed: dict[str, str] = dataclasses.field(default_factory=dict)
-    flags: Counter = dataclasses.field(default_factory=Counter)
-    stage_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    wall_seconds: float = 0.0
-    jobs: int = 1
-    cpu_seconds: float = 0.0
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.done / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    def stage_fractions(self) -> dict[str, float]:
-        """Share of each per-sample stage in their summed time (all workers; ``setup`` apart)."""
-        per_sample = {k: v for k, v in self.stage_seconds.items() if k != "setup"}
-        total = sum(per_sample.values())
-        return {k: (v / total if total else 0.0) for k, v in per_sample.items()}
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "out": str(self.out),
-            "total": self.total,
-            "done": self.done,
-            "skipped": self.skipped,
-            "repaired": self.repaired,
-            "failed": dict(self.failed),
-            "flags": dict(self.flags),
-            "stage_seconds": dict(self.stage_seconds),
-            "wall_seconds": self.wall_seconds,
-            "samples_per_second": self.samples_per_second,
-            "jobs": self.jobs,
-            "cpu_seconds": self.cpu_seconds,
-        }
-
-    def lines(self) -> list[str]:
-        """The summary ``fr-mer preprocess`` prints."""
-        out = [
-            f"{self.out}: {self.done} done, {self.skipped} skipped (already cached), "
-            f"{self.repaired} repaired, {len(self.failed)} failed "
-            f"({self.total} clips, {self.wall_seconds:.1f} s, {self.jobs} job{'s' * (self.jobs > 1)})"
-        ]
-        if self.flags:
-            out.append("flags: " + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
-        if self.done:
-            fractions = self.stage_fractions()
-            busy = [f"{k} {100 * v:.0f}%" for k, v in fractions.items() if self.stage_seconds[k] > 0]
-            out.append(
-                f"{self.samples_per_second:.2f} samples/s; time per stage: " + ", ".join(busy)
-                + f" (plus {self.stage_seconds['setup']:.1f} s loading dlib's models)"
-            )
-        if self.failed:
-            out.append("failed:")
-            out.extend(f"  {key}: {reason}" for key, reason in sorted(self.failed.items()))
-        return out
 
 
 def default_jobs() -> int:
@@ -224,13 +90,9 @@ class PreprocessRun:
         flow_batch: int = DEFAULT_FLOW_BATCH,
         flow_threads: int | None = None,
     ) -> None:
-        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-            raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
-        if isinstance(flow_batch, bool) or not isinstance(flow_batch, int) or flow_batch < 1:
-            raise ParameterError(f"flow_batch must be a positive integer, got {flow_batch!r}")
-        if flow_threads is not None and (isinstance(flow_threads, bool) or not isinstance(flow_threads, int)
-                                         or flow_threads < 1):
-            raise ParameterError(f"flow_threads must be a positive integer, got {flow_threads!r}")
+        for name, value in (("jobs", jobs), ("flow_batch", flow_batch), ("flow_threads", flow_threads)):
+            if (value is not None or name == "flow_batch") and not _positive_int(value):
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         clips = list(clips)
         self.params = params
         _check_apex_rule(clips, params.smic_apex)
@@ -250,44 +112,11 @@ class PreprocessRun:
             self.jobs = jobs or default_jobs()
         self.summary = PreprocessSummary(out=Path(out), total=len(clips), jobs=self.jobs)
         try:
-            self.writer = CacheWriter(
-                out,
-                params=params.as_dict(),
-                arrays=params.array_specs(),
-                software=software_versions(),
-                overwrite=overwrite,
-                params_added=PARAMS_ADDED,
-                options=PARAM_OPTIONS,
-            )
-        except CacheParamsError as error:
-            self._close_client()
-            if "normalisation" not in error.differ:
-                raise
-            made = error.stored.get("normalisation", UNRECORDED_NORMALISATION)
-            raise CacheParamsError(
-                f"{error} (it holds flow made with --normalisation {made}, this run asks for "
-                f"{params.normalisation}: to resume it pass --normalisation {made})", error.stored, error.differ
-            ) from None
+            self.writer = _open_cache(out, params, overwrite)
         except BaseException:
             self._close_client()
             raise
-        done = self.writer.done_keys()
-        self.unusable: list[tuple[str, str]] = []
-        self.todo: list[Clip] = []
-        seen: set[str] = set()
-        for clip in clips:
-            key = clip.key
-            if key in seen:
-                where = f" ({clip.source} row {clip.row})" if clip.source else ""
-                self.unusable.append((key, f"{key}: listed twice{where}; the first is kept"))
-                continue
-            seen.add(key)
-            if key in done:
-                self.summary.skipped += 1
-            elif not clip.usable:
-                self.unusable.append((key, f"unusable in the scan: {clip.problem or 'no reason given'}"))
-            else:
-                self.todo.append(clip)
+        self.todo, self.unusable, self.summary.skipped = _sort_clips(clips, self.writer.done_keys())
 
     def __len__(self) -> int:
         """Samples this run will try to make (the progress bar's length)."""
@@ -327,14 +156,14 @@ class PreprocessRun:
                 results: Iterable[Outcome] = self._on_cluster(defer)
             elif jobs <= 1:
                 # In-process: no worker start-up, and the caller's debugger works.
-                results = (_work(clip, self.params, None, defer) for clip in self.todo)
+                results = (make_outcome(clip, self.params, None, defer) for clip in self.todo)
             else:
                 from joblib import Parallel, delayed
 
                 # deferring, the workers keep aligning the next batch while this process computes flows
                 ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
                 results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", pre_dispatch=ahead)(
-                    delayed(_work)(clip, self.params, os.getpid(), defer) for clip in self.todo
+                    delayed(make_outcome)(clip, self.params, os.getpid(), defer) for clip in self.todo
                 )
             waiting: list[Outcome] = []
             for outcome in results:
@@ -342,13 +171,13 @@ class PreprocessRun:
                     waiting.append(outcome)
                     if len(waiting) < self.flow_batch:
                         continue
-                    outcomes, waiting = self._finish_flows(waiting), []
+                    outcomes, waiting = finish_flows(waiting, self.params, self.flow_device), []
                 else:
                     outcomes = [outcome]
                 for done in outcomes:
                     self._record(done)
                     yield done
-            for done in self._finish_flows(waiting):
+            for done in finish_flows(waiting, self.params, self.flow_device):
                 self._record(done)
                 yield done
         finally:
@@ -359,43 +188,6 @@ class PreprocessRun:
 
                 torch.set_num_threads(torch_threads)
 
-    def _finish_flows(self, waiting: list[Outcome]) -> list[Outcome]:
-        """The outcomes of samples waiting for their flow: the flows of all as one torch batch, then each finished.
-
-        Each sample is charged an equal share of the batch's wall and CPU time
-        (its ``flow`` stage). Raises :class:`~fr_mer.errors.ParameterError` naming
-        ``--flow-batch`` when the device runs out of memory.
-        """
-        if not waiting:
-            return []
-        import torch
-
-        pending = [outcome.sample.pending for outcome in waiting]
-        start, cpu_start = time.perf_counter(), time.process_time()
-        try:
-            flows = tvl1_flows([p.onset for p in pending], [p.apex for p in pending], self.params.tvl1,
-                               implementation="torch", device=self.flow_device)
-        except torch.cuda.OutOfMemoryError as error:
-            raise ParameterError(
-                f"--flow-device {self.flow_device}: out of memory on a batch of {len(waiting)} pairs of "
-                f"{self.params.flow_size} px ({str(error).splitlines()[0]}); give a smaller --flow-batch "
-                "(the samples written so far are kept: rerun to resume)"
-            ) from None
-        share = len(waiting)
-        seconds, cpu = (time.perf_counter() - start) / share, (time.process_time() - cpu_start) / share
-        outcomes = []
-        for outcome, flow in zip(waiting, flows):
-            try:
-                sample = finish_clip(outcome.sample, flow, self.params, flow_seconds=seconds, cpu_seconds=cpu)
-            except SampleError as exc:
-                outcomes.append(Outcome(outcome.key, None, str(exc)))
-                continue
-            except _SAMPLE_ERRORS as exc:
-                outcomes.append(Outcome(outcome.key, None, f"{outcome.key}: {type(exc).__name__}: {exc}"))
-                continue
-            outcomes.append(Outcome(outcome.key, sample))
-        return outcomes
-
     def _on_cluster(self, defer_flow: bool) -> Iterator[Outcome]:
         """The outcomes of the clips run on the cluster's workers, as they finish.
 
@@ -405,7 +197,7 @@ class PreprocessRun:
         from fr_mer.cluster import as_finished, killed_worker_error
 
         killed = killed_worker_error()
-        for clip, future in as_finished(self.client, _work, self.todo, self.params, None, defer_flow,
+        for clip, future in as_finished(self.client, make_outcome, self.todo, self.params, None, defer_flow,
                                         name="fr-mer-clip"):
             try:
                 yield future.result()
@@ -440,6 +232,49 @@ class PreprocessRun:
             if progress is not None:
                 progress(outcome)
         return self.summary
+
+
+def _positive_int(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+def _open_cache(out: str | Path, params: PreprocessParams, overwrite: bool) -> CacheWriter:
+    """The cache's writer (its lock taken); a cache of other parameters is refused, naming the option to pass
+    for a normalisation it was made with."""
+    try:
+        return CacheWriter(out, params=params.as_dict(), arrays=params.array_specs(), software=software_versions(),
+                           overwrite=overwrite, params_added=PARAMS_ADDED, options=PARAM_OPTIONS)
+    except CacheParamsError as error:
+        if "normalisation" not in error.differ:
+            raise
+        made = error.stored.get("normalisation", UNRECORDED_NORMALISATION)
+        raise CacheParamsError(
+            f"{error} (it holds flow made with --normalisation {made}, this run asks for "
+            f"{params.normalisation}: to resume it pass --normalisation {made})", error.stored, error.differ
+        ) from None
+
+
+def _sort_clips(clips: Sequence[Clip], done: set[str]) -> tuple[list[Clip], list[tuple[str, str]], int]:
+    """The clips to make, the (key, reason) of those that cannot be made (a key listed twice, a clip the
+    scan found unusable), and how many are in the cache already."""
+    todo: list[Clip] = []
+    unusable: list[tuple[str, str]] = []
+    skipped = 0
+    seen: set[str] = set()
+    for clip in clips:
+        key = clip.key
+        if key in seen:
+            where = f" ({clip.source} row {clip.row})" if clip.source else ""
+            unusable.append((key, f"{key}: listed twice{where}; the first is kept"))
+            continue
+        seen.add(key)
+        if key in done:
+            skipped += 1
+        elif not clip.usable:
+            unusable.append((key, f"unusable in the scan: {clip.problem or 'no reason given'}"))
+        else:
+            todo.append(clip)
+    return todo, unusable, skipped
 
 
 def _flow_device(params: PreprocessParams, device: str | None) -> str | None:
