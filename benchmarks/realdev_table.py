@@ -24,6 +24,9 @@ DESCRIPTIONS = {
     "released-ststnet": "STSTNet's released 28x28 images of the same samples (`fr-mer import-ststnet`)",
 }
 
+#: The sweep's row that is the plain reference pipeline.
+PLAIN = "plain-256|nose_median|none"
+
 
 def _metrics(folder: Path) -> dict | None:
     path = folder / "metrics.json"
@@ -64,6 +67,16 @@ def main_table(results: Path, suffix: str = "") -> list[str]:
         name = DESCRIPTIONS.get(folder.name, f"`{folder.name}`")
         lines.append(f"| {name} | {_probe(folder / f'probe-uvs{suffix}')} | {_probe(folder / f'probe-uv{suffix}')} | "
                      f"{fr_uf1} | {fr_uar} | {seeds} | {seconds} |")
+    sweep = results / "realbench" / "rows.json"
+    if sweep.is_file():  # the plain reference pipeline, probed by the sweep on the same samples
+        space = "casme2-5" if suffix == "-5" else "composite3"
+        rows = {r["channels"]: r for r in json.loads(sweep.read_text())["rows"]
+                if r["space"] == space and r["variant"] == PLAIN}
+        if rows:
+            lines.append("| plain reference pipeline (`benchmarks/plain_pipeline.py`: landmark box + 25 % above, "
+                         "256 px, nose median, raw; probed by `realbench.py`) | "
+                         + " | ".join(f"{rows[c]['uf1']:.4f} / {rows[c]['uar']:.4f}" for c in ("uvs", "uv"))
+                         + " | – | – | – | – |")
     return lines + [""]
 
 
