@@ -63,6 +63,8 @@ FLOWS = [
     ("frame-28", "frame", 28),
 ]
 AFTER_FLOW = ("none", "nose_median")
+#: The label spaces probed: the composite's 3 classes (samples with a released image), CASME II's 5.
+SPACES = ("composite3", "casme2-5")
 NORMALISATIONS = ("none", "minmax255")
 CHANNELS = {"uv": 2, "uvs": 3}
 
@@ -120,8 +122,8 @@ def save_features(path: Path, per_clip: list[dict], meta: dict) -> None:
                             **{v: np.stack([c[v] for c in per_clip]) for v in per_clip[0]})
 
 
-def probe_rows(features, meta, variants, released):
-    """Probe rows and pooled predictions of every variant, in both label spaces, on the same samples."""
+def probe_rows(features, meta, variants, released, wanted=SPACES):
+    """Probe rows and pooled predictions of every variant, in the ``wanted`` label spaces, on the same samples."""
     keys, subjects, emotions = meta["keys"], np.asarray(meta["subjects"]), meta["emotions"]
     spaces = {}
     three = [i for i, k in enumerate(keys) if meta["labels"][i] is not None and k in released]
@@ -130,6 +132,8 @@ def probe_rows(features, meta, variants, released):
     spaces["casme2-5"] = (five, [FIVE_CLASSES.index(emotions[i]) for i in five], FIVE_CLASSES)
     rows, predictions = [], []
     for space, (index, labels, names) in spaces.items():
+        if space not in wanted:
+            continue
         folds = subject_folds(["casme2"] * len(index), subjects[index])
         chosen = [keys[i] for i in index]
         table = {v: features[v][index] for v in variants}
@@ -160,7 +164,9 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=None, help="npz of every variant's inputs (resumed)")
     parser.add_argument("--flows", default=None, help="comma-separated names of FLOWS (default: all)")
     parser.add_argument("--subjects", default=None, help="comma-separated subjects (default: all)")
-    parser.add_argument("--limit", type=int, default=None, help="stop after this many clips (probe those)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="stop after this many clips, the 3-class ones first (probe those)")
+    parser.add_argument("--spaces", default=",".join(SPACES), help="comma-separated label spaces to probe")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     annotations = args.annotations or next(args.root.glob("*.xlsx"))
@@ -204,7 +210,7 @@ def main() -> None:
         image = released_image(args.released, subject, clip)
         if image is not None:
             released[key] = image
-    rows, predictions = probe_rows(features, meta, sorted(features), released)
+    rows, predictions = probe_rows(features, meta, sorted(features), released, args.spaces.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     median = {k: round(float(np.median(v)), 4) for k, v in seconds.items()}
     (args.out / "rows.json").write_text(json.dumps({

@@ -89,6 +89,8 @@ def score(cache: Path, out: Path, dev_list: Path, seeds: int, five: bool, fr_arg
                            (f"fr{suffix}", ["evaluate", "--model", "fr", "--seeds", str(seeds), "--threads", "1",
                                             *fr_args])):
             folder = out / name
+            if name.startswith("fr") and seeds == 0:
+                continue
             if (folder / "metrics.json").is_file():
                 continue
             fr_mer(*args, "--cache", str(cache), *protocol, "--out", str(folder))
@@ -103,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="results (archived: predictions, configs)")
     parser.add_argument("--work", required=True, type=Path, help="scratch folder for the caches")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
-    parser.add_argument("--seeds", type=int, default=5, help="FR seeds per variant")
+    parser.add_argument("--seeds", type=int, default=5, help="FR seeds per variant (0: the probe only)")
     parser.add_argument("--subjects", default=None,
                         help="comma-separated subjects: a development root holding only them is linked in --work")
     parser.add_argument("--five-classes", action="store_true", help="also score CASME II's five classes")
