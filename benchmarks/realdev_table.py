@@ -98,7 +98,9 @@ def sweep_table(path: Path, space: str) -> list[str]:
     """The stage-by-stage probe sweep of ``realbench.py`` in one label space."""
     record = json.loads(path.read_text())
     rows = [r for r in record["rows"] if r["space"] == space]
-    n = rows[0]["n"] if rows else 0
+    if not rows:
+        return []
+    n = rows[0]["n"]
     lines = [f"{space}: {n} samples, {record['cpu']}, {record['date']}", "",
              "| crop-size | head motion after the flow | normalisation | probe UF1 (u, v) | probe UF1 (u, v, strain) |",
              "|---|---|---|---:|---:|"]
