@@ -121,3 +121,14 @@ def test_ablation_e40_rows_train_twice_the_steps_of_their_base_at_every_fold_siz
             steps = [r.for_training_size(n_train).epochs * batches_per_epoch(n_train, r.batch_size)
                      for r in recipes]
             assert steps[0] == 2 * steps[1], (longer, n_train, steps)
+
+
+def test_real_benchmark_tables_are_what_the_script_prints_from_the_archive(capsys):
+    """docs/benchmarks-real.md holds, line for line, the tables benchmarks/realdev_table.py prints from
+    benchmarks/results/realdev/ (the doc gives them its own headings)."""
+    assert script("realdev_table").main([str(RESULTS / "realdev")]) == 0
+    printed = capsys.readouterr().out
+    doc = set((ROOT / "docs" / "benchmarks-real.md").read_text().splitlines())
+    assert "| `fr-mer preprocess` defaults |" in printed
+    assert [line for line in printed.splitlines() if line.strip() and not line.startswith("#")
+            and line not in doc] == []
