@@ -21,7 +21,7 @@ import numpy as np
 
 from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.labels import COMPOSITE_SPACE, DATABASES, LabelSpace
+from fr_mer.pipeline.labels import COMPOSITE_SPACE, DATABASE_TITLES, LabelSpace, resolve_label_space
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
 
@@ -41,6 +41,7 @@ class ProbeConfig:
 
     protocol: str = "composite"
     database: str | None = None
+    classes: int | None = None  # loso: the database's class protocol (pipeline.labels.CLASS_SPACES)
     composite_list: str | None = None
     channels: tuple[str, ...] = FLOW_CHANNELS
     C: float = DEFAULT_C
@@ -49,13 +50,19 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.protocol == "loso" and self.database not in DATABASES:
-            raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASES)}")
+        if self.protocol == "loso" and self.database not in DATABASE_TITLES:
+            raise ParameterError(f"--protocol loso needs --database, one of {', '.join(DATABASE_TITLES)}")
+        resolve_label_space(self.protocol, self.database, self.classes)  # checks --classes
         if not self.channels or len(set(self.channels)) != len(self.channels) \
                 or not set(self.channels) <= set(FLOW_CHANNELS):
             raise ParameterError(f"--channels must be distinct names among {','.join(FLOW_CHANNELS)}, "
                                  f"got {','.join(self.channels)}")
         probe_classifier(self.C, self.class_weight)  # checks C and the class weight
+
+    @property
+    def label_space(self) -> LabelSpace:
+        """The classes the probe predicts (``--classes``; the composite's three by default)."""
+        return resolve_label_space(self.protocol, self.database, self.classes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +145,8 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     folder = ResultsFolder(out_dir)
     start = time.perf_counter()
     data = load_dataset(cache_path, {"flow": tuple(config.channels)}, torch.device("cpu"),
-                        protocol=config.protocol, database=config.database, composite_list=composite_list)
+                        protocol=config.protocol, database=config.database, composite_list=composite_list,
+                        label_space=config.label_space)
     folds = plan_folds(data)
     results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds,
                           data.label_space.n_classes,

@@ -24,11 +24,11 @@ from fr_mer.config import settings
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.models import MERModel, Recipe, create_model, model_class, validate_options
 from fr_mer.pipeline.labels import (
-    CASME3_CLASS_SPACES,
+    CLASS_COUNTS,
     COMPOSITE_SPACE,
     DATABASE_TITLES,
-    OBJECTIVE_SPACE,
     LabelSpace,
+    resolve_label_space,
 )
 from fr_mer.protocols import PROTOCOLS, Fold
 from fr_mer.randomness import fold_seed, seeded_initialisation
@@ -46,7 +46,7 @@ class EvalConfig:
     model: str
     protocol: str = "composite"
     database: str | None = None  # loso: None takes the cache's one database
-    classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
+    classes: int | None = None  # loso: the database's class protocol (CLASS_SPACES); None: the protocol's own
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe: Recipe | None = None  # None: the model's own recipe
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -64,8 +64,8 @@ class EvalConfig:
         if self.database is not None and self.protocol != "loso":
             raise ParameterError(f"--database is for --protocol loso; --protocol {self.protocol} "
                                  "chooses its own databases")
-        if self.classes is not None and self.classes not in CASME3_CLASS_SPACES:
-            raise ParameterError(f"--classes must be one of {', '.join(map(str, CASME3_CLASS_SPACES))}, "
+        if self.classes is not None and self.classes not in CLASS_COUNTS:
+            raise ParameterError(f"--classes must be one of {', '.join(map(str, CLASS_COUNTS))}, "
                                  f"got {self.classes}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ParameterError(f"seeds must be distinct integers >= 0 (--first-seed, --seeds), "
@@ -123,23 +123,6 @@ class RunPlan:
     def jobs(self, folds: Sequence[Fold]) -> list[FoldJob]:
         """Every (seed, fold) in run order: seed by seed, folds in protocol order."""
         return [FoldJob(seed, index, fold) for seed in self.seeds for index, fold in enumerate(folds)]
-
-
-def resolve_label_space(protocol: str, database: str | None, classes: int | None) -> LabelSpace:
-    """The classes a run predicts: MEGC2018's objective classes 1-5 for its protocols,
-    CAS(ME)^3's ``--classes`` for it, the composite's three otherwise."""
-    if protocol.startswith("megc2018"):
-        if classes is not None:
-            raise ParameterError(f"--classes is for CAS(ME)^3; --protocol {protocol} uses the objective "
-                                 "classes 1-5")
-        return OBJECTIVE_SPACE
-    if classes is None or classes == 3:
-        return COMPOSITE_SPACE
-    if database != "casme3":
-        raise ParameterError(f"--classes {classes} is for CAS(ME)^3 (--protocol loso --database casme3); "
-                             f"{'--database ' + database if database else '--protocol ' + protocol} has "
-                             "the composite's 3 classes")
-    return CASME3_CLASS_SPACES[classes]
 
 
 def with_class_count(name: str, options: Mapping[str, object], label_space: LabelSpace) -> dict[str, object]:

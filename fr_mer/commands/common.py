@@ -16,6 +16,7 @@ import torch
 
 from fr_mer.data import resolve_device
 from fr_mer.models import Recipe, list_models, model_class, validate_options
+from fr_mer.pipeline.labels import CLASS_COUNTS, CLASS_SPACES, COMPOSITE_SPACE
 
 
 def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -30,6 +31,19 @@ def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
         except (ValueError, SyntaxError):
             options[name.strip()] = text
     return options
+
+
+def _classes_help() -> str:
+    own = [f"{database} {n} ({', '.join(space.classes)})" for database, spaces in CLASS_SPACES.items()
+           for n, space in spaces.items() if space is not COMPOSITE_SPACE]
+    return (f"With --protocol loso, the database's class protocol: 3 ({', '.join(COMPOSITE_SPACE.classes)}), "
+            f"every database's default; {'; '.join(own)}.")
+
+
+def classes_option(func: Callable) -> Callable:
+    """``--classes N``: a single database's class protocol (``pipeline.labels.CLASS_SPACES``)."""
+    return click.option("--classes", type=click.Choice([str(n) for n in CLASS_COUNTS]), default=None,
+                        help=_classes_help())(func)
 
 
 def model_options(func: Callable) -> Callable:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import check_writable_target, model_options, resolve_training
+from fr_mer.commands.common import check_writable_target, classes_option, model_options, resolve_training
 from fr_mer.data import cache_databases
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.pipeline.cache import read_cache
 from fr_mer.protocols import PROTOCOLS
-from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
+from fr_mer.pipeline.labels import DATABASE_TITLES
 from fr_mer.run_plan import default_fold_batch
 from fr_mer.selection import read_select_file
 
@@ -57,9 +57,7 @@ class FoldProgress:
                    "objective classes 1-5; megc2018-hde: train on one of them, test on the other.")
 @click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
               help="The database for --protocol loso (default: the cache's one database).")
-@click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
-              help="CAS(ME)^3's class protocol: 3 (negative, positive, surprise), 4 (and others), "
-                   "7 (its emotions). Default 3.")
+@classes_option
 @model_options
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")

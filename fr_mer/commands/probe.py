@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import check_writable_target
-from fr_mer.pipeline.labels import DATABASES
+from fr_mer.commands.common import check_writable_target, classes_option
+from fr_mer.pipeline.labels import DATABASE_TITLES
 from fr_mer.probe import DEFAULT_C, FLOW_CHANNELS, ProbeConfig
 from fr_mer.protocols import PROTOCOLS
 
@@ -20,7 +20,9 @@ def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
               help="Cache written by `fr-mer preprocess` or `fr-mer import-ststnet`.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="composite", show_default=True,
               help="composite: MEGC2019 68-subject LOSO over the pooled databases; loso: one database.")
-@click.option("--database", type=click.Choice(DATABASES), default=None, help="The database for --protocol loso.")
+@click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
+              help="The database for --protocol loso.")
+@classes_option
 @click.option("--composite-list", type=click.Path(path_type=Path), default=None,
               help="Composite sample list (official format); default: the official MEGC2019 list.")
 @click.option("--channels", default=",".join(FLOW_CHANNELS), show_default=True, callback=_channels,
@@ -28,7 +30,7 @@ def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @click.option("--C", "C", type=float, default=DEFAULT_C, show_default=True,
               help="Inverse L2 regularisation of the logistic regression.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
-def command(cache: Path, protocol: str, database: str | None, composite_list: Path | None,
+def command(cache: Path, protocol: str, database: str | None, classes: str | None, composite_list: Path | None,
             channels: tuple[str, ...], C: float, out: Path) -> None:
     """Leave-one-subject-out logistic regression on the cache's flow inputs (no network).
 
@@ -43,7 +45,7 @@ def command(cache: Path, protocol: str, database: str | None, composite_list: Pa
     check_writable_target(out, "--out", folder=True)
     if protocol == "loso" and database is None:
         raise click.UsageError("--protocol loso needs --database")
-    config = ProbeConfig(protocol=protocol, database=database,
+    config = ProbeConfig(protocol=protocol, database=database, classes=int(classes) if classes else None,
                          composite_list=str(composite_list) if composite_list else None,
                          channels=channels, C=C)
     run_probe(cache, out, config)

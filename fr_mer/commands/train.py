@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from fr_mer.checkpoint import save_checkpoint
-from fr_mer.commands.common import check_writable_target, model_options, resolve_training
+from fr_mer.commands.common import check_writable_target, classes_option, model_options, resolve_training
 from fr_mer.commands.evaluate import loso_database
 from fr_mer.data import load_dataset
 from fr_mer.models import create_model
-from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
+from fr_mer.pipeline.labels import DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.randomness import seeded_initialisation
 from fr_mer.run_plan import resolve_label_space, with_class_count
@@ -43,8 +43,7 @@ def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | No
                    "CASME II + SAMM with objective classes 1-5 (megc2018-cde, megc2018-hde).")
 @click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
               help="The database for --protocol loso (default: the cache's one database).")
-@click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
-              help="CAS(ME)^3's class protocol: 3, 4 (and others) or 7 (its emotions). Default 3.")
+@classes_option
 @click.option("--composite-list", type=click.Path(path_type=Path), default=None,
               help="Composite sample list; default: the official MEGC2019 list.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
