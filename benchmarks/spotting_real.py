@@ -12,10 +12,10 @@ development set: ``../shared/data/casme2-real``, 15 subjects, 118 clips, onset t
    use without a spotter). Clips whose sheet apex was repaired (sub05 EP09_05f: apex equal
    to the onset) have no apex to measure against and are left out of the errors.
 
-With ``--probe``: two caches of the same clips by ``fr-mer preprocess``'s library (default
-parameters), one with the sheet's apex, one with the apex left open so that preprocessing
-spots it (``apex_rule='spot'``, the ``--smic-apex spot`` path), each probed LOSO within the
-database (:mod:`fr_mer.probe`, the composite's 3 classes and CASME II's 5). The spotted
+With ``--probe``: three caches of the same clips by ``fr-mer preprocess``'s library (default
+parameters): with the sheet's apex, with the apex left open so that preprocessing spots it
+(``apex_rule='spot'``, the ``--smic-apex spot`` path), and with the middle frame; each probed
+LOSO within the database (:mod:`fr_mer.probe`, the composite's 3 classes and CASME II's 5). The spotted
 cache's apex column is checked against step 1's.
 
 Prints a table with the CPU model and writes JSON (per-clip predictions included) under
@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -39,11 +41,17 @@ from fr_mer.environment import cpu_model, package_versions
 from fr_mer.pipeline.clips import Clip
 from fr_mer.pipeline.preprocess import PreprocessParams, is_pre_cropped, preprocess, read_gray, spot_pair
 from fr_mer.pipeline.readers import read_database
-from fr_mer.pipeline.spotting import spotting_errors
+from fr_mer.pipeline.readers.repairs import middle_frame
+from fr_mer.pipeline.spotting import spot_apex, spotting_errors
 from fr_mer.probe import ProbeConfig, run_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 200  # CASME II
+
+
+def clip_middle(clip: Clip) -> int:
+    """The middle frame of the clip's frames onset..offset, by the readers' rule."""
+    return middle_frame([n for n in clip.frames if clip.onset_frame <= n <= clip.offset_frame])
 
 
 def spot_clip(clip: Clip, params: PreprocessParams) -> dict[str, object]:
@@ -55,7 +63,7 @@ def spot_clip(clip: Clip, params: PreprocessParams) -> dict[str, object]:
     return {
         "key": clip.key, "emotion": clip.emotion, "onset": clip.onset_frame, "offset": clip.offset_frame,
         "sheet_apex": clip.apex_frame, "apex_rule": clip.apex_rule, "frames": len(numbers),
-        "spotted": numbers[spotted.index], "middle": numbers[len(numbers) // 2],
+        "spotted": numbers[spotted.index], "middle": clip_middle(clip),
         "seconds": round(time.perf_counter() - start, 3),
     }
 
@@ -68,13 +76,14 @@ def error_table(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
 
 
 def probe_caches(clips: list[Clip], work: Path, params: PreprocessParams, spotted: dict[str, int]) -> dict:
-    """Preprocess the clips with the sheet's apex and with the apex spotted; probe both."""
+    """Preprocess the clips with the sheet's apex, the apex spotted and the middle frame; probe each."""
     from fr_mer.pipeline.cache import read_cache
 
     work.mkdir(parents=True, exist_ok=True)
     variants = {
         "annotated": clips,
         "spotted": [dataclasses.replace(c, apex_frame=None, apex_rule="spot") for c in clips],
+        "middle": [dataclasses.replace(c, apex_frame=clip_middle(c), apex_rule="middle") for c in clips],
     }
     results: dict[str, dict] = {}
     for name, variant in variants.items():
@@ -84,7 +93,7 @@ def probe_caches(clips: list[Clip], work: Path, params: PreprocessParams, spotte
         seconds = time.perf_counter() - start
         stored = read_cache(cache)
         if name == "spotted":
-            apexes = dict(zip(stored.keys, stored.meta["apex_frame"].tolist()))
+            apexes = {key: int(frame) for key, frame in zip(stored.keys, stored.meta["apex_frame"])}
             differ = sorted(k for k, frame in apexes.items() if spotted.get(k) not in (None, frame))
             if differ:
                 raise SystemExit(f"{cache}: preprocessing spotted another apex than step 1 for {differ}")
@@ -118,13 +127,16 @@ def main() -> None:
     rows = []
     for i, clip in enumerate(clips, 1):
         rows.append(spot_clip(clip, params))
-        print(f"\r{i}/{len(clips)} {clip.key}", end="", flush=True)
-    print()
+        print(f"\r{i}/{len(clips)} {clip.key}   ", end="", flush=True, file=sys.stderr)
+    print(file=sys.stderr)
     errors = error_table(rows)
     record: dict[str, object] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_model(), "threads": 1,
         "versions": package_versions(), "root": str(args.root), "fps": FPS, "clips": len(rows),
         "subjects": sorted({c.subject for c in clips}), "params": params.as_dict(),
+        "spotter": {**{name: p.default for name, p in inspect.signature(spot_apex).parameters.items()
+                       if name in ("reference", "size", "window")},
+                    "region": "the onset's landmarks' box, 15 % of its height added above (spot_pair)"},
         "seconds_per_clip": round(statistics.mean(r["seconds"] for r in rows), 3),
         "errors": errors, "predictions": rows,
     }
