@@ -27,7 +27,8 @@ from fr_mer.pipeline.user_clip import read_user_clip
 
 
 class PredictionError(FrMerError, ValueError):
-    """A checkpoint that cannot classify a single onset/apex pair."""
+    """A prediction that cannot be made: a checkpoint that cannot classify a single onset/apex pair,
+    or onset and apex indices that do not fit the clip."""
 
 
 @dataclasses.dataclass
