@@ -19,7 +19,7 @@ from fr_mer.commands.name_values import parse_name_values
 from fr_mer.data import resolve_device
 from fr_mer.errors import ParameterError
 from fr_mer.models import Recipe, list_models, model_class, validate_options
-from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
+from fr_mer.pipeline.labels import CLASS_COUNTS, CLASS_SPACES, COMPOSITE_SPACE, DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.run_plan import check_protocol_choice, loso_database
 
@@ -33,6 +33,13 @@ def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
         except (ValueError, SyntaxError):
             options[name] = text
     return options
+
+
+def _classes_help() -> str:
+    own = [f"{database} {n} ({', '.join(space.classes)})" for database, spaces in CLASS_SPACES.items()
+           for n, space in spaces.items() if space is not COMPOSITE_SPACE]
+    return (f"With --protocol loso, the database's class protocol: 3 ({', '.join(COMPOSITE_SPACE.classes)}), "
+            f"every database's default; {'; '.join(own)}.")
 
 
 def model_options(func: Callable) -> Callable:
@@ -68,9 +75,8 @@ def protocol_options(func: Callable) -> Callable:
         click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
                      help="The database for --protocol loso (default: the cache's one database; a cache of "
                           "several needs it)."),
-        click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
-                     help="CAS(ME)^3's class protocol: 3 (negative, positive, surprise), 4 (and others), "
-                          "7 (its emotions). Default 3."),
+        click.option("--classes", type=click.Choice([str(n) for n in CLASS_COUNTS]), default=None,
+                     help=_classes_help()),
         click.option("--composite-list", type=click.Path(path_type=Path), default=None,
                      help="Composite sample list (official format); default: the official MEGC2019 list."),
     ]

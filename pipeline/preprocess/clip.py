@@ -2,8 +2,8 @@
 
 :func:`process_clip` reads the onset and apex frames as grayscale (``read``);
 SMIC clips scanned with ``--smic-apex spot`` (``Clip.apex_frame`` None) first get
-their apex spotted (``spot``, :func:`pipeline.spotting.spot_apex`) on all their
-frames, aligned by the onset's transform. The frames onset..offset of the clip
+their apex spotted (``spot``, :func:`~fr_mer.pipeline.preprocess.sample.spot_pair`)
+on all their frames, aligned by the onset's transform. The frames onset..offset of the clip
 models' inputs are read one at a time as :func:`process_pair` asks for them. The
 clip's annotation gives the sample's metadata (the cache's metadata columns).
 With ``defer_flow`` it stops before the flow and :func:`finish_clip` completes the
@@ -29,13 +29,11 @@ from fr_mer.pipeline.preprocess.sample import (
     PendingPair,
     SampleError,
     StageClock,
-    TimedAligner,
-    aligner_for,
     cache_flags,
     finish_pair,
     prepare_pair,
+    spot_pair,
 )
-from fr_mer.pipeline.spotting import spot_apex
 
 #: Flags of apexes that are not the annotated frame, by the reader's ``Clip.apex_rule``.
 _APEX_FLAGS = {"middle": "apex_middle", "nearest": "apex_nearest"}
@@ -127,9 +125,7 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
     aligned: AlignedPair | None = None
     apex_frame = clip.apex_frame
     if apex_frame is None:
-        with clock("setup"):
-            aligner = aligner_for(params)
-        apex_frame, aligned = _spot(clip, params, aligner, full, clock)
+        apex_frame, aligned = _spot(clip, params, full, clock)
         flags.append("apex_spotted")
     elif clip.apex_rule in _APEX_FLAGS:
         flags.append(_APEX_FLAGS[clip.apex_rule])
@@ -229,14 +225,10 @@ def _read_frames(clip: Clip, numbers: list[int], full: Mapping[int, np.ndarray],
 
 
 def _spot(
-    clip: Clip, params: PreprocessParams, aligner: TimedAligner, full: dict[int, np.ndarray], clock: StageClock
+    clip: Clip, params: PreprocessParams, full: dict[int, np.ndarray], clock: StageClock
 ) -> tuple[int, AlignedPair | None]:
-    """Spot the apex of a clip without one; returns it and, when it is exact, the aligned pair.
-
-    The spotter measures motion on frames aligned with one matrix. The onset's
-    matrix does not depend on the apex unless the onset has no face; then the
-    pair is left to be aligned again with the spotted apex (None is returned).
-    ``full`` receives the clip's frames, for the stages after.
+    """Spot the apex of a clip without one (:func:`spot_pair` on all its frames); returns it and,
+    when it is exact, the aligned pair. ``full`` receives the clip's frames, for the stages after.
     """
     _frame_path(clip, clip.onset_frame, "onset")
     numbers = sorted(clip.frames)
@@ -248,17 +240,9 @@ def _spot(
         raise SampleError(f"{clip.key}: frames of different sizes {sorted(s[::-1] for s in shapes)}")
     onset_index = numbers.index(clip.onset_frame)
     offset_index = numbers.index(clip.offset_frame) if clip.offset_frame in full else len(numbers) - 1
-    middle = full[numbers[(onset_index + offset_index + 1) // 2]]
-    before = dict(aligner.seconds)
-    with clock("align"):
-        first = aligner.align_pair(full[clip.onset_frame], middle, size=params.flow_size,
-                                   pre_cropped=is_pre_cropped(clip))
-        aligned = [aligner.warp(full[n], first.matrix, params.flow_size) for n in numbers]
-    aligner.book(before, clock, "align")
-    with clock("spot"):
-        index = int(spot_apex(aligned, onset_index=onset_index, offset_index=offset_index))
-    if first.flags:  # the transform came from the middle frame, not the onset
-        return numbers[index], None
-    pair = AlignedPair(onset=first.onset, apex=aligned[index], matrix=first.matrix,
-                       landmarks=first.landmarks, flags=[])
-    return numbers[index], pair
+    try:
+        spotted = spot_pair([full[n] for n in numbers], onset_index, offset_index, params,
+                            pre_cropped=is_pre_cropped(clip), clock=clock)
+    except SampleError as error:
+        raise SampleError(f"{clip.key}: {error}") from None
+    return numbers[spotted.index], spotted.aligned
