@@ -10,6 +10,7 @@ import torch
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
 from fr_mer.errors import FrMerError
+from fr_mer.pipeline.clips import exif_orientation
 from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION
 from fr_mer.pipeline.labels import CLASSES
 from fr_mer.pipeline.preprocess import PreprocessParams, SampleError, is_pre_cropped_path, process_pair, read_gray
@@ -75,4 +76,6 @@ def predict_pair(checkpoint: str | Path, onset: str | Path, apex: str | Path) ->
         raise PredictionError(f"{checkpoint}: names {len(classes)} classes for a model of {len(probabilities)} "
                               "outputs; save it again with `fr-mer train`")
     by_class = dict(zip(classes, probabilities))
-    return Prediction(by_class, max(by_class, key=by_class.get), sorted(set(sample.flags)), note)
+    # read turned upright, as preprocessing reads every frame; said, as in the cache's flags
+    rotated = ["exif_rotated"] if any(exif_orientation(Path(p)) != 1 for p in (onset, apex)) else []
+    return Prediction(by_class, max(by_class, key=by_class.get), sorted(set(sample.flags) | set(rotated)), note)

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 from fr_mer.config import settings
+from fr_mer.errors import ParameterError
+from fr_mer.limits import check_number
 
 #: Side of the aligned face crop on which the flow is computed by default (an
 #: inter-ocular distance of 92 px, near the native resolution of CASME II's
@@ -89,6 +91,20 @@ class TVL1Params:
     gamma: float = 0.0
     median_filtering: int = 5
     use_initial_flow: bool = False
+
+    def __post_init__(self) -> None:
+        # OpenCV accepts NaN, negative or infinite values and returns flows all NaN, all 0 or of
+        # thousands of pixels, or fails an assertion naming no option: each is refused here, by name.
+        for name in ("tau", "lambda_", "theta", "epsilon"):
+            check_number(f"TV-L1 {name} (--tvl1 {name}=...)", getattr(self, name), low=0, low_open=True, high=1e6)
+        check_number("TV-L1 scale_step (--tvl1 scale_step=...)", self.scale_step, low=0, low_open=True, high=0.99)
+        check_number("TV-L1 gamma (--tvl1 gamma=...)", self.gamma, low=0, high=1e6)
+        for name, high in (("nscales", 20), ("warps", 100), ("inner_iterations", 1000), ("outer_iterations", 1000)):
+            check_number(f"TV-L1 {name} (--tvl1 {name}=...)", getattr(self, name), low=1, high=high, integer=True)
+        if self.median_filtering not in (0, 1, 3, 5) or isinstance(self.median_filtering, bool):
+            raise ParameterError(f"TV-L1 median_filtering (--tvl1 median_filtering=...) must be 0 or 1 (off), 3 or 5 "
+                                 f"(OpenCV's median filter of float images has no other size), "
+                                 f"got {self.median_filtering!r}")
 
     def create(self):
         """A new OpenCV solver with these parameters."""

@@ -8,13 +8,13 @@ messages naming the option, exit 1, printed by :mod:`fr_mer.cli`).
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 from typing import Callable
 
 import click
 import torch
 
 from fr_mer.data import resolve_device
+from fr_mer.limits import MAX_THREADS
 from fr_mer.models import Recipe, list_models, model_class, validate_options
 
 
@@ -43,7 +43,7 @@ def model_options(func: Callable) -> Callable:
         click.option("--lr", type=float, default=None, help="Learning rate (default: the model's recipe)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
+        click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
                      help="CPU threads for torch (default: torch's choice, all cores)."),
         click.option("--deterministic", is_flag=True,
                      help="torch's deterministic algorithms (and cuBLAS's workspace setting on CUDA): the same "
@@ -67,18 +67,3 @@ def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, devi
 
         set_deterministic()
     return options, recipe, torch_device
-
-
-def check_writable_target(path: Path, option: str, *, folder: bool) -> None:
-    """Refuse ``--out`` before any work when it cannot be written: a file where a folder is
-    wanted (or the reverse), or a parent that is not a writable folder."""
-    import os
-
-    if path.exists() and path.is_dir() != folder:
-        kind = "a folder" if folder else "a file"
-        raise click.BadParameter(f"{path} exists and is not {kind}", param_hint=option)
-    target = path if folder and path.is_dir() else path.parent
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
-        raise click.BadParameter(f"{path}: {target} is not a folder this user can write to", param_hint=option)

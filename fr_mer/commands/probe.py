@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import check_writable_target
+from fr_mer.output_paths import check_output, check_results_folder
+from fr_mer.pipeline.cache import check_finished
 from fr_mer.pipeline.labels import DATABASES
 from fr_mer.probe import DEFAULT_C, FLOW_CHANNELS, ProbeConfig
 from fr_mer.protocols import PROTOCOLS
@@ -28,8 +29,11 @@ def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @click.option("--C", "C", type=float, default=DEFAULT_C, show_default=True,
               help="Inverse L2 regularisation of the logistic regression.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Use a cache whose preprocess run has not finished (still running, or killed) with the "
+                   "samples it holds; without it such a cache is refused.")
 def command(cache: Path, protocol: str, database: str | None, composite_list: Path | None,
-            channels: tuple[str, ...], C: float, out: Path) -> None:
+            channels: tuple[str, ...], C: float, out: Path, allow_incomplete: bool) -> None:
     """Leave-one-subject-out logistic regression on the cache's flow inputs (no network).
 
     How much class signal preprocessing left: each fold standardises the training
@@ -40,7 +44,11 @@ def command(cache: Path, protocol: str, database: str | None, composite_list: Pa
     """
     from fr_mer.probe import run_probe
 
-    check_writable_target(out, "--out", folder=True)
+    check_output(out, "--out", {"--cache": cache, "--composite-list": composite_list}, folder=True)
+    check_results_folder(out, "--out")
+    warning = check_finished(cache, allow_incomplete=allow_incomplete)
+    if warning:
+        click.echo(warning, err=True)
     if protocol == "loso" and database is None:
         raise click.UsageError("--protocol loso needs --database")
     config = ProbeConfig(protocol=protocol, database=database,

@@ -7,11 +7,14 @@ import click
 import numpy as np
 import torch
 
-from fr_mer.checkpoint import save_checkpoint
-from fr_mer.commands.common import check_writable_target, model_options, resolve_training
+from fr_mer.checkpoint import check_replaceable, save_checkpoint
+from fr_mer.commands.common import model_options, resolve_training
 from fr_mer.commands.evaluate import loso_database
 from fr_mer.data import load_dataset
 from fr_mer.models import create_model
+from fr_mer.limits import MAX_SEED
+from fr_mer.output_paths import check_output
+from fr_mer.pipeline.cache import check_finished
 from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.randomness import seeded_initialisation
@@ -47,15 +50,24 @@ def excluded_rows(databases: np.ndarray, subjects: np.ndarray, subject: str | No
               help="CAS(ME)^3's class protocol: 3, 4 (and others) or 7 (its emotions). Default 3.")
 @click.option("--composite-list", type=click.Path(path_type=Path), default=None,
               help="Composite sample list; default: the official MEGC2019 list.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
               help="Seed for initialisation and batch order.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write (.pt).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint file to write (.pt); an existing file is refused unless --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it is an fr-mer checkpoint (never another file).")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Use a cache whose preprocess run has not finished (still running, or killed) with the "
+                   "samples it holds; without it such a cache is refused.")
 def command(cache, model_name, option_pairs, epochs, batch_size, lr, device, threads, deterministic, exclude_subject,
-            protocol, database, classes, composite_list, seed, out) -> None:
+            protocol, database, classes, composite_list, seed, out, overwrite, allow_incomplete) -> None:
     """Train a model on every labelled sample of the protocol (but --exclude-subject)."""
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      device, threads, deterministic)
-    check_writable_target(out, "--out", folder=False)
+    check_output(out, "--out", {"--cache": cache, "--composite-list": composite_list}, folder=False)
+    check_replaceable(out, overwrite)
+    warning = check_finished(cache, allow_incomplete=allow_incomplete)
+    if warning:
+        click.echo(warning, err=True)
     database = loso_database(cache, protocol, database)
     label_space = resolve_label_space(protocol, database, int(classes) if classes else None)
     with seeded_initialisation(seed):

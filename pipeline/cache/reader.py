@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -13,12 +12,14 @@ from fr_mer.pipeline.cache.files import CacheError, check_complete
 from fr_mer.pipeline.cache.schema import (
     LATER_META_COLUMNS,
     META_COLUMNS,
+    RETIRED_KEY,
     SCHEMA_VERSION,
     SHIFTED_COLUMNS,
     check_layout,
     decode,
     schema_version,
 )
+from fr_mer.pipeline.cache.trust import check_content, check_lengths, json_attribute
 
 
 @dataclasses.dataclass
@@ -85,6 +86,7 @@ def read_cache(
             )
         samples = f["samples"]
         n = samples["key"].shape[0]
+        check_lengths(samples, n, [*META_COLUMNS, *arrays], path)
         meta: dict[str, list] = {}
         for name, dtype in META_COLUMNS.items():
             if name not in samples:  # a column added later (check_layout let it pass)
@@ -107,13 +109,18 @@ def read_cache(
         nf = min(f["failures/key"].shape[0], f["failures/reason"].shape[0])
         for k, r in zip(decode(f["failures/key"][:nf]), decode(f["failures/reason"][:nf])):
             failures[k] = r
+        kept = [i for i, key in enumerate(meta["key"]) if key != RETIRED_KEY]
+        if len(kept) < n:  # rows retired by a rerun that made their samples again
+            meta = {name: [values[i] for i in kept] for name, values in meta.items()}
+            loaded = {name: array[kept] for name, array in loaded.items()}
         done = set(meta["key"])
         failures = {k: r for k, r in failures.items() if k not in done}
+        check_content(path, meta, loaded, attrs)
         cache = Cache(
             path=path,
             schema_version=version,
-            params=json.loads(f.attrs.get("params", "{}")),
-            software=json.loads(f.attrs.get("software", "{}")),
+            params=json_attribute(f, "params", path),
+            software=json_attribute(f, "software", path),
             meta=meta,
             arrays=loaded,
             array_attrs=attrs,

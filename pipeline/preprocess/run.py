@@ -37,7 +37,7 @@ from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import CacheError, CacheParamsError, CacheWriter
 from fr_mer.pipeline.clips import Clip
 from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION, tvl1_flows
-from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip
+from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip, source_difference
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
@@ -125,6 +125,8 @@ class PreprocessSummary:
     skipped: int = 0
     repaired: int = 0
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Cached samples made again because their sheet row changed: key -> what changed.
+    remade: dict[str, str] = dataclasses.field(default_factory=dict)
     flags: Counter = dataclasses.field(default_factory=Counter)
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = 0.0
@@ -149,6 +151,7 @@ class PreprocessSummary:
             "skipped": self.skipped,
             "repaired": self.repaired,
             "failed": dict(self.failed),
+            "remade": dict(self.remade),
             "flags": dict(self.flags),
             "stage_seconds": dict(self.stage_seconds),
             "wall_seconds": self.wall_seconds,
@@ -173,6 +176,9 @@ class PreprocessSummary:
                 f"{self.samples_per_second:.2f} samples/s; time per stage: " + ", ".join(busy)
                 + f" (plus {self.stage_seconds['setup']:.1f} s loading dlib's models)"
             )
+        if self.remade:
+            out.append(f"made again, their sheet rows changed since they were cached ({len(self.remade)}):")
+            out.extend(f"  {key}: {change}" for key, change in sorted(self.remade.items()))
         if self.failed:
             out.append("failed:")
             out.extend(f"  {key}: {reason}" for key, reason in sorted(self.failed.items()))
@@ -271,7 +277,7 @@ class PreprocessRun:
         except BaseException:
             self._close_client()
             raise
-        done = self.writer.done_keys()
+        stored = self.writer.stored_rows()
         self.unusable: list[tuple[str, str]] = []
         self.todo: list[Clip] = []
         seen: set[str] = set()
@@ -282,7 +288,11 @@ class PreprocessRun:
                 self.unusable.append((key, f"{key}: listed twice{where}; the first is kept"))
                 continue
             seen.add(key)
-            if key in done:
+            changed = source_difference(clip, stored[key]) if key in stored else ""
+            if changed:  # its sheet row changed since it was cached: made again, never kept stale
+                self.writer.retire(key)
+                self.summary.remade[key] = changed
+            if key in stored and not changed:
                 self.summary.skipped += 1
             elif not clip.usable:
                 self.unusable.append((key, f"unusable in the scan: {clip.problem or 'no reason given'}"))
@@ -351,6 +361,7 @@ class PreprocessRun:
             for done in self._finish_flows(waiting):
                 self._record(done)
                 yield done
+            self.writer.finish()  # every clip given is now a sample or a failure
         finally:
             self.summary.wall_seconds = time.perf_counter() - start
             self.close()

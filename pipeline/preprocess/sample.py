@@ -183,6 +183,24 @@ def process_pair(
     return finish_pair(pending, flow, params, flow_seconds=time.perf_counter() - start)
 
 
+#: A frame whose grey levels vary less than this (standard deviation) is blank: all black, one colour.
+BLANK_STD = 2.0
+#: Neighbouring pixels of a photograph are strongly correlated (above 0.8 in the releases); a frame
+#: below this correlation is noise (a corrupt decode, a sensor without a picture).
+NOISE_CORRELATION = 0.3
+
+
+def content_flags(image: np.ndarray, role: str) -> list[str]:
+    """``[role + "_blank"]``, ``[role + "_noise"]`` or ``[]`` for one (H, W) frame (cache flags)."""
+    values = np.asarray(image, dtype=np.float32)
+    if values.std() < BLANK_STD:
+        return [f"{role}_blank"]
+    left, right = values[:, :-1].ravel(), values[:, 1:].ravel()
+    spread = left.std() * right.std()
+    correlation = float(((left - left.mean()) * (right - right.mean())).mean() / spread) if spread > 0 else 0.0
+    return [f"{role}_noise"] if correlation < NOISE_CORRELATION else []
+
+
 def prepare_pair(
     onset: np.ndarray,
     apex: np.ndarray,
@@ -200,7 +218,7 @@ def prepare_pair(
     clock = StageClock()
     with clock("setup"):
         aligner = aligner_for(params)
-    flags: list[str] = []
+    flags: list[str] = content_flags(onset, "onset") + content_flags(apex, "apex")
     if aligned is None:
         before = dict(aligner.seconds)
         with clock("align"):
