@@ -6,6 +6,7 @@ a table; ``fr-mer preprocess`` turns each usable one into a cache sample.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -151,6 +152,27 @@ def same_number_files(folder: Path, numbers: set[int]) -> dict[int, list[Path]]:
             if number in numbers:
                 files.setdefault(number, []).append(entry)
     return {number: paths for number, paths in files.items() if len(paths) > 1}
+
+
+def frames_fingerprint(clip: "Clip") -> str:
+    """16 hex digits that change when the clip's frame files do: every frame's number, name and size, and
+    the bytes of the onset and (annotated) apex files. Stored with each cached sample (``source``), so a
+    rerun makes again a sample whose frames were replaced since it was cached."""
+    digest = hashlib.sha256()
+    for number, path in sorted(clip.frames.items()):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        digest.update(f"{number}:{path.name}:{size};".encode("utf-8", "replace"))
+    for number in (clip.onset_frame, clip.apex_frame):
+        path = clip.frames.get(number) if number is not None else None
+        if path is not None:
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"unreadable")
+    return digest.hexdigest()[:16]
 
 
 def exif_orientation(path: Path) -> int:

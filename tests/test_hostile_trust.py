@@ -202,3 +202,22 @@ def test_a_sample_whose_row_changed_is_made_again_and_reported(tmp_path):
     assert after.meta["label"][after.keys.index(corrected.key)] == CLASS_INDEX["positive"]
     again = preprocess(changed, cache, params, jobs=1)  # nothing changed since: nothing made
     assert again.remade == {} and again.done == 0
+
+
+def test_a_sample_whose_apex_file_was_replaced_is_made_again(tmp_path):
+    from fr_mer.pipeline.preprocess import PreprocessParams, preprocess
+    from fr_mer.pipeline.readers import read_database
+    from tests.test_preprocess import FAST, write_face_smic
+
+    root = tmp_path / "smic"
+    write_face_smic(root, 2)
+    cache = tmp_path / "c.h5"
+    params = PreprocessParams(**FAST)
+    clips = read_database("smic", root)
+    preprocess(clips, cache, params, jobs=1)
+    first = clips[0]
+    onset = first.frames[first.onset_frame]
+    onset.write_bytes(first.frames[first.onset_frame + 1].read_bytes())  # a frame replaced by another
+    summary = preprocess(read_database("smic", root), cache, params, jobs=1)
+    assert summary.remade == {first.key: "frame files replaced"} and summary.done == 1
+    assert sorted(read_cache(cache).keys) == sorted(c.key for c in clips)

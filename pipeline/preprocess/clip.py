@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from fr_mer.pipeline.align import AlignedPair
-from fr_mer.pipeline.clips import REPAIRED, Clip, exif_orientation
+from fr_mer.pipeline.clips import REPAIRED, Clip, exif_orientation, frames_fingerprint
 from fr_mer.pipeline.flow import tvl1_flows
 from fr_mer.pipeline.labels import CLASS_INDEX
 from fr_mer.pipeline.preprocess.params import PreprocessParams
@@ -98,8 +98,8 @@ def _frame_path(clip: Clip, number: int, role: str) -> Path:
 
 
 def source_difference(clip: Clip, stored: Mapping[str, object]) -> str:
-    """What of ``clip``'s sheet row differs from its cached sample's record (``stored``: the cache's
-    source columns), e.g. ``label 0 -> 1, onset_frame 12 -> 14``; empty when nothing does. A spotted
+    """What of ``clip``'s sheet row and frame files differs from its cached sample's record (``stored``: the
+    cache's source columns), e.g. ``label 0 -> 1, onset_frame 12 -> 14``; empty when nothing does. A spotted
     apex (no annotated one) is not compared."""
     current = {
         "emotion": clip.emotion or "",
@@ -111,6 +111,9 @@ def source_difference(clip: Clip, stored: Mapping[str, object]) -> str:
     }
     changes = [f"{name} {stored[name]!r} -> {value!r}" for name, value in current.items()
                if value is not None and name in stored and stored[name] != value]
+    # a sample cached before fingerprints has none: its frames cannot be compared
+    if stored.get("source") and stored["source"] != frames_fingerprint(clip):
+        changes.append("frame files replaced")
     return ", ".join(changes)
 
 
@@ -207,6 +210,7 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
         "apex_frame": apex_frame,
         "offset_frame": clip.offset_frame,
         "flags": cache_flags(flags),
+        "source": frames_fingerprint(clip),
     }
     if clip.objective_class is not None:  # the cache writes -1 (none) for a row without it
         meta["objective_class"] = clip.objective_class
