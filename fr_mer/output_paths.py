@@ -90,12 +90,13 @@ def check_output(path: Path | None, option: str, inputs: Mapping[str, InputValue
     check_writable_target(Path(path), option, folder=folder)
 
 
-def check_results_folder(path: Path, option: str, *, marker: str = "config.json") -> None:
-    """Refuse a results folder that exists, holds files and is not one of fr-mer's (no ``marker``):
-    its files (a user's notes, another program's predictions.csv) would be replaced by the reports."""
+def check_results_folder(path: Path, option: str, *, markers: tuple[str, ...] = ("config.json", "folds")) -> None:
+    """Refuse a results folder that exists, holds files and is not one of fr-mer's (none of ``markers``: its
+    recorded settings, its finished folds): its files (a user's notes, another program's predictions.csv)
+    would be replaced by the reports."""
     path = Path(path)
-    if path.is_dir() and not (path / marker).exists() and any(path.iterdir()):
+    if path.is_dir() and not any((path / marker).exists() for marker in markers) and any(path.iterdir()):
         raise OutputPathError(
-            f"{option} {path}: a folder that holds files fr-mer did not write (no {marker}); results go only into a "
-            f"new or empty folder or an fr-mer results folder: choose another {option}"
+            f"{option} {path}: a folder that holds files fr-mer did not write (no {' or '.join(markers)}); results "
+            f"go only into a new or empty folder or an fr-mer results folder: choose another {option}"
         )

@@ -17,7 +17,8 @@ from fr_mer.limits import MAX_BOOTSTRAP
                    "into A's seeds; repeatable.")
 @click.option("--also-b", "more_b", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Another run folder of B's, as --also-a; repeatable.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1, max=MAX_BOOTSTRAP), default=1000, show_default=True,
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1, max=MAX_BOOTSTRAP),
+              default=1000, show_default=True,
               help="Bootstrap resamples of the subjects for the confidence interval.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the bootstrap's random generator (the same seed gives the same interval).")

@@ -48,7 +48,8 @@ class BarReporter:
               help="Training seeds; the result is their mean and standard deviation.")
 @click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=10, show_default=True,
               help="Training epochs (the synthetic task needs fewer than the real recipe).")
-@click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None, help="Preprocessing processes (default: all cores).")
+@click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS),
+              default=None, help="Preprocessing processes (default: all cores).")
 @click.option("--data-seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
               help="Seed of the synthetic data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")

@@ -65,7 +65,8 @@ class FoldProgress:
 @model_options
 @click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=3, show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")
-@click.option("--first-seed", type=click.IntRange(min=0, max=MAX_SEED - MAX_SEEDS), default=0, show_default=True, help="First seed of the range.")
+@click.option("--first-seed", type=click.IntRange(min=0, max=MAX_SEED - MAX_SEEDS),
+              default=0, show_default=True, help="First seed of the range.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
               help="Train nothing: load one state dict per held-out subject from this folder "
                    "(sub01.pth, s01.pth, 006.pth, as STSTNet released them).")

@@ -22,7 +22,8 @@ from fr_mer.ststnet_import import import_ststnet
               help="Folder of the release's apex face crops ('{subject}_{clip}.jpg'): also store each "
                    "sample's apex face aligned by fr-mer's rule (apex_face), its 68 landmarks (landmarks) "
                    "and the landmarks on the flow image (flow_landmarks), for micro_attention and htnet.")
-@click.option("--face-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE), default=AlignParams().face_size, show_default=True,
+@click.option("--face-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=AlignParams().face_size, show_default=True,
               help="With --apex-faces: side of the stored aligned apex face.")
 @click.option("--landmarks-model", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="With --apex-faces: dlib's shape_predictor_68_face_landmarks.dat "

@@ -76,7 +76,8 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--overwrite", is_flag=True,
               help="Delete the cache at --out first and recompute everything (needed when the "
                    "parameters changed: samples made two ways are never mixed).")
-@click.option("--flow-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE), default=DEFAULT_FLOW_SIZE, show_default=True,
+@click.option("--flow-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=DEFAULT_FLOW_SIZE, show_default=True,
               help="Side in pixels of the aligned face on which TV-L1 runs (docs/pipeline.md "
                    "measures its effect on accuracy and time).")
 @click.option("--flow-device", type=click.Choice(FLOW_DEVICES), default="opencv", show_default=True,
@@ -84,19 +85,22 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
                    "fr-mer's torch port (same algorithm and parameters, docs/tvl1-torch.md) in this process, "
                    "--flow-batch pairs at once on that device, while the workers align. Recorded in the cache "
                    "(opencv or torch): a cache is completed with the same choice.")
-@click.option("--flow-batch", type=click.IntRange(min=1, max=MAX_FLOW_BATCH), default=DEFAULT_FLOW_BATCH, show_default=True,
+@click.option("--flow-batch", type=click.IntRange(min=1, max=MAX_FLOW_BATCH),
+              default=DEFAULT_FLOW_BATCH, show_default=True,
               help="Pairs per torch TV-L1 batch with --flow-device cpu or cuda (lower it if the GPU runs out "
                    "of memory).")
 @click.option("--flow-threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="CPU threads of the torch TV-L1 in this process with --flow-device cpu [default: torch's "
                    "choice, all cores; 1 on a machine shared with other jobs, docs/tvl1-torch.md].")
-@click.option("--feature-size", type=click.IntRange(min=1, max=MAX_IMAGE_SIDE), default=DEFAULT_FEATURE_SIZE, show_default=True,
+@click.option("--feature-size", type=click.IntRange(min=1, max=MAX_IMAGE_SIDE),
+              default=DEFAULT_FEATURE_SIZE, show_default=True,
               help="Side of the 'flow' model input (u, v, strain).")
 @click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=DEFAULT_NORMALISATION,
               show_default=True,
               help="Scaling of the 'flow' input: minmax255 = each channel of each sample to 0..255 "
                    "(STSTNet's inputs); none = pixels and unitless strain.")
-@click.option("--face-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE), default=AlignParams().face_size, show_default=True,
+@click.option("--face-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=AlignParams().face_size, show_default=True,
               help="Side of the stored aligned onset and apex faces (onset_face, apex_face).")
 @click.option("--head-motion", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="Head-motion compensation method (docs/pipeline.md, 'Head motion', says what each "
@@ -112,17 +116,21 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--with-clip", is_flag=True,
               help="Also store 'clip_frames': the aligned clip onset..offset resampled to "
                    "--clip-length frames (MERANet).")
-@click.option("--clip-length", type=click.IntRange(min=2, max=MAX_CLIP_FRAMES), default=ClipOptions().length, show_default=True,
+@click.option("--clip-length", type=click.IntRange(min=2, max=MAX_CLIP_FRAMES),
+              default=ClipOptions().length, show_default=True,
               help="Frames of 'clip_frames'.")
-@click.option("--clip-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE), default=ClipOptions().size, show_default=True,
+@click.option("--clip-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=ClipOptions().size, show_default=True,
               help="Side in pixels of the 'clip_frames' crops.")
 @click.option("--with-dynamic-images", is_flag=True,
               help="Also store 'dynamic_images': DSSI segment dynamic images and the global one (SMA-STN).")
 @click.option("--di-segments", type=click.IntRange(min=1, max=MAX_CLIP_FRAMES), default=DynamicImageOptions().segments,
               show_default=True, help="Segments of the DSSI (the global image comes on top).")
-@click.option("--di-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE), default=DynamicImageOptions().size, show_default=True,
+@click.option("--di-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=DynamicImageOptions().size, show_default=True,
               help="Side in pixels of the dynamic images.")
-@click.option("--di-frames-per-segment", type=click.IntRange(min=0, max=MAX_CLIP_FRAMES), default=DEFAULT_FRAMES_PER_SEGMENT,
+@click.option("--di-frames-per-segment", type=click.IntRange(min=0, max=MAX_CLIP_FRAMES),
+              default=DEFAULT_FRAMES_PER_SEGMENT,
               show_default=True, help="Frames sampled per DSSI segment (0: all of them).")
 def command(
     out: Path,
