@@ -146,6 +146,26 @@ def test_preprocess_overwrite_leaves_a_file_that_is_not_a_cache(tmp_path):
     assert photo.read_bytes() == b"\xff\xd8\xff\xe0 a JPEG"
 
 
+def test_preprocess_overwrite_leaves_another_programs_hdf5_file_and_replaces_a_damaged_cache(tmp_path):
+    import h5py
+
+    release = tmp_path / "smic"
+    write_face_smic(release, 1)
+    theirs = tmp_path / "theirs.h5"
+    with h5py.File(theirs, "w") as f:
+        f["data"] = [1, 2, 3]
+    before = fingerprint(theirs)
+    args = ["preprocess", "--dataset", "smic", "--root", release, "--flow-size", 64, "--head-motion", "none",
+            "--jobs", 1, "--overwrite", "--out"]
+    result = run(*args, theirs)
+    assert result.exit_code == 1 and "not an fr-mer cache" in result.output, result.output
+    assert fingerprint(theirs) == before
+    cache = tmp_path / "c.h5"
+    assert run(*args, cache).exit_code == 0
+    cache.write_bytes(cache.read_bytes()[:2000])  # cut short: damaged, still replaced
+    assert run(*args, cache).exit_code == 0, "a damaged cache is what --overwrite replaces"
+
+
 def test_train_refuses_an_existing_out_and_overwrites_only_a_checkpoint(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1)
     args = ["train", "--cache", cache, "--composite-list", listing, "--model", "ststnet", "--epochs", "1",

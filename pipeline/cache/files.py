@@ -159,8 +159,11 @@ def writer_alive(cache: str | Path) -> bool:
 
 
 def check_replaceable(path: Path) -> None:
-    """Raise :class:`CacheError` unless ``path`` is an HDF5 file (``--overwrite`` replaces a cache, even a
-    damaged one, never a spreadsheet, an image or a user's other file)."""
+    """Raise :class:`CacheError` unless ``path`` is an fr-mer cache, or an HDF5 file too damaged to tell
+    (a killed or cut-short writer's): ``--overwrite`` replaces a cache, never a spreadsheet, an image, another
+    program's HDF5 file or a user's other file."""
+    import h5py  # here only: the checks above run before HDF5 opens a file
+
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(_SIGNATURE))
@@ -168,6 +171,15 @@ def check_replaceable(path: Path) -> None:
         raise CacheError(f"{path}: cannot be read ({exc.strerror}); choose another --out") from None
     if head != _SIGNATURE:
         raise CacheError(f"{path}: not an HDF5 cache, so --overwrite leaves it alone; choose another --out")
+    try:
+        check_complete(path, wait=0.0)
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            ours = "schema_version" in f.attrs and "samples" in f
+    except (CacheError, OSError):
+        return  # damaged: replacing it is what --overwrite is for
+    if not ours:
+        raise CacheError(f"{path}: an HDF5 file that is not an fr-mer cache (no schema_version), so --overwrite "
+                         "leaves it alone; choose another --out")
 
 
 def check_writable(path: Path) -> None:
