@@ -10,7 +10,7 @@ import torch
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
 from fr_mer.errors import FrMerError
-from fr_mer.pipeline.clips import exif_orientation
+from fr_mer.pipeline.frame_checks import exif_orientation
 from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION
 from fr_mer.pipeline.labels import CLASSES
 from fr_mer.pipeline.preprocess import PreprocessParams, SampleError, is_pre_cropped_path, process_pair, read_gray

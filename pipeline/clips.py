@@ -6,7 +6,6 @@ a table; ``fr-mer preprocess`` turns each usable one into a cache sample.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -136,82 +135,6 @@ def numbered_frames(folder: Path) -> dict[int, Path]:
         if number is not None and number not in found:
             found[number] = entry
     return dict(sorted(found.items()))
-
-
-def same_number_files(folder: Path, numbers: set[int]) -> dict[int, list[Path]]:
-    """Frame numbers among ``numbers`` that two or more image files of ``folder`` map to
-    (``img00296.jpg`` beside ``img296.jpg``), with the files sorted by name (the first is the one used)."""
-    files: dict[int, list[Path]] = {}
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return {}
-    for entry in entries:
-        if entry.suffix.lower() in FRAME_SUFFIXES and entry.is_file():
-            number = frame_number(entry)
-            if number in numbers:
-                files.setdefault(number, []).append(entry)
-    return {number: paths for number, paths in files.items() if len(paths) > 1}
-
-
-def frames_fingerprint(clip: "Clip") -> str:
-    """16 hex digits that change when the clip's frame files do: every frame's number, name and size, and
-    the bytes of the onset and (annotated) apex files. Stored with each cached sample (``source``), so a
-    rerun makes again a sample whose frames were replaced since it was cached."""
-    digest = hashlib.sha256()
-    for number, path in sorted(clip.frames.items()):
-        try:
-            size = path.stat().st_size
-        except OSError:
-            size = -1
-        digest.update(f"{number}:{path.name}:{size};".encode("utf-8", "replace"))
-    for number in (clip.onset_frame, clip.apex_frame):
-        path = clip.frames.get(number) if number is not None else None
-        if path is not None:
-            try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"unreadable")
-    return digest.hexdigest()[:16]
-
-
-def exif_orientation(path: Path) -> int:
-    """The EXIF orientation tag of a JPEG frame (1: upright; 2-8: mirrored or rotated), 1 when it has none.
-
-    OpenCV's ``imdecode`` applies it, so a frame that carries one is read turned; the readers and
-    preprocessing flag it (rule *rotated frame*). Reads the first 64 KiB only.
-    """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(65536)
-    except OSError:
-        return 1
-    if data[:2] != b"\xff\xd8":
-        return 1
-    position = 2
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker, length = data[position + 1], int.from_bytes(data[position + 2:position + 4], "big")
-        if marker == 0xE1 and data[position + 4:position + 10] == b"Exif\x00\x00":
-            return _tiff_orientation(data[position + 10:position + 2 + length])
-        if marker in (0xDA, 0xD9):  # image data: no EXIF header before it
-            break
-        position += 2 + length
-    return 1
-
-
-def _tiff_orientation(tiff: bytes) -> int:
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 1
-    first = int.from_bytes(tiff[4:8], order)
-    if first + 2 > len(tiff):
-        return 1
-    for index in range(int.from_bytes(tiff[first:first + 2], order)):
-        entry = tiff[first + 2 + 12 * index:first + 14 + 12 * index]
-        if len(entry) == 12 and int.from_bytes(entry[:2], order) == 0x0112:
-            value = int.from_bytes(entry[8:10], order)
-            return value if 1 <= value <= 8 else 1
-    return 1
 
 
 class UnsafePathError(FrMerError, ValueError):

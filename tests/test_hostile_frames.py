@@ -17,10 +17,9 @@ from PIL import Image
 
 from fr_mer.cli import main
 from fr_mer.pipeline.cache import read_cache
-from fr_mer.pipeline.clips import exif_orientation
 from fr_mer.pipeline.layouts import write_casme2
 from fr_mer.pipeline.preprocess import PreprocessParams, preprocess, process_pair
-from fr_mer.pipeline.preprocess.sample import content_flags
+from fr_mer.pipeline.frame_checks import content_flags, exif_orientation
 from fr_mer.pipeline.readers import read_database
 from fr_mer.pipeline.scan import read_scan_table
 from tests.conftest import CASME2_CLIPS

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from fr_mer.pipeline.align import FaceAligner, rescale_matrix
 from fr_mer.pipeline.cache import CacheError, read_cache
-from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, frames_fingerprint
+from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip
+from fr_mer.pipeline.frame_checks import frames_fingerprint
 from fr_mer.pipeline.layouts import ClipSpec, write_smic
 from fr_mer.pipeline.preprocess import (
     STAGES,

@@ -50,7 +50,7 @@ META_COLUMNS: dict[str, str] = {
     "offset_frame": "i4",
     "flags": f"S{FLAGS_WIDTH}",  # comma-separated, e.g. "apex_repaired,face_fallback_apex"
     "objective_class": "i1",  # MEGC2018 objective class 1-7, -1 when none
-    "source": "S16",  # fingerprint of the clip's frame files (pipeline.clips.frames_fingerprint), "" when none
+    "source": "S16",  # fingerprint of the clip's frame files (pipeline.frame_checks.frames_fingerprint), "" when none
 }
 #: Metadata columns added within version 3 (which was never released without them):
 #: name -> the value a cache written before the column existed reads as.

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from fr_mer.pipeline.align import AlignedPair
-from fr_mer.pipeline.clips import REPAIRED, Clip, exif_orientation, frames_fingerprint
+from fr_mer.pipeline.clips import REPAIRED, Clip
+from fr_mer.pipeline.frame_checks import exif_orientation, frames_fingerprint
 from fr_mer.pipeline.flow import tvl1_flows
 from fr_mer.pipeline.labels import CLASS_INDEX
 from fr_mer.pipeline.preprocess.params import PreprocessParams

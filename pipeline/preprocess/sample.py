@@ -40,6 +40,7 @@ from fr_mer.errors import FrMerError
 from fr_mer.pipeline.align import AlignedPair, AlignParams, FaceAligner, rescale_matrix, rescale_points
 from fr_mer.pipeline.cache import FLAGS_WIDTH
 from fr_mer.pipeline.flow import flow_features, optical_strain, tvl1_flows
+from fr_mer.pipeline.frame_checks import content_flags
 from fr_mer.pipeline.headmotion import compensate, compensate_flow
 from fr_mer.pipeline.preprocess.params import PreprocessParams
 from fr_mer.pipeline.temporal import dssi, resample_clip
@@ -181,24 +182,6 @@ def process_pair(
     start = time.perf_counter()
     (flow,) = tvl1_flows([pending.onset], [pending.apex], params.tvl1, implementation=params.flow_implementation)
     return finish_pair(pending, flow, params, flow_seconds=time.perf_counter() - start)
-
-
-#: A frame whose grey levels vary less than this (standard deviation) is blank: all black, one colour.
-BLANK_STD = 2.0
-#: Neighbouring pixels of a photograph are strongly correlated (above 0.8 in the releases); a frame
-#: below this correlation is noise (a corrupt decode, a sensor without a picture).
-NOISE_CORRELATION = 0.3
-
-
-def content_flags(image: np.ndarray, role: str) -> list[str]:
-    """``[role + "_blank"]``, ``[role + "_noise"]`` or ``[]`` for one (H, W) frame (cache flags)."""
-    values = np.asarray(image, dtype=np.float32)
-    if values.std() < BLANK_STD:
-        return [f"{role}_blank"]
-    left, right = values[:, :-1].ravel(), values[:, 1:].ravel()
-    spread = left.std() * right.std()
-    correlation = float(((left - left.mean()) * (right - right.mean())).mean() / spread) if spread > 0 else 0.0
-    return [f"{role}_noise"] if correlation < NOISE_CORRELATION else []
 
 
 def prepare_pair(

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, exif_orientation, numbered_frames, same_number_files
+from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, numbered_frames
+from fr_mer.pipeline.frame_checks import exif_orientation, same_number_files
 from fr_mer.pipeline.xlsx import cell_int, cell_text
 
 
