@@ -12,6 +12,7 @@ import torch
 from fr_mer.checkpoint import load_checkpoint
 from fr_mer.data import flow_channel_index
 from fr_mer.errors import FrMerError
+from fr_mer.pipeline.frame_checks import exif_orientation
 from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION
 from fr_mer.pipeline.labels import CLASSES
 from fr_mer.pipeline.preprocess import (
@@ -112,7 +113,9 @@ def predict_pair(checkpoint: str | Path, onset: str | Path, apex: str | Path) ->
     except SampleError as error:
         raise SampleError(f"{onset} -> {apex}: {error}") from None
     by_class = _classify(checkpoint, model, info, params, sample)
-    return Prediction(by_class, max(by_class, key=by_class.get), sorted(set(sample.flags)), note)
+    # read turned upright, as preprocessing reads every frame; said, as in the cache's flags
+    rotated = ["exif_rotated"] if any(exif_orientation(Path(p)) != 1 for p in (onset, apex)) else []
+    return Prediction(by_class, max(by_class, key=by_class.get), sorted(set(sample.flags) | set(rotated)), note)
 
 
 def predict_clip(checkpoint: str | Path, clip_path: str | Path, *, onset: int | None = None,

@@ -18,6 +18,7 @@ import torch
 from fr_mer.commands.name_values import parse_name_values
 from fr_mer.data import resolve_device
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_THREADS
 from fr_mer.models import Recipe, list_models, model_class, validate_options
 from fr_mer.pipeline.labels import CLASS_COUNTS, CLASS_SPACES, COMPOSITE_SPACE, DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
@@ -53,7 +54,7 @@ def model_options(func: Callable) -> Callable:
         click.option("--lr", type=float, default=None, help="Learning rate (default: the model's recipe)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
+        click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
                      help="CPU threads for torch (default: torch's choice, all cores)."),
         click.option("--deterministic", is_flag=True,
                      help="torch's deterministic algorithms (and cuBLAS's workspace setting on CUDA): the same "
@@ -83,6 +84,14 @@ def protocol_options(func: Callable) -> Callable:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def allow_incomplete_option(func: Callable) -> Callable:
+    """``--allow-incomplete``: read a cache whose preprocess run has not finished
+    (:func:`fr_mer.pipeline.cache.check_finished`)."""
+    return click.option("--allow-incomplete", is_flag=True,
+                        help="Use a cache whose preprocess run has not finished (still running, or killed) with "
+                             "the samples it holds; without it such a cache is refused.")(func)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,18 +131,3 @@ def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, devi
 
         set_deterministic()
     return options, recipe, torch_device
-
-
-def check_writable_target(path: Path, option: str, *, folder: bool) -> None:
-    """Refuse ``--out`` before any work when it cannot be written: a file where a folder is
-    wanted (or the reverse), or a parent that is not a writable folder."""
-    import os
-
-    if path.exists() and path.is_dir() != folder:
-        kind = "a folder" if folder else "a file"
-        raise click.BadParameter(f"{path} exists and is not {kind}", param_hint=option)
-    target = path if folder and path.is_dir() else path.parent
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
-        raise click.BadParameter(f"{path}: {target} is not a folder this user can write to", param_hint=option)

@@ -22,6 +22,7 @@ import numpy as np
 
 from fr_mer.pipeline.align import AlignedPair
 from fr_mer.pipeline.clips import REPAIRED, Clip
+from fr_mer.pipeline.frame_checks import exif_orientation, frames_fingerprint
 from fr_mer.pipeline.flow import tvl1_flows
 from fr_mer.pipeline.labels import CLASS_INDEX
 from fr_mer.pipeline.preprocess.params import PreprocessParams
@@ -57,6 +58,10 @@ class Sample:
     pending: PendingPair | None = None
 
 
+#: The smallest frame side read (a face needs more pixels than this; a 1x1 image is not a frame).
+MIN_FRAME_SIDE = 16
+
+
 def read_gray(path: Path | str) -> np.ndarray:
     """A frame file as a (H, W) uint8 grayscale image (colour frames converted).
 
@@ -77,6 +82,9 @@ def read_gray(path: Path | str) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None or image.size == 0:
         raise SampleError(f"{path}: unreadable or truncated image; copy it again from the release")
+    if min(image.shape) < MIN_FRAME_SIDE:
+        raise SampleError(f"{path}: a {image.shape[1]}x{image.shape[0]} image, too small to hold a face (at least "
+                          f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}); give the frame itself")
     return image
 
 
@@ -86,6 +94,26 @@ def _frame_path(clip: Clip, number: int, role: str) -> Path:
         found = f"{min(clip.frames)}..{max(clip.frames)}" if clip.frames else "none"
         raise SampleError(f"{clip.key}: {role} frame {number} has no file (frames on disk: {found})")
     return path
+
+
+def source_difference(clip: Clip, stored: Mapping[str, object]) -> str:
+    """What of ``clip``'s sheet row and frame files differs from its cached sample's record (``stored``: the
+    cache's source columns), e.g. ``label 0 -> 1, onset_frame 12 -> 14``; empty when nothing does. A spotted
+    apex (no annotated one) is not compared."""
+    current = {
+        "emotion": clip.emotion or "",
+        "label": CLASS_INDEX.get(clip.label, -1) if clip.label else -1,
+        "onset_frame": -1 if clip.onset_frame is None else clip.onset_frame,
+        "apex_frame": clip.apex_frame,
+        "offset_frame": -1 if clip.offset_frame is None else clip.offset_frame,
+        "objective_class": -1 if clip.objective_class is None else clip.objective_class,
+    }
+    changes = [f"{name} {stored[name]!r} -> {value!r}" for name, value in current.items()
+               if value is not None and name in stored and stored[name] != value]
+    # a sample cached before fingerprints has none: its frames cannot be compared
+    if stored.get("source") and stored["source"] != frames_fingerprint(clip):
+        changes.append("frame files replaced")
+    return ", ".join(changes)
 
 
 def is_pre_cropped(clip: Clip) -> bool:
@@ -141,6 +169,8 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
         raise SampleError(
             f"{clip.key}: onset {onset.shape[::-1]} and apex {apex.shape[::-1]} frames differ in size"
         )
+    if any(exif_orientation(clip.frames[n]) != 1 for n in (clip.onset_frame, apex_frame) if n in clip.frames):
+        flags.append("exif_rotated")
     clip_frames = None
     if params.clip or params.dynamic_images:
         first = clip.onset_frame
@@ -177,6 +207,7 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
         "apex_frame": apex_frame,
         "offset_frame": clip.offset_frame,
         "flags": cache_flags(flags),
+        "source": frames_fingerprint(clip),
     }
     if clip.objective_class is not None:  # the cache writes -1 (none) for a row without it
         meta["objective_class"] = clip.objective_class

@@ -40,6 +40,7 @@ from fr_mer.errors import FrMerError
 from fr_mer.pipeline.align import AlignedPair, AlignParams, FaceAligner, rescale_matrix, rescale_points
 from fr_mer.pipeline.cache import FLAGS_WIDTH
 from fr_mer.pipeline.flow import flow_features, optical_strain, tvl1_flows
+from fr_mer.pipeline.frame_checks import content_flags
 from fr_mer.pipeline.headmotion import compensate, compensate_flow
 from fr_mer.pipeline.preprocess.params import PreprocessParams
 from fr_mer.pipeline.spotting import face_region, spot_apex
@@ -244,7 +245,7 @@ def prepare_pair(
     clock = StageClock()
     with clock("setup"):
         aligner = aligner_for(params)
-    flags: list[str] = []
+    flags: list[str] = content_flags(onset, "onset") + content_flags(apex, "apex")
     if aligned is None:
         before = dict(aligner.seconds)
         with clock("align"):
