@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -60,6 +61,14 @@ def fr_mer(*args: str, log: Path | None = None) -> float:
         raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """``target`` as a hard link to ``source``; a copy where the two lie on different devices."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def cache_keys(cache: Path) -> set[str]:
@@ -116,12 +125,13 @@ def main() -> None:
     root = args.root
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.subjects:  # a release holding only these subjects, as symbolic links (nothing copied)
+    if args.subjects:  # a release holding only these subjects: their frames hard-linked (copied across devices);
+        # not symbolic links, which the scan refuses as leaving the dataset root
         root = args.work / "root"
         shutil.rmtree(root, ignore_errors=True)
         for subject in args.subjects.split(","):
-            (root / "Cropped").mkdir(parents=True, exist_ok=True)
-            (root / "Cropped" / subject).symlink_to((args.root / "Cropped" / subject).resolve())
+            shutil.copytree((args.root / "Cropped" / subject).resolve(), root / "Cropped" / subject,
+                            copy_function=link_or_copy)
     fr_args = [a for option in args.fr_option for a in option.split("=", 1)]
     fr_mer("scan", "--dataset", "casme2", "--root", str(root), "--annotations", str(annotations),
            "--out", str(args.work / "scan.csv"), log=args.out / "scan.txt")

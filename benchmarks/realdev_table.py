@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from fr_mer.metrics import mean_sd_text
+
 #: Row order and description of each variant folder (others follow, by name).
 DESCRIPTIONS = {
     "default": "`fr-mer preprocess` defaults",
@@ -44,7 +46,8 @@ def _fr(folder: Path) -> tuple[str, str, str]:
         return "–", "–", "–"
     full = m["full"]
     per_seed = ", ".join(f"{v['uf1']:.4f}" for v in full["per_seed"].values())
-    return (f"{full['uf1']:.4f} ± {full['uf1_std']:.4f}", f"{full['uar']:.4f} ± {full['uar_std']:.4f}",
+    # one seed: its sd is unknown (null), the mean alone
+    return (mean_sd_text(full["uf1"], full["uf1_std"]), mean_sd_text(full["uar"], full["uar_std"]),
             f"{len(m['seeds'])}: {per_seed}")
 
 

@@ -56,6 +56,24 @@ def save_checkpoint(path: str | Path, model: MERModel, *, fold: str | None, seed
     return path
 
 
+def check_replaceable(path: str | Path, overwrite: bool) -> None:
+    """Refuse to replace an existing ``path``: always without ``overwrite``, and with it unless the file is
+    an fr-mer checkpoint (never a user's other file)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not overwrite:
+        raise CheckpointError(f"--out {path}: exists; choose another --out, or --overwrite to replace the "
+                              "checkpoint")
+    try:
+        payload = load_tensors(path, "cpu")
+    except CheckpointError:
+        payload = None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"--out {path}: not an fr-mer checkpoint, so --overwrite leaves it alone; "
+                              "choose another --out")
+
+
 def load_checkpoint(path: str | Path, *, expected_model: str | None = None,
                     map_location: str | torch.device = "cpu") -> tuple[MERModel, dict]:
     """Rebuild the model of a checkpoint; refuses other files and other models."""
@@ -66,6 +84,10 @@ def load_checkpoint(path: str | Path, *, expected_model: str | None = None,
             f"{path}: not an fr-mer checkpoint (a bare state dict? use `fr-mer evaluate --weights DIR` "
             "for per-fold state dicts)"
         )
+    version = payload.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {version!r}; this fr-mer reads versions 1 to "
+                              f"{FORMAT_VERSION}: use the fr-mer that wrote it, or train it again")
     absent = [key for key in _REQUIRED if key not in payload]
     if absent:
         raise CheckpointError(f"{path}: a damaged fr-mer checkpoint (no {', '.join(absent)}); "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import statistics
 from pathlib import Path
@@ -139,26 +140,19 @@ def load_run(path: str | Path) -> RunPredictions:
     if not table.is_file():
         raise ComparisonError(f"{table}: missing; fr-mer evaluate writes it once the run's last fold has finished "
                               f"(run the same command again with --out {path} to finish the run)")
-    predicted: dict[int, dict[str, int]] = {}
-    samples: dict[str, tuple[str, str, int]] = {}
-    with open(table, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ComparisonError(f"{table}: no column {', '.join(missing)}; expected the predictions.csv "
-                                  "that fr-mer evaluate writes")
-        classes = tuple(c[len(PROBABILITY_PREFIX):] for c in reader.fieldnames or ()
-                        if c.startswith(PROBABILITY_PREFIX)) or CLASSES
-        for line, row in enumerate(reader, start=2):
-            seed, sample, true, pred = _parse_row(table, line, row, classes)
-            seen = samples.setdefault(sample, (row["database"], row["subject"], true))
-            if seen != (row["database"], row["subject"], true):
-                raise ComparisonError(
-                    f"{table} row {line}: sample {sample} is {_describe(seen, classes)} in an earlier row "
-                    f"but {_describe((row['database'], row['subject'], true), classes)} here")
-            if sample in predicted.setdefault(seed, {}):
-                raise ComparisonError(f"{table} row {line}: sample {sample} is listed twice for seed {seed}")
-            predicted[seed][sample] = pred
+    try:
+        text = table.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ComparisonError(f"{table}: byte {error.start} is not UTF-8 text (stray bytes?); expected the "
+                              "predictions.csv that fr-mer evaluate writes: run that evaluation again") from None
+    if "\x00" in text:
+        raise ComparisonError(f"{table}: line {text[:text.index(chr(0))].count(chr(10)) + 1} holds a NUL byte; "
+                              "expected the predictions.csv that fr-mer evaluate writes: run that evaluation again")
+    try:
+        predicted, samples, classes = _read_predictions(table, text)
+    except csv.Error as error:
+        raise ComparisonError(f"{table}: not a readable CSV table ({error}); expected the predictions.csv that "
+                              "fr-mer evaluate writes: run that evaluation again") from None
     if not predicted:
         raise ComparisonError(f"{table}: no predictions")
     keys = tuple(sorted(samples))
@@ -175,6 +169,34 @@ def load_run(path: str | Path) -> RunPredictions:
         predicted={seed: np.array([rows[k] for k in keys], dtype=np.int64) for seed, rows in sorted(predicted.items())},
         classes=classes,
     )
+
+
+def _read_predictions(table: Path, text: str) -> tuple[dict[int, dict[str, int]],
+                                                     dict[str, tuple[str, str, int]], tuple[str, ...]]:
+    """predictions.csv's rows: per seed sample -> predicted class, per sample (database, subject, true), the classes."""
+    predicted: dict[int, dict[str, int]] = {}
+    samples: dict[str, tuple[str, str, int]] = {}
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise ComparisonError(f"{table}: no column {', '.join(missing)}; expected the predictions.csv "
+                              "that fr-mer evaluate writes")
+    classes = tuple(c[len(PROBABILITY_PREFIX):] for c in reader.fieldnames or ()
+                    if c.startswith(PROBABILITY_PREFIX)) or CLASSES
+    for line, row in enumerate(reader, start=2):
+        if None in row or None in row.values():  # a row with more or fewer cells than the header
+            raise ComparisonError(f"{table} row {line}: not the {len(reader.fieldnames)} cells of the header; "
+                                  "the file is damaged: run that evaluation again")
+        seed, sample, true, pred = _parse_row(table, line, row, classes)
+        seen = samples.setdefault(sample, (row["database"], row["subject"], true))
+        if seen != (row["database"], row["subject"], true):
+            raise ComparisonError(
+                f"{table} row {line}: sample {sample} is {_describe(seen, classes)} in an earlier row "
+                f"but {_describe((row['database'], row['subject'], true), classes)} here")
+        if sample in predicted.setdefault(seed, {}):
+            raise ComparisonError(f"{table} row {line}: sample {sample} is listed twice for seed {seed}")
+        predicted[seed][sample] = pred
+    return predicted, samples, classes
 
 
 def load_runs(paths: str | Path | Sequence[str | Path]) -> RunPredictions:

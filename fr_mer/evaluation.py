@@ -41,7 +41,7 @@ from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
 from fr_mer.selection_audit import EpochLog, EpochRecorder, audited, check_finished_folds_logged, write_log
 from fr_mer.state_dicts import load_into, read_state_dict
-from fr_mer.training import predict_proba, train_model
+from fr_mer.training import check_classes_present, predict_proba, train_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -84,6 +84,12 @@ def _fold_model(plan: RunPlan, data: DeviceDataset, job: FoldJob):
     if plan.config.val_fraction > 0 and plan.weights_dir is None:
         train_index, val_index = validation_split(
             train_index, data.databases, data.subjects, plan.config.val_fraction, job.fold_seed)
+        # the cause named: the subjects --val-fraction held out took a class's every sample
+        check_classes_present(
+            data.labels, torch.as_tensor(train_index), model.n_classes,
+            f"--val-fraction {plan.config.val_fraction}: fold {job.fold.database}/{job.fold.name} of seed {job.seed}, "
+            f"its training subjects without the {len(np.unique(data.subjects[val_index]))} held out for validation,",
+            remedy="lower --val-fraction (or 0)")
     return model, train_index, val_index
 
 

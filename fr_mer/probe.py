@@ -21,10 +21,10 @@ import numpy as np
 
 from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
-from fr_mer.pipeline.labels import COMPOSITE_SPACE, LabelSpace
+from fr_mer.pipeline.labels import COMPOSITE_SPACE, LabelSpace, resolve_label_space
 from fr_mer.protocols import checked_folds
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
-from fr_mer.run_plan import check_protocol_choice, loso_database, resolve_label_space
+from fr_mer.run_plan import check_protocol_choice, loso_database
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
 #: samples and thousands of input values.
@@ -42,7 +42,7 @@ class ProbeConfig:
 
     protocol: str = "composite"
     database: str | None = None  # loso: None takes the cache's one database
-    classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
+    classes: int | None = None  # loso: the database's class protocol (labels.CLASS_SPACES); None: the protocol's own
     composite_list: str | None = None
     channels: tuple[str, ...] = FLOW_CHANNELS
     C: float = DEFAULT_C

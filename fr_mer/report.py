@@ -27,6 +27,14 @@ from fr_mer.run_plan import RunPlan
 SCOPES = (FULL_SCOPE,) + tuple(DATABASE_TITLES)
 
 
+def missing_subjects(data: DeviceDataset) -> list[str]:
+    """``database/subject`` of the protocol's list (a composite list naming a subject the cache lacks) that
+    has no sample in the cache at all: no fold holds it out."""
+    present = {f"{database}/{subject}" for database, subject in zip(data.databases, data.subjects)}
+    listed = {key.rsplit("/", 1)[0] for key in data.missing}
+    return sorted(listed - present)
+
+
 def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequence[Fold],
                   results: Sequence[FoldResult], wall_seconds: float, *, ensemble: bool = False) -> dict:
     """Every report of a finished run into ``out_dir``; returns the metrics (``metrics.json``).
@@ -49,6 +57,7 @@ def write_reports(out_dir: Path, plan: RunPlan, data: DeviceDataset, folds: Sequ
         "n_samples": len(data),
         "n_folds": len(folds),
         "missing_samples": data.missing,
+        "missing_subjects": missing_subjects(data),
         "wall_seconds_this_run": round(wall_seconds, 2),
         "train_seconds_total": round(sum(r.seconds for r in results), 2),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -163,6 +172,9 @@ def _markdown(metrics: dict, scopes, config) -> str:
     if metrics["missing_samples"]:
         lines += ["", f"{len(metrics['missing_samples'])} protocol samples were missing from the cache: "
                   + ", ".join(metrics["missing_samples"][:10])]
+    if metrics.get("missing_subjects"):
+        lines += ["", f"Subjects of the protocol's list with no sample in the cache, so without a fold (not "
+                  f"evaluated): {', '.join(metrics['missing_subjects'])}"]
     if "ensemble" in metrics:
         lines += ["", f"Ensemble of seeds {metrics['ensemble']['seeds']} (mean of their probabilities per "
                   "sample; not a single-seed figure):", "", "| scope | n | UF1 | UAR |", "|---|---|---|---|"]

@@ -23,11 +23,11 @@ from fr_mer.config import settings
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.models import MERModel, Recipe, create_model, model_class, validate_options
 from fr_mer.pipeline.labels import (
-    CASME3_CLASS_SPACES,
+    CLASS_COUNTS,
     COMPOSITE_SPACE,
     DATABASE_TITLES,
-    OBJECTIVE_SPACE,
     LabelSpace,
+    resolve_label_space,
 )
 from fr_mer.protocols import PROTOCOLS, Fold
 from fr_mer.randomness import fold_seed, seeded_initialisation
@@ -44,16 +44,20 @@ DEFAULT_SEEDS = (0, 1, 2)
 
 
 def check_protocol_choice(protocol: str, database: str | None, classes: int | None) -> None:
-    """The checks of ``--protocol``, ``--database`` and ``--classes`` alone, the same for every command that
-    takes them (``evaluate``, ``train``, ``probe``); :func:`resolve_label_space` checks them together."""
+    """The checks of ``--protocol``, ``--database`` and ``--classes``, the same for every command that takes
+    them (``evaluate``, ``train``, ``probe``): each alone, then together
+    (:func:`~fr_mer.pipeline.labels.resolve_label_space`) unless ``--protocol loso`` waits for the cache's
+    database."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if database is not None and database not in DATABASE_TITLES:
         raise ParameterError(f"--database must be one of {', '.join(DATABASE_TITLES)}, got {database!r}")
     if database is not None and protocol != "loso":
         raise ParameterError(f"--database is for --protocol loso; --protocol {protocol} chooses its own databases")
-    if classes is not None and classes not in CASME3_CLASS_SPACES:
-        raise ParameterError(f"--classes must be one of {', '.join(map(str, CASME3_CLASS_SPACES))}, got {classes}")
+    if classes is not None and classes not in CLASS_COUNTS:
+        raise ParameterError(f"--classes must be one of {', '.join(map(str, CLASS_COUNTS))}, got {classes}")
+    if protocol != "loso" or database is not None:
+        resolve_label_space(protocol, database, classes)
 
 
 def loso_database(cache: str | Path, protocol: str, database: str | None) -> str | None:
@@ -74,7 +78,7 @@ class EvalConfig:
     model: str
     protocol: str = "composite"
     database: str | None = None  # loso: None takes the cache's one database
-    classes: int | None = None  # CAS(ME)^3's 3, 4 or 7 classes; None: the protocol's own
+    classes: int | None = None  # loso: the database's class protocol (CLASS_SPACES); None: the protocol's own
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe: Recipe | None = None  # None: the model's own recipe
     seeds: tuple[int, ...] = DEFAULT_SEEDS
@@ -142,23 +146,6 @@ class RunPlan:
     def jobs(self, folds: Sequence[Fold]) -> list[FoldJob]:
         """Every (seed, fold) in run order: seed by seed, folds in protocol order."""
         return [FoldJob(seed, index, fold) for seed in self.seeds for index, fold in enumerate(folds)]
-
-
-def resolve_label_space(protocol: str, database: str | None, classes: int | None) -> LabelSpace:
-    """The classes a run predicts: MEGC2018's objective classes 1-5 for its protocols,
-    CAS(ME)^3's ``--classes`` for it, the composite's three otherwise."""
-    if protocol.startswith("megc2018"):
-        if classes is not None:
-            raise ParameterError(f"--classes is for CAS(ME)^3; --protocol {protocol} uses the objective "
-                                 "classes 1-5")
-        return OBJECTIVE_SPACE
-    if classes is None or classes == 3:
-        return COMPOSITE_SPACE
-    if database != "casme3":
-        raise ParameterError(f"--classes {classes} is for CAS(ME)^3 (--protocol loso --database casme3); "
-                             f"{'--database ' + database if database else '--protocol ' + protocol} has "
-                             "the composite's 3 classes")
-    return CASME3_CLASS_SPACES[classes]
 
 
 def with_class_count(name: str, options: Mapping[str, object], label_space: LabelSpace) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 The library call behind ``fr-mer train``: the protocol's samples are chosen as an
 evaluation chooses them (:func:`~fr_mer.run_plan.loso_database`,
-:func:`~fr_mer.run_plan.resolve_label_space`, :func:`~fr_mer.data.load_dataset`),
+:func:`~fr_mer.pipeline.labels.resolve_label_space`, :func:`~fr_mer.data.load_dataset`),
 the model is initialised from ``seed`` and trained with
 :func:`~fr_mer.training.train_model`, and the checkpoint records the recipe, the
 cache's preprocessing parameters and the label space's classes.
@@ -20,8 +20,9 @@ from fr_mer.checkpoint import save_checkpoint
 from fr_mer.data import load_dataset
 from fr_mer.errors import ParameterError
 from fr_mer.models import Recipe, create_model
+from fr_mer.pipeline.labels import resolve_label_space
 from fr_mer.randomness import seeded_initialisation
-from fr_mer.run_plan import check_protocol_choice, loso_database, resolve_label_space, with_class_count
+from fr_mer.run_plan import check_protocol_choice, loso_database, with_class_count
 from fr_mer.training import TrainLog, train_model
 
 

@@ -71,13 +71,13 @@ def _epoch_order(train_index: torch.Tensor, labels: torch.Tensor, balanced: bool
 
 
 def check_classes_present(labels: torch.Tensor, train_index: torch.Tensor, n_classes: int,
-                          what: str = "the training set") -> None:
+                          what: str = "the training set", remedy: str = "check the cache's labels") -> None:
     """Raise :class:`TrainingError`, naming the missing classes, unless ``labels[train_index]`` holds every class."""
-    classes_present = torch.unique(labels[train_index])
+    classes_present = torch.unique(labels[train_index.to(labels.device)])
     if classes_present.numel() < n_classes:
         absent = sorted(set(range(n_classes)) - set(classes_present.tolist()))
         raise TrainingError(f"{what} has no sample of class(es) {absent}; "
-                            "this fold cannot be trained (check the cache's labels)")
+                            f"this fold cannot be trained ({remedy})")
 
 
 def train_model(model: MERModel, data: DeviceDataset, train_index: torch.Tensor, recipe: Recipe, *,

@@ -70,6 +70,13 @@ _ROMAN = dict(zip(("I", "II", "III", "IV", "V", "VI", "VII"), OBJECTIVE_CLASSES)
 #: The seven emotions of CAS(ME)^3's ``emotion`` column, in the order of its papers' tables.
 CASME3_EMOTIONS: tuple[str, ...] = ("disgust", "surprise", "fear", "anger", "sad", "happy", "others")
 
+#: The 5 classes of CASME II's single-database papers, as its sheet spells them (lower case);
+#: its sadness and fear clips (9 of 255) are dropped.
+CASME2_5_CLASSES: tuple[str, ...] = ("happiness", "disgust", "repression", "surprise", "others")
+#: The 5 classes of SAMM's single-database papers (its sheet capitalises them: ``Other``);
+#: its disgust, fear and sadness clips (23 of 159) are dropped.
+SAMM_5_CLASSES: tuple[str, ...] = ("anger", "contempt", "happiness", "surprise", "other")
+
 #: MEGC2018 used objective classes 1-5 of CASME II and SAMM; 6 and 7 are dropped.
 MEGC2018_OBJECTIVE_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MEGC2018_DATABASES: tuple[str, ...] = ("casme2", "samm")
@@ -127,11 +134,47 @@ CASME3_7_SPACE = LabelSpace("casme3-7", CASME3_EMOTIONS, {"casme3": {e: e for e 
 #: MEGC2018 objective classes 1-5 (class names ``1`` .. ``5``).
 OBJECTIVE_SPACE = LabelSpace("megc2018-objective", tuple(str(c) for c in MEGC2018_OBJECTIVE_CLASSES),
                              objective={c: str(c) for c in MEGC2018_OBJECTIVE_CLASSES})
+#: CASME II with the 5 classes of its single-database papers.
+CASME2_5_SPACE = LabelSpace("casme2-5", CASME2_5_CLASSES, {"casme2": {e: e for e in CASME2_5_CLASSES}})
+#: SAMM with the 5 classes of its single-database papers.
+SAMM_5_SPACE = LabelSpace("samm-5", SAMM_5_CLASSES, {"samm": {e: e for e in SAMM_5_CLASSES}})
 LABEL_SPACES: dict[str, LabelSpace] = {
-    space.name: space for space in (COMPOSITE_SPACE, CASME3_4_SPACE, CASME3_7_SPACE, OBJECTIVE_SPACE)
+    space.name: space for space in (COMPOSITE_SPACE, CASME2_5_SPACE, SAMM_5_SPACE, CASME3_4_SPACE,
+                                    CASME3_7_SPACE, OBJECTIVE_SPACE)
 }
-#: ``--classes N`` of CAS(ME)^3 -> its label space.
-CASME3_CLASS_SPACES: dict[int, LabelSpace] = {3: COMPOSITE_SPACE, 4: CASME3_4_SPACE, 7: CASME3_7_SPACE}
+#: ``--protocol loso --database D --classes N`` -> the label space. 3 is the composite's
+#: three classes for every database (SMIC's own three: its clips are coded ne/po/sur).
+CLASS_SPACES: dict[str, dict[int, LabelSpace]] = {
+    "casme2": {3: COMPOSITE_SPACE, 5: CASME2_5_SPACE},
+    "samm": {3: COMPOSITE_SPACE, 5: SAMM_5_SPACE},
+    "smic": {3: COMPOSITE_SPACE},
+    "casme3": {3: COMPOSITE_SPACE, 4: CASME3_4_SPACE, 7: CASME3_7_SPACE},
+}
+#: Every ``--classes`` value some database has.
+CLASS_COUNTS: tuple[int, ...] = tuple(sorted({n for spaces in CLASS_SPACES.values() for n in spaces}))
+
+
+def resolve_label_space(protocol: str, database: str | None, classes: int | None) -> LabelSpace:
+    """The classes a run predicts: MEGC2018's objective classes 1-5 for its protocols,
+    the database's ``--classes`` (:data:`CLASS_SPACES`) for
+    ``--protocol loso``, the composite's three otherwise."""
+    if protocol.startswith("megc2018"):
+        if classes is not None:
+            raise ParameterError(f"--classes is for --protocol loso; --protocol {protocol} uses the objective "
+                                 "classes 1-5")
+        return OBJECTIVE_SPACE
+    if classes is None or classes == 3:
+        return COMPOSITE_SPACE
+    offered = "; ".join(f"{name} {', '.join(map(str, spaces))}" for name, spaces in CLASS_SPACES.items())
+    if protocol != "loso" or database is None:
+        raise ParameterError(f"--classes {classes} is a single-database protocol (--protocol loso --database D); "
+                             f"--protocol {protocol} has the composite's 3 classes (--classes per database: "
+                             f"{offered})")
+    space = CLASS_SPACES.get(database, {}).get(classes)
+    if space is None:
+        raise ParameterError(f"--classes {classes} is not a class protocol of --database {database} "
+                             f"(--classes per database: {offered})")
+    return space
 
 
 #: SMIC-HS names each clip by the code of its class (``s1_ne_01``): class -> code.

@@ -3,6 +3,11 @@ torch (:mod:`~fr_mer.pipeline.tvl1_torch`) implementations; importing it imports
 from __future__ import annotations
 
 from fr_mer.config import settings
+from fr_mer.errors import ParameterError
+from fr_mer.limits import check_number
+
+#: Median filter sizes OpenCV's ``medianBlur`` accepts for float32 images (TV-L1's ``median_filtering``).
+MEDIAN_SIZES = (3, 5)
 
 
 @settings
@@ -28,6 +33,21 @@ class TVL1Params:
     gamma: float = 0.0
     median_filtering: int = 5
     use_initial_flow: bool = False
+
+    def __post_init__(self) -> None:
+        # OpenCV accepts NaN, negative or infinite values and returns flows all NaN, all 0 or of
+        # thousands of pixels, or fails an assertion naming no option: each is refused here, by name.
+        for name in ("tau", "lambda_", "theta"):
+            check_number(f"TV-L1 {name} (--tvl1 {name}=...)", getattr(self, name), low=0, low_open=True, high=1e6)
+        check_number("TV-L1 epsilon (--tvl1 epsilon=...)", self.epsilon, low=0, high=1e6)
+        check_number("TV-L1 scale_step (--tvl1 scale_step=...)", self.scale_step, low=0, low_open=True, high=0.99)
+        check_number("TV-L1 gamma (--tvl1 gamma=...)", self.gamma, low=0, high=1e6)
+        for name, high in (("nscales", 20), ("warps", 100), ("inner_iterations", 1000), ("outer_iterations", 1000)):
+            check_number(f"TV-L1 {name} (--tvl1 {name}=...)", getattr(self, name), low=1, high=high, integer=True)
+        if self.median_filtering not in (0, 1, *MEDIAN_SIZES) or isinstance(self.median_filtering, bool):
+            raise ParameterError(f"TV-L1 median_filtering (--tvl1 median_filtering=...) must be 0 or 1 (off) or one "
+                                 f"of {MEDIAN_SIZES} (what OpenCV's medianBlur takes for float images; an other size "
+                                 f"fails OpenCV's assertion), got {self.median_filtering!r}")
 
     def create(self):
         """A new OpenCV solver with these parameters."""

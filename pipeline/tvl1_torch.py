@@ -39,31 +39,14 @@ from fr_mer.pipeline.tvl1_params import TVL1Params
 #: OpenCV stops adding pyramid levels before a side would fall under this many pixels.
 MIN_PYRAMID_SIDE = 16
 
-#: Median filter sizes OpenCV's ``medianBlur`` accepts for float32 images.
-MEDIAN_SIZES = (3, 5)
-
 _FLOAT_EPSILON = torch.finfo(torch.float32).eps
 
 
 def check_params(params: TVL1Params) -> None:
-    """ParameterError naming the first setting this implementation cannot run as OpenCV does."""
+    """ParameterError naming a setting this implementation cannot run as OpenCV does (every setting's range
+    is checked by :class:`TVL1Params` itself, for both implementations)."""
     if params.use_initial_flow:
         raise ParameterError("TVL1Params.use_initial_flow: the torch TV-L1 starts from zero flow; set it to False")
-    for name in ("nscales", "warps", "inner_iterations", "outer_iterations"):
-        if getattr(params, name) < 1:
-            raise ParameterError(f"TVL1Params.{name} must be >= 1, got {getattr(params, name)!r}")
-    if not 0.0 < params.scale_step < 1.0:
-        raise ParameterError(f"TVL1Params.scale_step must be in (0, 1), got {params.scale_step!r}")
-    for name in ("tau", "lambda_", "theta"):
-        if not getattr(params, name) > 0:
-            raise ParameterError(f"TVL1Params.{name} must be > 0, got {getattr(params, name)!r}")
-    if params.epsilon < 0:
-        raise ParameterError(f"TVL1Params.epsilon must be >= 0, got {params.epsilon!r}")
-    if params.median_filtering > 1 and params.median_filtering not in MEDIAN_SIZES:
-        raise ParameterError(
-            f"TVL1Params.median_filtering must be <= 1 (off) or one of {MEDIAN_SIZES} (what OpenCV's "
-            f"medianBlur takes for float images), got {params.median_filtering!r}"
-        )
 
 
 def check_device(device: str | torch.device) -> torch.device:

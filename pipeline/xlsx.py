@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fr_mer.errors import FrMerError
+from fr_mer.limits import MAX_SHEET_CELLS, MAX_CELL_DIGITS
 
 #: How far down the header may sit (SAMM's is on row 14).
 MAX_HEADER_ROW = 50
@@ -42,19 +43,24 @@ def header_key(text: object) -> str:
 def cell_int(value: object) -> int | None:
     """A whole number from a cell (``46``, ``46.0``, ``'46'``, ``' 46 '``), else None.
 
-    ``'/'``, blanks, text and fractional numbers give None; the caller decides
-    whether that is a repair or an unusable row.
+    ``'/'``, blanks, text, fractional numbers, NaN, infinities and numbers of more than
+    :data:`~fr_mer.limits.MAX_CELL_DIGITS` digits (a 400-digit frame number) give None;
+    the caller decides whether that is a repair or an unusable row.
     """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    text = str(value).strip()
-    if _INTEGER.fullmatch(text):
-        return int(float(text))
-    return None
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():  # NaN and the infinities included
+            return None
+        number = int(value)
+    else:
+        text = str(value).strip()
+        if not _INTEGER.fullmatch(text) or len(text.split(".")[0].lstrip("+-")) > MAX_CELL_DIGITS:
+            return None
+        number = int(text.split(".")[0])
+    return number if abs(number) < 10 ** MAX_CELL_DIGITS else None
 
 
 def cell_text(value: object) -> str:
@@ -242,23 +248,48 @@ def _read_xlsx(path: Path, preferred: Sequence[str]):
             if hasattr(sheet, "reset_dimensions"):
                 # Some writers store a wrong sheet size; ignore it and read every row.
                 sheet.reset_dimensions()
-            rows = [
-                (number, tuple(values))
-                for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1)
-            ]
+            rows, cells = [], 0
+            for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1):
+                # a few kilobytes of XML can declare millions of cells (one at column XFD on each row)
+                cells += len(values)
+                if cells > MAX_SHEET_CELLS:
+                    raise SheetError(
+                        f"{path}, sheet {name}: more than {MAX_SHEET_CELLS:,} cells by row {number} (its last cell "
+                        f"is in column {len(values)}); not an annotation sheet: give the original spreadsheet, "
+                        "or delete the far rows and columns"
+                    )
+                rows.append((number, _trimmed(values)))
             result.append((name, rows))
     finally:
         book.close()
     return result
 
 
+def _trimmed(values: tuple) -> tuple:
+    """A row without its trailing empty cells (a far cell's padding is not kept in memory)."""
+    end = len(values)
+    while end and values[end - 1] is None:
+        end -= 1
+    return tuple(values[:end])
+
+
 def _csv_rows(path: Path) -> list[tuple[int, tuple[str, ...]]]:
     raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+    # Excel's "Unicode text" and some exports are UTF-16 (with a byte-order mark)
+    encodings = ("utf-16",) if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig", "cp1252", "latin-1")
+    if encodings != ("utf-16",) and b"\x00" in raw[:4096]:
+        raise SheetError(
+            f"{path}: holds NUL bytes: a UTF-16 or UTF-32 text without a byte-order mark, or not a text file; "
+            "save the sheet as CSV UTF-8 (or .xlsx)"
+        )
+    for encoding in encodings:
         try:
             text = raw.decode(encoding)
             break
         except UnicodeDecodeError:
+            if encoding == "utf-16":
+                raise SheetError(f"{path}: starts with a UTF-16 byte-order mark but is not UTF-16 text; save "
+                                 "the sheet as CSV UTF-8 (or .xlsx)") from None
             continue
     # Excel writes ';' instead of ',' in some locales; the separator is the
     # candidate that occurs most in the first lines (note rows are mostly separators).

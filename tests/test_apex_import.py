@@ -37,7 +37,8 @@ def test_crop_points_map_onto_the_flow_grid_with_pixel_centres_kept():
 
 
 def test_face_options_need_apex_faces(tmp_path):
-    result = CliRunner().invoke(main, ["import-ststnet", "--images", str(tmp_path), "--face-size", "64",
+    (tmp_path / "images").mkdir()
+    result = CliRunner().invoke(main, ["import-ststnet", "--images", str(tmp_path / "images"), "--face-size", "64",
                                        "--out", str(tmp_path / "c.h5")])
     assert result.exit_code == 2
     assert "--apex-faces" in result.output

@@ -166,9 +166,11 @@ def test_library_checks_of_the_flow_device(tmp_path):
     opencv = PreprocessParams(flow_size=64)
     with pytest.raises(ParameterError, match="torch TV-L1"):
         PreprocessRun([], tmp_path / "a.h5", opencv, flow_device="cpu")
-    median7 = dataclasses.replace(opencv.tvl1, median_filtering=7)
-    unsupported = PreprocessParams(flow_implementation="torch", tvl1=median7)
-    with pytest.raises(ParameterError, match="median_filtering"):  # a setting the torch port cannot run
+    with pytest.raises(ParameterError, match="median_filtering"):  # a size neither implementation can run
+        dataclasses.replace(opencv.tvl1, median_filtering=7)
+    initial = dataclasses.replace(opencv.tvl1, use_initial_flow=True)
+    unsupported = PreprocessParams(flow_implementation="torch", tvl1=initial)
+    with pytest.raises(ParameterError, match="use_initial_flow"):  # a setting the torch port cannot run
         PreprocessRun([], tmp_path / "b.h5", unsupported)
     with pytest.raises(ParameterError, match="flow_batch"):
         PreprocessRun([], tmp_path / "c.h5", opencv, flow_batch=0)

@@ -224,7 +224,7 @@ def test_inner_folds_split_the_training_subjects_only(tmp_path):
     ('{"recipe": {"epoch": [1, 2]}}', "no recipe setting.*epoch"),
     ('{"recipe": {"lr": []}}', r"recipe\.lr: an empty list"),
     ('{"recipe": {"lr": [0.1, 0.1]}}', r"recipe\.lr: a value is repeated"),
-    ('{"recipe": {"lr": [0.1, -1]}}', r"recipe\.lr\[1\].*lr.*must be positive"),
+    ('{"recipe": {"lr": [0.1, -1]}}', r"recipe\.lr\[1\].*lr.*must be a finite number > 0"),
     ('{"recipe": {"epochs": [1, "many"]}}', r"recipe\.epochs\[1\]"),
     ('{"options": {"dropout": [0.5, "half"]}}', r"options\.dropout\[1\]"),
     ('{"options": {"width": [1, 2]}}', r"options\.width\[0\].*no option"),

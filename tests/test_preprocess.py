@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from fr_mer.pipeline.align import FaceAligner, rescale_matrix
 from fr_mer.pipeline.cache import CacheError, read_cache
 from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip
+from fr_mer.pipeline.frame_checks import frames_fingerprint
 from fr_mer.pipeline.layouts import ClipSpec, write_smic
 from fr_mer.pipeline.preprocess import (
     STAGES,
@@ -132,7 +133,7 @@ def test_meta_label_and_flags(tmp_path):
     assert sample.meta == {
         "key": "casme2/sub02/EP03_02", "database": "casme2", "subject": "sub02", "clip": "EP03_02",
         "emotion": "disgust", "label": 0, "onset_frame": 10, "apex_frame": 11, "offset_frame": 12,
-        "flags": ["apex_middle", "repaired"],
+        "flags": ["apex_middle", "repaired"], "source": frames_fingerprint(clip),
     }
     others = shift_clip(tmp_path, 1.0, subject="sub03", emotion="others", label=None)
     assert process_clip(others, PreprocessParams(**FAST)).meta["label"] == -1

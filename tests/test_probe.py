@@ -78,7 +78,8 @@ def test_probe_decodes_a_separable_composite_perfectly(tmp_path):
     ({"channels": ()}, "--channels"),
     ({"C": 0.0}, "--C"),
     ({"protocol": "composite", "database": "casme2"}, "--database is for --protocol loso"),
-    ({"protocol": "loso", "classes": 5}, "--classes"),
+    ({"protocol": "loso", "database": "smic", "classes": 5}, "--classes 5 is not a class protocol"),
+    ({"protocol": "loso", "classes": 6}, "--classes must be one of"),
 ])
 def test_probe_settings_are_checked(changes, message):
     with pytest.raises(ParameterError, match=message):

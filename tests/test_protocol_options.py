@@ -69,7 +69,8 @@ def test_loso_without_database_on_a_cache_of_several_is_a_usage_error_listing_th
     (("--protocol", "composite", "--database", "casme2"), "--database is for --protocol loso"),
     (("--protocol", "loso", "--database", "casme3"), "casme3"),
     (("--protocol", "loso", "--database", "kinect"), "--database"),
-    (("--protocol", "loso", "--classes", "5"), "--classes"),
+    (("--protocol", "loso", "--classes", "7"), "not a class protocol of --database casme2"),
+    (("--protocol", "composite", "--classes", "5"), "--protocol composite has the composite's 3 classes"),
     (("--protocol", "megc2018-cde", "--classes", "4"), "--classes"),
 ])
 def test_the_same_protocol_options_are_refused_alike(caches, tmp_path, command, extra, message):
@@ -80,7 +81,7 @@ def test_the_same_protocol_options_are_refused_alike(caches, tmp_path, command, 
 
 
 def test_the_refusals_have_the_same_exit_status_in_every_command(caches, tmp_path):
-    for extra in (("--protocol", "composite", "--database", "casme2"), ("--protocol", "loso", "--classes", "5"),
+    for extra in (("--protocol", "composite", "--database", "casme2"), ("--protocol", "loso", "--classes", "7"),
                   ("--protocol", "loso",)):
         cache = caches["several"] if extra == ("--protocol", "loso") else caches["one"]
         statuses = {command: invoke(command, cache, _out(tmp_path, command), *extra).exit_code

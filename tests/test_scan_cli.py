@@ -73,7 +73,7 @@ def test_smic_spot(smic_release, tmp_path):
 
 def test_composite_with_one_root_per_database(composite_release, tmp_path):
     _, listed, releases = composite_release
-    table = tmp_path / "composite.csv"
+    table = tmp_path / "composite-scan.csv"
     result = run(
         "--dataset", "composite", "--composite-list", listed, "--out", table,
         "--casme2-root", releases["casme2"].root,
@@ -92,7 +92,7 @@ def test_composite_with_one_root_per_database(composite_release, tmp_path):
 
 def test_composite_with_a_shared_root(composite_release, tmp_path):
     folder, listed, _ = composite_release
-    table = tmp_path / "composite.csv"
+    table = tmp_path / "composite-scan.csv"
     result = run("--dataset", "composite", "--root", folder, "--composite-list", listed,
                  "--out", table)
     assert result.exit_code == 0, result.output

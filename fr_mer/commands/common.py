@@ -18,8 +18,9 @@ import torch
 from fr_mer.commands.name_values import parse_name_values
 from fr_mer.data import resolve_device
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_THREADS
 from fr_mer.models import Recipe, list_models, model_class, validate_options
-from fr_mer.pipeline.labels import CASME3_CLASS_SPACES, DATABASE_TITLES
+from fr_mer.pipeline.labels import CLASS_COUNTS, CLASS_SPACES, COMPOSITE_SPACE, DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.run_plan import check_protocol_choice, loso_database
 
@@ -35,6 +36,13 @@ def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
     return options
 
 
+def _classes_help() -> str:
+    own = [f"{database} {n} ({', '.join(space.classes)})" for database, spaces in CLASS_SPACES.items()
+           for n, space in spaces.items() if space is not COMPOSITE_SPACE]
+    return (f"With --protocol loso, the database's class protocol: 3 ({', '.join(COMPOSITE_SPACE.classes)}), "
+            f"every database's default; {'; '.join(own)}.")
+
+
 def model_options(func: Callable) -> Callable:
     decorators = [
         click.option("--model", "model_name", type=click.Choice(list_models()), default="fr", show_default=True,
@@ -46,7 +54,7 @@ def model_options(func: Callable) -> Callable:
         click.option("--lr", type=float, default=None, help="Learning rate (default: the model's recipe)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
+        click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
                      help="CPU threads for torch (default: torch's choice, all cores)."),
         click.option("--deterministic", is_flag=True,
                      help="torch's deterministic algorithms (and cuBLAS's workspace setting on CUDA): the same "
@@ -68,15 +76,22 @@ def protocol_options(func: Callable) -> Callable:
         click.option("--database", type=click.Choice(tuple(DATABASE_TITLES)), default=None,
                      help="The database for --protocol loso (default: the cache's one database; a cache of "
                           "several needs it)."),
-        click.option("--classes", type=click.Choice([str(n) for n in CASME3_CLASS_SPACES]), default=None,
-                     help="CAS(ME)^3's class protocol: 3 (negative, positive, surprise), 4 (and others), "
-                          "7 (its emotions). Default 3."),
+        click.option("--classes", type=click.Choice([str(n) for n in CLASS_COUNTS]), default=None,
+                     help=_classes_help()),
         click.option("--composite-list", type=click.Path(path_type=Path), default=None,
                      help="Composite sample list (official format); default: the official MEGC2019 list."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def allow_incomplete_option(func: Callable) -> Callable:
+    """``--allow-incomplete``: read a cache whose preprocess run has not finished
+    (:func:`fr_mer.pipeline.cache.check_finished`)."""
+    return click.option("--allow-incomplete", is_flag=True,
+                        help="Use a cache whose preprocess run has not finished (still running, or killed) with "
+                             "the samples it holds; without it such a cache is refused.")(func)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,18 +131,3 @@ def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, devi
 
         set_deterministic()
     return options, recipe, torch_device
-
-
-def check_writable_target(path: Path, option: str, *, folder: bool) -> None:
-    """Refuse ``--out`` before any work when it cannot be written: a file where a folder is
-    wanted (or the reverse), or a parent that is not a writable folder."""
-    import os
-
-    if path.exists() and path.is_dir() != folder:
-        kind = "a folder" if folder else "a file"
-        raise click.BadParameter(f"{path} exists and is not {kind}", param_hint=option)
-    target = path if folder and path.is_dir() else path.parent
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
-        raise click.BadParameter(f"{path}: {target} is not a folder this user can write to", param_hint=option)

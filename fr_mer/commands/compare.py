@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from fr_mer.limits import MAX_BOOTSTRAP
+
 
 @click.command("compare")
 @click.argument("run_a", type=click.Path(path_type=Path, file_okay=False))
@@ -15,13 +17,14 @@ import click
                    "into A's seeds; repeatable.")
 @click.option("--also-b", "more_b", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Another run folder of B's, as --also-a; repeatable.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1, max=MAX_BOOTSTRAP),
+              default=1000, show_default=True,
               help="Bootstrap resamples of the subjects for the confidence interval.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the bootstrap's random generator (the same seed gives the same interval).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write every figure (per seed, per scope, McNemar counts) to this JSON file.")
-@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
               help="Also write the printed tables and verdict to this Markdown file.")
 def command(run_a: Path, run_b: Path, more_a: tuple[Path, ...], more_b: tuple[Path, ...], n_bootstrap: int,
             seed: int, json_path: Path | None, markdown_path: Path | None) -> None:
@@ -33,11 +36,21 @@ def command(run_a: Path, run_b: Path, more_a: tuple[Path, ...], more_b: tuple[Pa
     Seeds of one side run by separate calls join it with --also-a / --also-b.
     """
     from fr_mer.compare import comparison_record, compare_runs, to_markdown
+    from fr_mer.atomic import write_text
+    from fr_mer.output_paths import check_output
+
+    runs = {"RUN_A": run_a, "RUN_B": run_b, "--also-a": more_a, "--also-b": more_b}
+    check_output(json_path, "--json", runs, folder=False)
+    check_output(markdown_path, "--markdown", {**runs, "--json": json_path}, folder=False)
 
     comparison = compare_runs([run_a, *more_a], [run_b, *more_b], n_bootstrap=n_bootstrap, seed=seed)
     markdown = to_markdown(comparison)
-    if json_path is not None:
-        json_path.write_text(json.dumps(comparison_record(comparison), indent=2) + "\n")
-    if markdown_path is not None:
-        markdown_path.write_text(markdown)
+    for path, text in ((json_path, json.dumps(comparison_record(comparison), indent=2) + "\n"),
+                       (markdown_path, markdown)):
+        if path is not None:
+            try:  # whole or not at all: a full disk leaves no half-written file
+                write_text(path, text)
+            except OSError as error:
+                raise click.ClickException(f"{path}: cannot be written ({error.strerror or error}); free space "
+                                           "or choose another path") from None
     click.echo(markdown.rstrip("\n"))

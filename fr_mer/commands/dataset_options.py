@@ -1,5 +1,6 @@
 """The dataset inputs of ``fr-mer scan`` and ``fr-mer preprocess``: :func:`dataset_options` declares them on a
-click command, :func:`scan_from_options` and :func:`clips_from_options` turn their values into clips.
+click command, :func:`scan_from_options` and :func:`clips_from_options` turn their values into clips,
+:func:`dataset_inputs` names their paths for the output checks.
 
 Torch-free, as both commands are (docs/architecture.md, start-up).
 """
@@ -105,6 +106,13 @@ def scan_from_options(**kwargs: object) -> ScanResult:
         raise click.UsageError(str(error)) from None
     except FrMerError as error:
         raise click.ClickException(str(error)) from None
+
+
+def dataset_inputs(**kwargs: object) -> dict[str, object]:
+    """The input paths among the :func:`dataset_options` values, by option (for
+    :func:`fr_mer.output_paths.check_output`)."""
+    return {"--" + name.replace("_", "-"): kwargs.get(name) for name in DATASET_OPTION_NAMES
+            if name not in ("dataset", "smic_apex")}
 
 
 def clips_from_options(**kwargs: object) -> list[Clip]:

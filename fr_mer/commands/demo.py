@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import check_writable_target
+from fr_mer.output_paths import check_writable_target
 from fr_mer.data import resolve_device
+from fr_mer.limits import MAX_EPOCHS, MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_SYNTH_CLIPS, MAX_SYNTH_SUBJECTS
 from fr_mer.models import list_models
 from fr_mer.results_folder import SUMMARY_FILE
 from fr_mer.run_plan import DEFAULT_SEEDS
@@ -39,18 +40,19 @@ class BarReporter:
 @click.command("demo")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("fr-mer-demo"),
               show_default=True, help="Folder for the synthetic data, cache and results.")
-@click.option("--subjects", type=click.IntRange(min=2), default=4, show_default=True,
+@click.option("--subjects", type=click.IntRange(min=2, max=MAX_SYNTH_SUBJECTS), default=4, show_default=True,
               help="Synthetic subjects per database.")
-@click.option("--clips-per-subject", type=click.IntRange(min=3), default=6, show_default=True,
+@click.option("--clips-per-subject", type=click.IntRange(min=3, max=MAX_SYNTH_CLIPS), default=6, show_default=True,
               help="Clips per subject (classes balanced within a subject).")
 @click.option("--model", type=click.Choice(list_models()), default="fr", show_default=True,
               help="Model to evaluate.")
-@click.option("--seeds", type=click.IntRange(min=1), default=len(DEFAULT_SEEDS), show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=len(DEFAULT_SEEDS), show_default=True,
               help="Training seeds; the result is their mean and standard deviation.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=10, show_default=True,
               help="Training epochs (the synthetic task needs fewer than the real recipe).")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Preprocessing processes (default: all cores).")
-@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS),
+              default=None, help="Preprocessing processes (default: all cores).")
+@click.option("--data-seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
               help="Seed of the synthetic data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_seed, device) -> None:

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import (check_writable_target, model_options, protocol_options, resolve_protocol,
+from fr_mer.commands.common import (allow_incomplete_option, model_options, protocol_options, resolve_protocol,
                                     resolve_training)
 from fr_mer.evaluation import EvalConfig, run_evaluation
+from fr_mer.limits import MAX_FOLD_BATCH, MAX_SEED, MAX_SEEDS
+from fr_mer.output_paths import check_output, check_results_folder
+from fr_mer.pipeline.cache import check_finished
 from fr_mer.results_folder import SUMMARY_FILE, recorded_fold_batch
 from fr_mer.run_plan import DEFAULT_SEEDS, default_fold_batch
 from fr_mer.selection_grid import read_select_file
@@ -39,16 +42,17 @@ class FoldProgress:
               help="Cache written by `fr-mer preprocess` or `fr-mer import-ststnet`.")
 @protocol_options
 @model_options
-@click.option("--seeds", type=click.IntRange(min=1), default=len(DEFAULT_SEEDS), show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=len(DEFAULT_SEEDS), show_default=True,
               help="Number of seeds (0..N-1); results are means and standard deviations over them.")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of the range.")
+@click.option("--first-seed", type=click.IntRange(min=0, max=MAX_SEED - MAX_SEEDS),
+              default=0, show_default=True, help="First seed of the range.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
               help="Train nothing: load one state dict per held-out subject from this folder "
                    "(sub01.pth, s01.pth, 006.pth, as STSTNet released them).")
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="Hold out this fraction of the TRAINING subjects per fold and log their UF1 "
                    "(never the test subject); 0 trains on all training subjects.")
-@click.option("--fold-batch", type=click.IntRange(min=0), default=None,
+@click.option("--fold-batch", type=click.IntRange(min=0, max=MAX_FOLD_BATCH), default=None,
               help="Train this many folds of a seed together as one stacked model (0: all folds of a "
                    "seed); each fold trains as it would alone. Default: a resumed run's value, else 0 on "
                    "CUDA (many times faster) and 1 on the CPU (where stacking is slower).")
@@ -71,12 +75,13 @@ class FoldProgress:
                    "training and results are unchanged. Trains fold by fold (not with --fold-batch or --weights).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
+@allow_incomplete_option
 @click.option("--from-end", is_flag=True,
               help="Work through the folds from the last one. Started beside a run with the same "
                    "options and --out, it shares the work: each process skips folds already written.")
 def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
             deterministic, seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler,
-            ensemble, select_file, audit_selection, out, overwrite, from_end) -> None:
+            ensemble, select_file, audit_selection, out, overwrite, allow_incomplete, from_end) -> None:
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
@@ -86,7 +91,12 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     # With --scheduler the workers train, each on --device as it resolves it; this process reads on the CPU.
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      "cpu" if scheduler else device, threads, deterministic)
-    check_writable_target(out, "--out", folder=True)
+    check_output(out, "--out", {"--cache": cache, "--composite-list": composite_list, "--weights": weights_dir,
+                                "--select": select_file}, folder=True)
+    check_results_folder(out, "--out")
+    warning = check_finished(cache, allow_incomplete=allow_incomplete)
+    if warning:
+        click.echo(warning, err=True)
     if fold_batch is None:
         fold_batch = default_fold_batch(model_name, recipe, torch_device, recorded_fold_batch(out),
                                         stacking=not audit_selection)

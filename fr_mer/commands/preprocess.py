@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.dataset_options import clips_from_options, dataset_options
+from fr_mer.commands.dataset_options import clips_from_options, dataset_inputs, dataset_options
 from fr_mer.commands.name_values import parse_name_values
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_CLIP_FRAMES, MAX_FLOW_BATCH, MAX_IMAGE_SIDE, MAX_JOBS, MAX_THREADS
+from fr_mer.output_paths import check_not_an_input
 from fr_mer.pipeline.align import AlignParams
+from fr_mer.pipeline.cache import check_replaceable
 from fr_mer.pipeline.clips import OK, REPAIRED, UNUSABLE
 from fr_mer.pipeline.flow import (DEFAULT_FEATURE_SIZE, DEFAULT_FLOW_SIZE, DEFAULT_NORMALISATION, FLOW_DEVICES,
                                   NORMALISATIONS, TVL1Params, flow_implementation)
@@ -57,10 +60,10 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 
 @click.command("preprocess")
 @dataset_options
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--out", required=True, type=click.Path(path_type=Path),
               help="HDF5 cache to create, or to complete when it exists with the same parameters "
                    "(layout: docs/cache-format.md).")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
+@click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None,
               help="Worker processes, one core each [default: all cores].")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the clips on a dask.distributed cluster: the scheduler's address (tcp://host:8786) "
@@ -69,7 +72,8 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--overwrite", is_flag=True,
               help="Delete the cache at --out first and recompute everything (needed when the "
                    "parameters changed: samples made two ways are never mixed).")
-@click.option("--flow-size", type=click.IntRange(min=16), default=DEFAULT_FLOW_SIZE, show_default=True,
+@click.option("--flow-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=DEFAULT_FLOW_SIZE, show_default=True,
               help="Side in pixels of the aligned face on which TV-L1 runs (docs/pipeline.md "
                    "measures its effect on accuracy and time).")
 @click.option("--flow-device", type=click.Choice(FLOW_DEVICES), default="opencv", show_default=True,
@@ -77,19 +81,22 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
                    "fr-mer's torch port (same algorithm and parameters, docs/tvl1-torch.md) in this process, "
                    "--flow-batch pairs at once on that device, while the workers align. Recorded in the cache "
                    "(opencv or torch): a cache is completed with the same choice.")
-@click.option("--flow-batch", type=click.IntRange(min=1), default=DEFAULT_FLOW_BATCH, show_default=True,
+@click.option("--flow-batch", type=click.IntRange(min=1, max=MAX_FLOW_BATCH),
+              default=DEFAULT_FLOW_BATCH, show_default=True,
               help="Pairs per torch TV-L1 batch with --flow-device cpu or cuda (lower it if the GPU runs out "
                    "of memory).")
-@click.option("--flow-threads", type=click.IntRange(min=1), default=None,
+@click.option("--flow-threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="CPU threads of the torch TV-L1 in this process with --flow-device cpu [default: torch's "
                    "choice, all cores; 1 on a machine shared with other jobs, docs/tvl1-torch.md].")
-@click.option("--feature-size", type=click.IntRange(min=1), default=DEFAULT_FEATURE_SIZE, show_default=True,
+@click.option("--feature-size", type=click.IntRange(min=1, max=MAX_IMAGE_SIDE),
+              default=DEFAULT_FEATURE_SIZE, show_default=True,
               help="Side of the 'flow' model input (u, v, strain).")
 @click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=DEFAULT_NORMALISATION,
               show_default=True,
               help="Scaling of the 'flow' input: minmax255 = each channel of each sample to 0..255 "
                    "(STSTNet's inputs); none = pixels and unitless strain.")
-@click.option("--face-size", type=click.IntRange(min=16), default=AlignParams().face_size, show_default=True,
+@click.option("--face-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=AlignParams().face_size, show_default=True,
               help="Side of the stored aligned onset and apex faces (onset_face, apex_face).")
 @click.option("--head-motion", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="Head-motion compensation method (docs/pipeline.md, 'Head motion', says what each "
@@ -105,17 +112,22 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
 @click.option("--with-clip", is_flag=True,
               help="Also store 'clip_frames': the aligned clip onset..offset resampled to "
                    "--clip-length frames (MERANet).")
-@click.option("--clip-length", type=click.IntRange(min=2), default=ClipOptions().length, show_default=True,
+@click.option("--clip-length", type=click.IntRange(min=2, max=MAX_CLIP_FRAMES),
+              default=ClipOptions().length, show_default=True,
               help="Frames of 'clip_frames'.")
-@click.option("--clip-size", type=click.IntRange(min=16), default=ClipOptions().size, show_default=True,
+@click.option("--clip-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=ClipOptions().size, show_default=True,
               help="Side in pixels of the 'clip_frames' crops.")
 @click.option("--with-dynamic-images", is_flag=True,
               help="Also store 'dynamic_images': DSSI segment dynamic images and the global one (SMA-STN).")
-@click.option("--di-segments", type=click.IntRange(min=1), default=DynamicImageOptions().segments,
-              show_default=True, help="Segments of the DSSI (the global image comes on top).")
-@click.option("--di-size", type=click.IntRange(min=16), default=DynamicImageOptions().size, show_default=True,
+@click.option("--di-segments", type=click.IntRange(min=1, max=MAX_CLIP_FRAMES),
+              default=DynamicImageOptions().segments, show_default=True,
+              help="Segments of the DSSI (the global image comes on top).")
+@click.option("--di-size", type=click.IntRange(min=16, max=MAX_IMAGE_SIDE),
+              default=DynamicImageOptions().size, show_default=True,
               help="Side in pixels of the dynamic images.")
-@click.option("--di-frames-per-segment", type=click.IntRange(min=0), default=DEFAULT_FRAMES_PER_SEGMENT,
+@click.option("--di-frames-per-segment", type=click.IntRange(min=0, max=MAX_CLIP_FRAMES),
+              default=DEFAULT_FRAMES_PER_SEGMENT,
               show_default=True, help="Frames sampled per DSSI segment (0: all of them).")
 def command(
     out: Path,
@@ -150,6 +162,11 @@ def command(
     cannot be made is recorded with its reason and the run goes on; the exit status
     is 0 when the run finished, whatever the samples' fate.
     """
+    check_not_an_input(out, "--out", {**dataset_inputs(**dataset), "--landmarks-model": landmarks_model})
+    if out.is_dir():
+        raise click.BadParameter(f"{out} is a folder; give the cache's file name", param_hint="--out")
+    if overwrite and out.exists():
+        check_replaceable(out)
     if scheduler is not None and jobs is not None:
         raise click.UsageError("--jobs sets local worker processes; with --scheduler the cluster's workers "
                                "do the work: give one of the two")

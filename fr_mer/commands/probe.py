@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import check_writable_target, protocol_options, resolve_protocol
+from fr_mer.commands.common import allow_incomplete_option, protocol_options, resolve_protocol
+from fr_mer.output_paths import check_output, check_results_folder
+from fr_mer.pipeline.cache import check_finished
 from fr_mer.probe import DEFAULT_C, FLOW_CHANNELS, ProbeConfig
 from fr_mer.results_folder import SUMMARY_FILE
 
@@ -23,8 +25,9 @@ def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @click.option("--C", "C", type=float, default=DEFAULT_C, show_default=True,
               help="Inverse L2 regularisation of the logistic regression.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
+@allow_incomplete_option
 def command(cache: Path, protocol: str, database: str | None, classes: str | None, composite_list: Path | None,
-            channels: tuple[str, ...], C: float, out: Path) -> None:
+            channels: tuple[str, ...], C: float, out: Path, allow_incomplete: bool) -> None:
     """Leave-one-subject-out logistic regression on the cache's flow inputs (no network).
 
     How much class signal preprocessing left: each fold standardises the training
@@ -35,7 +38,11 @@ def command(cache: Path, protocol: str, database: str | None, classes: str | Non
     """
     from fr_mer.probe import run_probe
 
-    check_writable_target(out, "--out", folder=True)
+    check_output(out, "--out", {"--cache": cache, "--composite-list": composite_list}, folder=True)
+    check_results_folder(out, "--out")
+    warning = check_finished(cache, allow_incomplete=allow_incomplete)
+    if warning:
+        click.echo(warning, err=True)
     choice = resolve_protocol(cache, protocol, database, classes, composite_list)
     config = ProbeConfig(protocol=choice.protocol, database=choice.database, classes=choice.classes,
                          composite_list=choice.composite_list, channels=channels, C=C)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.dataset_options import dataset_options, scan_from_options
+from fr_mer.commands.dataset_options import dataset_inputs, dataset_options, scan_from_options
+from fr_mer.output_paths import check_not_an_input
 from fr_mer.pipeline.scan import format_summary, write_table
 
 
 @click.command("scan")
 @dataset_options
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+@click.option("--out", type=click.Path(path_type=Path, allow_dash=True),
               default="-", show_default=True,
               help="Table to write (CSV, one row per clip). '-' writes it to standard output "
                    "and the summary to standard error.")
@@ -27,10 +28,22 @@ def command(out: Path, **kwargs: object) -> None:
     and a summary: counts per database, class and status, and every problem.
     Exit status 0 whenever the inputs could be read, whatever the rows' status.
     """
-    result = scan_from_options(**kwargs)
     to_stdout = str(out) == "-"
+    if not to_stdout:
+        check_not_an_input(out, "--out", dataset_inputs(**kwargs))
+        if out.is_dir():
+            raise click.BadParameter(f"{out} is a folder; give the table's file name", param_hint="--out")
+    result = scan_from_options(**kwargs)
     if to_stdout:
-        write_table(result.clips, sys.stdout)
+        try:
+            if sys.stdout is None:  # started with stdout closed (`>&-`)
+                raise BrokenPipeError
+            write_table(result.clips, sys.stdout)
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError, OSError) as error:  # ValueError: a closed file object
+            reason = getattr(error, "strerror", None) or "it is closed"
+            raise click.ClickException(f"--out -: cannot write the table to standard output ({reason}); "
+                                       "give --out FILE") from None
         click.echo(format_summary(result), err=True, nl=False)
     else:
         try:

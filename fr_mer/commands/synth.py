@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_SEED, MAX_SYNTH_CLIPS, MAX_SYNTH_SUBJECTS
+from fr_mer.output_paths import check_not_an_input
 from fr_mer.pipeline.synth.config import (
     COMPOSITE,
     DEFAULT_CLIPS_PER_SUBJECT,
@@ -15,8 +18,8 @@ from fr_mer.pipeline.synth.config import (
     DEFAULT_SUBJECTS,
     LAYOUT_FRAME_SIZE,
     LAYOUTS,
-    MIN_FRAME_SIDE,
     SynthSettings,
+    check_frame_size,
     default_frame_size,
 )
 from fr_mer.pipeline.synth.faces import load_photos
@@ -31,12 +34,10 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     match = _SIZE.match(value)
     if match is None:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 320x240")
-    width, height = int(match.group(1)), int(match.group(2))
-    if width < MIN_FRAME_SIDE or height < MIN_FRAME_SIDE:
-        raise click.BadParameter(
-            f"{value} is too small for the face detector; use at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}"
-        )
-    return width, height
+    try:
+        return check_frame_size((int(match.group(1)), int(match.group(2))))
+    except ParameterError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 @click.command("synth")
@@ -46,18 +47,18 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
               show_default=True,
               help="Database layout to write; 'composite' writes the composite's three under OUT/casme2, "
                    "OUT/samm, OUT/smic and a composite list for them; 'casme3' writes CAS(ME)^3 part A.")
-@click.option("--subjects", type=click.IntRange(min=1), default=None,
+@click.option("--subjects", type=click.IntRange(min=1, max=MAX_SYNTH_SUBJECTS), default=None,
               help=f"Subjects per database (distinct derived identities). Default: {DEFAULT_SUBJECTS} from "
                    f"the astronaut; with --faces, every person of the folder once, shared out among the "
                    f"databases.")
-@click.option("--clips-per-subject", type=click.IntRange(min=1), default=DEFAULT_CLIPS_PER_SUBJECT,
+@click.option("--clips-per-subject", type=click.IntRange(min=1, max=MAX_SYNTH_CLIPS), default=DEFAULT_CLIPS_PER_SUBJECT,
               show_default=True,
               help="Clips per subject; the three classes are balanced within each subject.")
 @click.option("--faces", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               help="Folder of face photos (upright, frontal, one face each) to derive subjects "
                    "from; the file name up to its first '_' names the person (one subject per person). "
                    "Default: scikit-image's bundled astronaut photo.")
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=DEFAULT_SEED, show_default=True,
               help="Random seed; the same seed and options write the same frame bytes.")
 @click.option("--size", "frame_size", default=None, callback=_parse_size,
               help=f"Frame size WIDTHxHEIGHT in pixels (the face spans about 60-70% of the height; "
@@ -83,6 +84,7 @@ def command(out: Path, layout: str, subjects: int | None, clips_per_subject: int
     The output reads like the real releases: `fr-mer scan` and `fr-mer preprocess`
     take the paths printed at the end. See docs/synthetic-data.md.
     """
+    check_not_an_input(out, "--out", {"--faces": faces})
     photos = None
     if subjects is None:
         photos = load_photos(faces) if faces is not None else None

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from fr_mer.config import settings
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_BATCH_SIZE, MAX_EPOCHS, check_number
 from fr_mer.ops import dropout as _dropout
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -59,17 +60,16 @@ class Recipe:
 
     def __post_init__(self) -> None:
         # A batch of one sample is skipped (batch norm needs two), so batch_size 1 would train nothing.
-        for name, least in (("epochs", 1), ("batch_size", 2), ("lr_step_epochs", 0)):
+        for name, least, most in (("epochs", 1, MAX_EPOCHS), ("batch_size", 2, MAX_BATCH_SIZE),
+                                  ("lr_step_epochs", 0, MAX_EPOCHS)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
                 raise ParameterError(f"recipe {name} (--{name.replace('_', '-')}) must be an integer "
-                                     f"of at least {least}, got {value!r}")
+                                     f"of at least {least} and at most {most}, got {value!r}")
         for name, option in (("lr", " (--lr)"), ("lr_gamma", "")):
-            if not getattr(self, name) > 0:
-                raise ParameterError(f"recipe {name}{option} must be positive, got {getattr(self, name)!r}")
-        if not (self.weight_decay >= 0 and self.momentum >= 0):
-            raise ParameterError(f"recipe weight_decay and momentum must be >= 0, got "
-                                 f"{self.weight_decay!r} and {self.momentum!r}")
+            check_number(f"recipe {name}{option}", getattr(self, name), low=0, low_open=True)
+        for name in ("weight_decay", "momentum"):
+            check_number(f"recipe {name}", getattr(self, name), low=0)
         if self.optimizer not in OPTIMIZERS:
             raise ParameterError(f"recipe optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.min_steps is None:

@@ -23,7 +23,7 @@ Modules: :mod:`.schema` (the version, the columns and their widths), :mod:`.file
 (the one-writer lock and the checks made before HDF5 opens a file), :mod:`.writer`
 (:class:`CacheWriter`) and :mod:`.reader` (:func:`read_cache`).
 """
-from fr_mer.pipeline.cache.files import CacheError, CacheParamsError
+from fr_mer.pipeline.cache.files import CacheError, CacheParamsError, check_replaceable
 from fr_mer.pipeline.cache.reader import Cache, read_cache
 from fr_mer.pipeline.cache.schema import (
     FLAGS_WIDTH,
@@ -34,6 +34,7 @@ from fr_mer.pipeline.cache.schema import (
     SHIFTED_COLUMNS,
     ArraySpec,
 )
+from fr_mer.pipeline.cache.trust import check_finished
 from fr_mer.pipeline.cache.writer import CacheWriter
 
 __all__ = [
@@ -48,5 +49,7 @@ __all__ = [
     "CacheError",
     "CacheParamsError",
     "CacheWriter",
+    "check_finished",
+    "check_replaceable",
     "read_cache",
 ]

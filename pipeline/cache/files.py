@@ -140,6 +140,48 @@ def check_complete(path: str | Path, wait: float = COMPLETE_WAIT_SECONDS) -> Non
         time.sleep(0.1)
 
 
+def writer_alive(cache: str | Path) -> bool:
+    """Whether a live process holds the writer lock of ``cache`` (a shared lock cannot be taken)."""
+    path = lock_path(Path(cache))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise :class:`CacheError` unless ``path`` is an fr-mer cache, or an HDF5 file too damaged to tell
+    (a killed or cut-short writer's): ``--overwrite`` replaces a cache, never a spreadsheet, an image, another
+    program's HDF5 file or a user's other file."""
+    import h5py  # here only: the checks above run before HDF5 opens a file
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SIGNATURE))
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot be read ({exc.strerror}); choose another --out") from None
+    if head != _SIGNATURE:
+        raise CacheError(f"{path}: not an HDF5 cache, so --overwrite leaves it alone; choose another --out")
+    try:
+        check_complete(path, wait=0.0)
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            ours = "schema_version" in f.attrs and "samples" in f
+    except (CacheError, OSError):
+        return  # damaged: replacing it is what --overwrite is for
+    if not ours:
+        raise CacheError(f"{path}: an HDF5 file that is not an fr-mer cache (no schema_version), so --overwrite "
+                         "leaves it alone; choose another --out")
+
+
 def check_writable(path: Path) -> None:
     """Raise :class:`CacheError` when the cache at ``path`` is read-only for this process."""
     if not os.access(path, os.W_OK):

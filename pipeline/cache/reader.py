@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -13,12 +12,14 @@ from fr_mer.pipeline.cache.files import CacheError, check_complete
 from fr_mer.pipeline.cache.schema import (
     LATER_META_COLUMNS,
     META_COLUMNS,
+    RETIRED_KEY,
     SCHEMA_VERSION,
     SHIFTED_COLUMNS,
     check_layout,
     decode,
     schema_version,
 )
+from fr_mer.pipeline.cache.trust import check_content, check_lengths, json_attribute
 
 
 @dataclasses.dataclass
@@ -109,6 +110,7 @@ def read_cache(
         _check_version(path, version, arrays)
         samples = f["samples"]
         n = samples["key"].shape[0]
+        check_lengths(samples, n, [*META_COLUMNS, *arrays], path)
         meta = _read_meta(samples, n)
         available = tuple(sorted(k for k in samples if k not in META_COLUMNS))
         loaded: dict[str, np.ndarray] = {}
@@ -121,12 +123,17 @@ def read_cache(
                 )
             loaded[name] = samples[name][:n]
             attrs[name] = dict(samples[name].attrs)
+        kept = [i for i, key in enumerate(meta["key"]) if key != RETIRED_KEY]
+        if len(kept) < n:  # rows retired by a rerun that made their samples again
+            meta = {name: [values[i] for i in kept] for name, values in meta.items()}
+            loaded = {name: array[kept] for name, array in loaded.items()}
         failures = _read_failures(f, done=set(meta["key"]))
+        check_content(path, meta, loaded, attrs)
         cache = Cache(
             path=path,
             schema_version=version,
-            params=json.loads(f.attrs.get("params", "{}")),
-            software=json.loads(f.attrs.get("software", "{}")),
+            params=json_attribute(f, "params", path),
+            software=json_attribute(f, "software", path),
             meta=meta,
             arrays=loaded,
             array_attrs=attrs,

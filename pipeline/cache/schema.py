@@ -50,11 +50,22 @@ META_COLUMNS: dict[str, str] = {
     "offset_frame": "i4",
     "flags": f"S{FLAGS_WIDTH}",  # comma-separated, e.g. "apex_repaired,face_fallback_apex"
     "objective_class": "i1",  # MEGC2018 objective class 1-7, -1 when none
+    "source": "S16",  # fingerprint of the clip's frame files (pipeline.frame_checks.frames_fingerprint), "" when none
 }
 #: Metadata columns added within version 3 (which was never released without them):
 #: name -> the value a cache written before the column existed reads as.
-LATER_META_COLUMNS: dict[str, int] = {"objective_class": -1}
+LATER_META_COLUMNS: dict[str, int | str] = {"objective_class": -1, "source": ""}
 FAILURE_COLUMNS = {"key": f"S{KEY_WIDTH}", "reason": f"S{REASON_WIDTH}"}
+#: The key of a row taken out of the cache (a sample whose sheet row changed, made again in a new row):
+#: readers skip it.
+RETIRED_KEY = ""
+#: The columns that come from a sample's sheet row: a rerun makes a sample again when one differs.
+SOURCE_COLUMNS = ("emotion", "label", "onset_frame", "apex_frame", "offset_frame", "objective_class", "source")
+#: The writing run's record (JSON: state "writing" or "finished", pid, host, started, finished): a dataset
+#: of one fixed-width string, so that it can be rewritten in SWMR mode. A cache without it was written
+#: before it existed and is read as finished.
+RUN_COLUMN = "run"
+RUN_WIDTH = 512
 
 
 @dataclasses.dataclass(frozen=True)

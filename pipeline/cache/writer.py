@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Mapping
@@ -11,15 +12,21 @@ import h5py
 import numpy as np
 
 from fr_mer.config import with_added
-from fr_mer.pipeline.cache.files import CacheError, CacheParamsError, WriterLock, check_complete, check_writable
+from fr_mer.pipeline.cache.files import (CacheError, CacheParamsError, WriterLock, check_complete,
+                                         check_replaceable, check_writable)
+from fr_mer.pipeline.cache.trust import json_attribute
 from fr_mer.pipeline.cache.schema import (
     FAILURE_COLUMNS,
     KEY_WIDTH,
     LATER_META_COLUMNS,
     META_COLUMNS,
     REASON_WIDTH,
+    RETIRED_KEY,
+    RUN_COLUMN,
+    RUN_WIDTH,
     SCHEMA_VERSION,
     SHIFTED_COLUMNS,
+    SOURCE_COLUMNS,
     ArraySpec,
     canonical_json,
     check_layout,
@@ -102,6 +109,7 @@ class CacheWriter:
         self._lock = WriterLock(self.path)
         try:
             if overwrite and self.path.exists():
+                check_replaceable(self.path)
                 check_writable(self.path.parent)
                 self.path.unlink()
             if self.path.exists():
@@ -110,6 +118,8 @@ class CacheWriter:
                 self._open_existing()
             else:
                 self._create(software or {})
+            self._started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self._write_run("writing")
             self._file.swmr_mode = True
         except BaseException:
             self._lock.release()
@@ -192,7 +202,7 @@ class CacheWriter:
                 f"{self.path}: cache schema version {version}, this fr-mer writes "
                 f"{SCHEMA_VERSION}; use another --out or --overwrite to rebuild it"
             )
-        stored = with_added(json.loads(f.attrs.get("params", "{}")), self._params_added)
+        stored = with_added(json_attribute(f, "params", self.path), self._params_added)
         if stored != self.params:
             f.close()
             diff = sorted(
@@ -224,7 +234,27 @@ class CacheWriter:
         return int(self._samples["key"].shape[0])
 
     def done_keys(self) -> set[str]:
-        return set(decode(self._samples["key"][...]))
+        return set(decode(self._samples["key"][...])) - {RETIRED_KEY}
+
+    def stored_rows(self) -> dict[str, dict[str, object]]:
+        """Each cached sample's source fields (:data:`SOURCE_COLUMNS`) by key, to tell a row whose sheet
+        entry changed since it was cached."""
+        n = len(self)
+        columns = {name: self._samples[name][:n] for name in SOURCE_COLUMNS if name in self._samples}
+        rows = {}
+        for i, key in enumerate(decode(self._samples["key"][:n])):
+            if key != RETIRED_KEY:
+                rows[key] = {name: (values[i].decode("utf-8", "replace") if isinstance(values[i], bytes)
+                                    else int(values[i])) for name, values in columns.items()}
+        return rows
+
+    def retire(self, key: str) -> None:
+        """Take sample ``key`` out of the cache (its row's key becomes :data:`RETIRED_KEY`, which readers skip),
+        so that a rerun makes it again. Crash-safe: killed after this, the sample is missing, never stale."""
+        keys = decode(self._samples["key"][: len(self)])
+        for row in [i for i, stored in enumerate(keys) if stored == key]:
+            self._samples["key"][row] = encode(RETIRED_KEY, KEY_WIDTH, "key")
+        self._file.flush()
 
     # -- writing -------------------------------------------------------------
     def append(self, meta: Mapping[str, object], arrays: Mapping[str, np.ndarray]) -> None:
@@ -272,6 +302,22 @@ class CacheWriter:
             ds[n] = value
         self._file.flush()
 
+    def _write_run(self, state: str) -> None:
+        """Record this run's state in the cache (``writing`` from the start, ``finished`` by :meth:`finish`):
+        a reader tells a cache still being written, or left by a killed run, from a finished one."""
+        if RUN_COLUMN not in self._file:  # created before SWMR mode, which adds no dataset
+            self._file.create_dataset(RUN_COLUMN, shape=(1,), dtype=f"S{RUN_WIDTH}")
+        record = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "started": self._started}
+        if state == "finished":
+            record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._file[RUN_COLUMN][0] = encode(canonical_json(record), RUN_WIDTH, RUN_COLUMN)
+        self._file.flush()
+
+    def finish(self) -> None:
+        """Mark the run finished: every sample it was given is in the cache or among its failures."""
+        if self._file.id.valid:
+            self._write_run("finished")
+
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
@@ -280,7 +326,9 @@ class CacheWriter:
     def __enter__(self) -> "CacheWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:  # a with-block that ran to its end finished its run
+            self.finish()
         self.close()
 
 

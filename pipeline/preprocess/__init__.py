@@ -39,9 +39,11 @@ from fr_mer.pipeline.preprocess.sample import (
     PairSample,
     PendingPair,
     SampleError,
+    SpottedApex,
     finish_pair,
     prepare_pair,
     process_pair,
+    spot_pair,
 )
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "PreprocessSummary",
     "Sample",
     "SampleError",
+    "SpottedApex",
     "default_jobs",
     "finish_clip",
     "finish_pair",
@@ -68,4 +71,5 @@ __all__ = [
     "process_pair",
     "read_gray",
     "software_versions",
+    "spot_pair",
 ]

@@ -2,8 +2,8 @@
 
 :func:`process_clip` reads the onset and apex frames as grayscale (``read``);
 SMIC clips scanned with ``--smic-apex spot`` (``Clip.apex_frame`` None) first get
-their apex spotted (``spot``, :func:`pipeline.spotting.spot_apex`) on all their
-frames, aligned by the onset's transform. The frames onset..offset of the clip
+their apex spotted (``spot``, :func:`~fr_mer.pipeline.preprocess.sample.spot_pair`)
+on all their frames, aligned by the onset's transform. The frames onset..offset of the clip
 models' inputs are read one at a time as :func:`process_pair` asks for them. The
 clip's annotation gives the sample's metadata (the cache's metadata columns).
 With ``defer_flow`` it stops before the flow and :func:`finish_clip` completes the
@@ -22,6 +22,7 @@ import numpy as np
 
 from fr_mer.pipeline.align import AlignedPair
 from fr_mer.pipeline.clips import REPAIRED, Clip
+from fr_mer.pipeline.frame_checks import exif_orientation, frames_fingerprint
 from fr_mer.pipeline.flow import tvl1_flows
 from fr_mer.pipeline.labels import CLASS_INDEX
 from fr_mer.pipeline.preprocess.params import PreprocessParams
@@ -29,13 +30,11 @@ from fr_mer.pipeline.preprocess.sample import (
     PendingPair,
     SampleError,
     StageClock,
-    TimedAligner,
-    aligner_for,
     cache_flags,
     finish_pair,
     prepare_pair,
+    spot_pair,
 )
-from fr_mer.pipeline.spotting import spot_apex
 
 #: Flags of apexes that are not the annotated frame, by the reader's ``Clip.apex_rule``.
 _APEX_FLAGS = {"middle": "apex_middle", "nearest": "apex_nearest"}
@@ -59,6 +58,10 @@ class Sample:
     pending: PendingPair | None = None
 
 
+#: The smallest frame side read (a face needs more pixels than this; a 1x1 image is not a frame).
+MIN_FRAME_SIDE = 16
+
+
 def read_gray(path: Path | str) -> np.ndarray:
     """A frame file as a (H, W) uint8 grayscale image (colour frames converted).
 
@@ -79,6 +82,9 @@ def read_gray(path: Path | str) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None or image.size == 0:
         raise SampleError(f"{path}: unreadable or truncated image; copy it again from the release")
+    if min(image.shape) < MIN_FRAME_SIDE:
+        raise SampleError(f"{path}: a {image.shape[1]}x{image.shape[0]} image, too small to hold a face (at least "
+                          f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}); give the frame itself")
     return image
 
 
@@ -88,6 +94,26 @@ def _frame_path(clip: Clip, number: int, role: str) -> Path:
         found = f"{min(clip.frames)}..{max(clip.frames)}" if clip.frames else "none"
         raise SampleError(f"{clip.key}: {role} frame {number} has no file (frames on disk: {found})")
     return path
+
+
+def source_difference(clip: Clip, stored: Mapping[str, object]) -> str:
+    """What of ``clip``'s sheet row and frame files differs from its cached sample's record (``stored``: the
+    cache's source columns), e.g. ``label 0 -> 1, onset_frame 12 -> 14``; empty when nothing does. A spotted
+    apex (no annotated one) is not compared."""
+    current = {
+        "emotion": clip.emotion or "",
+        "label": CLASS_INDEX.get(clip.label, -1) if clip.label else -1,
+        "onset_frame": -1 if clip.onset_frame is None else clip.onset_frame,
+        "apex_frame": clip.apex_frame,
+        "offset_frame": -1 if clip.offset_frame is None else clip.offset_frame,
+        "objective_class": -1 if clip.objective_class is None else clip.objective_class,
+    }
+    changes = [f"{name} {stored[name]!r} -> {value!r}" for name, value in current.items()
+               if value is not None and name in stored and stored[name] != value]
+    # a sample cached before fingerprints has none: its frames cannot be compared
+    if stored.get("source") and stored["source"] != frames_fingerprint(clip):
+        changes.append("frame files replaced")
+    return ", ".join(changes)
 
 
 def is_pre_cropped(clip: Clip) -> bool:
@@ -127,9 +153,7 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
     aligned: AlignedPair | None = None
     apex_frame = clip.apex_frame
     if apex_frame is None:
-        with clock("setup"):
-            aligner = aligner_for(params)
-        apex_frame, aligned = _spot(clip, params, aligner, full, clock)
+        apex_frame, aligned = _spot(clip, params, full, clock)
         flags.append("apex_spotted")
     elif clip.apex_rule in _APEX_FLAGS:
         flags.append(_APEX_FLAGS[clip.apex_rule])
@@ -145,6 +169,8 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
         raise SampleError(
             f"{clip.key}: onset {onset.shape[::-1]} and apex {apex.shape[::-1]} frames differ in size"
         )
+    if any(exif_orientation(clip.frames[n]) != 1 for n in (clip.onset_frame, apex_frame) if n in clip.frames):
+        flags.append("exif_rotated")
     clip_frames = None
     if params.clip or params.dynamic_images:
         first = clip.onset_frame
@@ -181,6 +207,7 @@ def process_clip(clip: Clip, params: PreprocessParams, *, defer_flow: bool = Fal
         "apex_frame": apex_frame,
         "offset_frame": clip.offset_frame,
         "flags": cache_flags(flags),
+        "source": frames_fingerprint(clip),
     }
     if clip.objective_class is not None:  # the cache writes -1 (none) for a row without it
         meta["objective_class"] = clip.objective_class
@@ -229,14 +256,10 @@ def _read_frames(clip: Clip, numbers: list[int], full: Mapping[int, np.ndarray],
 
 
 def _spot(
-    clip: Clip, params: PreprocessParams, aligner: TimedAligner, full: dict[int, np.ndarray], clock: StageClock
+    clip: Clip, params: PreprocessParams, full: dict[int, np.ndarray], clock: StageClock
 ) -> tuple[int, AlignedPair | None]:
-    """Spot the apex of a clip without one; returns it and, when it is exact, the aligned pair.
-
-    The spotter measures motion on frames aligned with one matrix. The onset's
-    matrix does not depend on the apex unless the onset has no face; then the
-    pair is left to be aligned again with the spotted apex (None is returned).
-    ``full`` receives the clip's frames, for the stages after.
+    """Spot the apex of a clip without one (:func:`spot_pair` on all its frames); returns it and,
+    when it is exact, the aligned pair. ``full`` receives the clip's frames, for the stages after.
     """
     _frame_path(clip, clip.onset_frame, "onset")
     numbers = sorted(clip.frames)
@@ -248,17 +271,9 @@ def _spot(
         raise SampleError(f"{clip.key}: frames of different sizes {sorted(s[::-1] for s in shapes)}")
     onset_index = numbers.index(clip.onset_frame)
     offset_index = numbers.index(clip.offset_frame) if clip.offset_frame in full else len(numbers) - 1
-    middle = full[numbers[(onset_index + offset_index + 1) // 2]]
-    before = dict(aligner.seconds)
-    with clock("align"):
-        first = aligner.align_pair(full[clip.onset_frame], middle, size=params.flow_size,
-                                   pre_cropped=is_pre_cropped(clip))
-        aligned = [aligner.warp(full[n], first.matrix, params.flow_size) for n in numbers]
-    aligner.book(before, clock, "align")
-    with clock("spot"):
-        index = int(spot_apex(aligned, onset_index=onset_index, offset_index=offset_index))
-    if first.flags:  # the transform came from the middle frame, not the onset
-        return numbers[index], None
-    pair = AlignedPair(onset=first.onset, apex=aligned[index], matrix=first.matrix,
-                       landmarks=first.landmarks, flags=[])
-    return numbers[index], pair
+    try:
+        spotted = spot_pair([full[n] for n in numbers], onset_index, offset_index, params,
+                            pre_cropped=is_pre_cropped(clip), clock=clock)
+    except SampleError as error:
+        raise SampleError(f"{clip.key}: {error}") from None
+    return numbers[spotted.index], spotted.aligned

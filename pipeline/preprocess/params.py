@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Mapping
 
 import cv2
-import numpy as np
 
 from fr_mer.config import from_record, settings, to_record, with_added
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_CLIP_FRAMES, MAX_IMAGE_SIDE, check_number
 from fr_mer.pipeline.align import AlignParams, default_predictor_path
 from fr_mer.pipeline.cache import ArraySpec
 from fr_mer.pipeline.cache.schema import GREY_LEVELS, face_spec, flow_spec, landmarks_spec, matrix_spec
@@ -32,10 +32,10 @@ from fr_mer.pipeline.readers import SMIC_APEX_RULES
 from fr_mer.pipeline.temporal import DEFAULT_FRAMES_PER_SEGMENT
 
 
-def check_int(name: str, value: object, minimum: int) -> None:
-    """Raise :class:`ParameterError` unless ``value`` is an integer >= ``minimum`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_int(name: str, value: object, minimum: int, maximum: int = MAX_IMAGE_SIDE) -> None:
+    """Raise :class:`ParameterError` unless ``value`` is an integer in [``minimum``, ``maximum``] (bools refused);
+    the maximum bounds the memory a sample takes (:mod:`fr_mer.limits`)."""
+    check_number(name, value, low=minimum, high=maximum, integer=True)
 
 
 def _check_choice(what: str, value: str, choices) -> None:
@@ -54,7 +54,7 @@ class ClipOptions:
     size: int = 112
 
     def __post_init__(self) -> None:
-        check_int("clip length", self.length, 2)
+        check_int("clip length", self.length, 2, MAX_CLIP_FRAMES)
         check_int("clip size", self.size, 16)
 
 
@@ -71,10 +71,10 @@ class DynamicImageOptions:
     frames_per_segment: int | None = DEFAULT_FRAMES_PER_SEGMENT
 
     def __post_init__(self) -> None:
-        check_int("dynamic-image segments", self.segments, 1)
+        check_int("dynamic-image segments", self.segments, 1, MAX_CLIP_FRAMES)
         check_int("dynamic-image size", self.size, 16)
         if self.frames_per_segment is not None:
-            check_int("frames per segment", self.frames_per_segment, 2)
+            check_int("frames per segment", self.frames_per_segment, 2, MAX_CLIP_FRAMES)
 
 
 @settings
@@ -117,6 +117,7 @@ class PreprocessParams:
     def __post_init__(self) -> None:
         check_int("flow size", self.flow_size, 16)
         check_int("feature size", self.feature_size, 1)
+        check_int("face size", self.align.face_size, 8)
         _check_choice("normalisation", self.normalisation, NORMALISATIONS)
         _check_choice("flow implementation", self.flow_implementation, FLOW_IMPLEMENTATIONS)
         _check_choice("head-motion method", self.head_motion, METHODS)

@@ -26,12 +26,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 from fr_mer.errors import ParameterError
 from fr_mer.pipeline.cache import CacheError, CacheParamsError, CacheWriter
 from fr_mer.pipeline.clips import Clip
 from fr_mer.pipeline.flow import UNRECORDED_NORMALISATION
+from fr_mer.pipeline.preprocess.clip import source_difference
 from fr_mer.pipeline.preprocess.outcome import Outcome, finish_flows, make_outcome
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.summary import PreprocessSummary
@@ -116,7 +117,10 @@ class PreprocessRun:
         except BaseException:
             self._close_client()
             raise
-        self.todo, self.unusable, self.summary.skipped = _sort_clips(clips, self.writer.done_keys())
+        self.todo, self.unusable, self.summary.skipped, self.summary.remade = _sort_clips(
+            clips, self.writer.stored_rows())
+        for key in self.summary.remade:  # made again, never kept stale
+            self.writer.retire(key)
 
     def __len__(self) -> int:
         """Samples this run will try to make (the progress bar's length)."""
@@ -180,6 +184,7 @@ class PreprocessRun:
             for done in finish_flows(waiting, self.params, self.flow_device):
                 self._record(done)
                 yield done
+            self.writer.finish()  # every clip given is now a sample or a failure
         finally:
             self.summary.wall_seconds = time.perf_counter() - start
             self.close()
@@ -254,12 +259,15 @@ def _open_cache(out: str | Path, params: PreprocessParams, overwrite: bool) -> C
         ) from None
 
 
-def _sort_clips(clips: Sequence[Clip], done: set[str]) -> tuple[list[Clip], list[tuple[str, str]], int]:
+def _sort_clips(clips: Sequence[Clip], stored: Mapping[str, Mapping[str, object]]
+                ) -> tuple[list[Clip], list[tuple[str, str]], int, dict[str, str]]:
     """The clips to make, the (key, reason) of those that cannot be made (a key listed twice, a clip the
-    scan found unusable), and how many are in the cache already."""
+    scan found unusable), how many are in the cache already (``stored``: key -> its source columns), and
+    the cached ones whose sheet row or frame files changed since (key -> what changed), to make again."""
     todo: list[Clip] = []
     unusable: list[tuple[str, str]] = []
     skipped = 0
+    remade: dict[str, str] = {}
     seen: set[str] = set()
     for clip in clips:
         key = clip.key
@@ -268,13 +276,16 @@ def _sort_clips(clips: Sequence[Clip], done: set[str]) -> tuple[list[Clip], list
             unusable.append((key, f"{key}: listed twice{where}; the first is kept"))
             continue
         seen.add(key)
-        if key in done:
+        changed = source_difference(clip, stored[key]) if key in stored else ""
+        if changed:
+            remade[key] = changed
+        if key in stored and not changed:
             skipped += 1
         elif not clip.usable:
             unusable.append((key, f"unusable in the scan: {clip.problem or 'no reason given'}"))
         else:
             todo.append(clip)
-    return todo, unusable, skipped
+    return todo, unusable, skipped, remade
 
 
 def _flow_device(params: PreprocessParams, device: str | None) -> str | None:

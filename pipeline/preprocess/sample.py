@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,8 +40,10 @@ from fr_mer.errors import FrMerError
 from fr_mer.pipeline.align import AlignedPair, AlignParams, FaceAligner, rescale_matrix, rescale_points
 from fr_mer.pipeline.cache import FLAGS_WIDTH
 from fr_mer.pipeline.flow import flow_features, optical_strain, tvl1_flows
+from fr_mer.pipeline.frame_checks import content_flags
 from fr_mer.pipeline.headmotion import compensate, compensate_flow
 from fr_mer.pipeline.preprocess.params import PreprocessParams
+from fr_mer.pipeline.spotting import face_region, spot_apex
 from fr_mer.pipeline.temporal import dssi, resample_clip
 
 #: Timed stages of one sample, in pipeline order. ``setup`` is loading dlib's
@@ -133,6 +135,49 @@ def aligner_for(params: PreprocessParams) -> TimedAligner:
 
 
 @dataclasses.dataclass
+class SpottedApex:
+    """What :func:`spot_pair` found: the apex's index into the frames given, and the onset/apex
+    pair aligned at ``flow_size`` when it is exact (None when the transform came from another
+    frame than the onset: the pair is then aligned again)."""
+
+    index: int
+    aligned: AlignedPair | None
+
+
+def spot_pair(frames: Sequence[np.ndarray], onset_index: int, offset_index: int, params: PreprocessParams, *,
+              pre_cropped: bool = False, clock: StageClock | None = None) -> SpottedApex:
+    """Spot the apex among ``frames[onset_index..offset_index]``, as preprocessing does for a clip
+    without one (``--smic-apex spot``).
+
+    The spotter (:func:`pipeline.spotting.spot_apex`) measures motion on frames aligned with one
+    matrix, over the face's region: the pair (onset, middle frame) is aligned at ``flow_size``
+    (the transform is the onset's unless the onset has no face), every frame is warped with its
+    matrix, and the region is the box of the landmarks it found (the whole crop without them).
+    ``frames``: (H, W) grayscale frames of one size, in time order. ``clock``: books the
+    seconds under ``align``, ``detect``, ``landmarks`` and ``spot``.
+    """
+    if not 0 <= onset_index < offset_index < len(frames):
+        raise SampleError(f"need 0 <= onset ({onset_index}) < offset ({offset_index}) < {len(frames)} frames "
+                          "to spot an apex between them")
+    clock = clock or StageClock()
+    with clock("setup"):
+        aligner = aligner_for(params)
+    middle = frames[(onset_index + offset_index + 1) // 2]
+    before = dict(aligner.seconds)
+    with clock("align"):
+        first = aligner.align_pair(frames[onset_index], middle, size=params.flow_size, pre_cropped=pre_cropped)
+        aligned = [aligner.warp(frame, first.matrix, params.flow_size) for frame in frames]
+    aligner.book(before, clock, "align")
+    with clock("spot"):
+        index = int(spot_apex(aligned, onset_index=onset_index, offset_index=offset_index,
+                              region=face_region(first.landmarks, aligned[0].shape)))
+    if first.flags:  # the transform came from the middle frame, not the onset
+        return SpottedApex(index, None)
+    return SpottedApex(index, AlignedPair(onset=first.onset, apex=aligned[index], matrix=first.matrix,
+                                          landmarks=first.landmarks, flags=[]))
+
+
+@dataclasses.dataclass
 class PendingPair:
     """A sample made up to its flow (:func:`prepare_pair`); :func:`finish_pair` completes it.
 
@@ -200,7 +245,7 @@ def prepare_pair(
     clock = StageClock()
     with clock("setup"):
         aligner = aligner_for(params)
-    flags: list[str] = []
+    flags: list[str] = content_flags(onset, "onset") + content_flags(apex, "apex")
     if aligned is None:
         before = dict(aligner.seconds)
         with clock("align"):

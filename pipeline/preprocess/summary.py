@@ -18,6 +18,8 @@ class PreprocessSummary:
     skipped: int = 0
     repaired: int = 0
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Cached samples made again because their sheet row changed: key -> what changed.
+    remade: dict[str, str] = dataclasses.field(default_factory=dict)
     flags: Counter = dataclasses.field(default_factory=Counter)
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = 0.0
@@ -42,6 +44,7 @@ class PreprocessSummary:
             "skipped": self.skipped,
             "repaired": self.repaired,
             "failed": dict(self.failed),
+            "remade": dict(self.remade),
             "flags": dict(self.flags),
             "stage_seconds": dict(self.stage_seconds),
             "wall_seconds": self.wall_seconds,
@@ -66,6 +69,9 @@ class PreprocessSummary:
                 f"{self.samples_per_second:.2f} samples/s; time per stage: " + ", ".join(busy)
                 + f" (plus {self.stage_seconds['setup']:.1f} s loading dlib's models)"
             )
+        if self.remade:
+            out.append(f"made again, their sheet rows changed since they were cached ({len(self.remade)}):")
+            out.extend(f"  {key}: {change}" for key, change in sorted(self.remade.items()))
         if self.failed:
             out.append("failed:")
             out.extend(f"  {key}: {reason}" for key, reason in sorted(self.failed.items()))

@@ -174,7 +174,14 @@ def find_subject_folders(
     base, found = next(iter(groups.items()))
     subjects: dict[str, Path] = {}
     for folder in sorted(found, key=lambda p: natural_key(p.name)):
-        subjects.setdefault(canonical(folder.name), folder)
+        try:
+            subject = canonical(folder.name)
+        except ValueError as error:  # sub12345: named like a subject, a number no subject id has
+            raise DatasetError(
+                f"{folder}: named like a {title} subject folder, but {error.args[0].split(': ', 1)[-1]}; "
+                "rename it or move it out of the release"
+            ) from None
+        subjects.setdefault(subject, folder)
     return SubjectFolders(base=base, subjects=subjects)
 
 
@@ -230,6 +237,10 @@ def child_folder(parent: Path, name: str) -> Path | None:
     return matches[0] if len(matches) == 1 else None
 
 
+#: The longest file or folder name the file systems fr-mer runs on take (NAME_MAX), in bytes.
+MAX_NAME_BYTES = 255
+
+
 def clip_folder_name(value: object) -> str:
     """The clip folder a Filename cell names; UnsafePathError for anything but a plain name."""
     name = cell_text(value)
@@ -237,6 +248,9 @@ def clip_folder_name(value: object) -> str:
         raise UnsafePathError("the Filename cell is empty")
     if name in (".", "..") or "/" in name or "\\" in name or (len(name) > 1 and name[1] == ":"):
         raise UnsafePathError(f"Filename {name!r} is not a plain folder name (refused)")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise UnsafePathError(f"the Filename cell holds {len(name.encode('utf-8'))} bytes ({name[:24]}...), longer "
+                              f"than a folder name may be ({MAX_NAME_BYTES}); correct the cell")
     return name
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, numbered_frames
+from fr_mer.pipeline.frame_checks import exif_orientation, same_number_files
 from fr_mer.pipeline.xlsx import cell_int, cell_text
 
 
@@ -202,6 +203,24 @@ def empty_files(clip: Clip) -> None:
             clip.mark(UNUSABLE, f"{name} file {path} cannot be read ({error.strerror})")
 
 
+def frame_file_doubts(clip: Clip) -> None:
+    """Rules *one number, two files* and *rotated frame* (repaired, so flagged in the scan table and, as
+    ``repaired``, in the cache): two image files of the clip folder map to one of its frame numbers
+    (``img00296.jpg`` beside ``img296.jpg``: the first by name is used); the onset or apex JPEG carries an
+    EXIF orientation (it is read turned upright, as OpenCV reads every frame, in training and in predict)."""
+    if not clip.frames:
+        return
+    folder = next(iter(clip.frames.values())).parent
+    for number, paths in sorted(same_number_files(folder, set(clip.frames)).items()):
+        clip.mark(REPAIRED, f"frame {number} has {len(paths)} files ({', '.join(p.name for p in paths)}): "
+                            f"{paths[0].name} used; remove the other")
+    for name, path in (("onset", clip.onset_path), ("apex", clip.apex_path)):
+        orientation = exif_orientation(path) if path is not None else 1
+        if orientation != 1:
+            clip.mark(REPAIRED, f"{name} file {path.name} carries EXIF orientation {orientation} (rotated or "
+                                "mirrored): read turned upright, as every frame is read")
+
+
 def attach_frames(clip: Clip, folder: Path, onset_cell: object, apex_cell: object,
                   offset_cell: object, *, columns: Mapping[str, str]) -> Clip:
     """Resolve an annotated row to frame files by the rules above, in order.
@@ -218,4 +237,5 @@ def attach_frames(clip: Clip, folder: Path, onset_cell: object, apex_cell: objec
     missing_frames(clip, frames, onset, offset)
     annotated_apex(clip, frames, onset, offset, apex_cell, columns)
     empty_files(clip)
+    frame_file_doubts(clip)
     return clip

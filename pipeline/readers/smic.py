@@ -29,7 +29,7 @@ from fr_mer.pipeline.readers.discovery import (
     inside,
     natural_key,
 )
-from fr_mer.pipeline.readers.repairs import describe_gaps, empty_files, middle_frame
+from fr_mer.pipeline.readers.repairs import describe_gaps, empty_files, frame_file_doubts, middle_frame
 
 DATASET = "smic"
 
@@ -93,10 +93,14 @@ def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str, base:
     name = folder.name
     coded = smic_emotion_from_clip(name)
     folder_emotion = folder_emotion.lower()
+    try:
+        clip_id = canonical_smic_clip(name)
+    except ValueError:  # foo_po_01: no subject before the code
+        clip_id = None
     clip = Clip(
         dataset=DATASET,
         subject=subject,
-        clip=canonical_smic_clip(name),
+        clip=clip_id or name,
         emotion=coded or "",
         label=None,
         onset_frame=None,
@@ -105,6 +109,10 @@ def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str, base:
         apex_rule=smic_apex,
         source=str(folder),
     )
+    if clip_id is None:
+        clip.mark(UNUSABLE, f"clip folder {folder}: its name does not start with a subject "
+                            f"(s1_po_01, s01_po_01); rename it")
+        return clip
     if coded is None:
         if folder_emotion in CLASSES:
             clip.emotion = folder_emotion
@@ -140,4 +148,5 @@ def _clip(subject: str, folder_emotion: str, folder: Path, smic_apex: str, base:
         clip.apex_frame = middle_frame(frames)
     frames_inside(clip, base)
     empty_files(clip)
+    frame_file_doubts(clip)
     return clip

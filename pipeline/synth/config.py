@@ -14,6 +14,7 @@ import dataclasses
 
 from fr_mer.config import settings
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_FRAME_SIDE, check_number
 from fr_mer.pipeline.labels import DATABASES
 from fr_mer.pipeline.synth import motion
 
@@ -123,6 +124,9 @@ def check_counts(subjects: int, clips_per_subject: int) -> None:
 def check_frame_size(frame_size: tuple[int, int]) -> tuple[int, int]:
     """``(width, height)`` as ints, each at least :data:`MIN_FRAME_SIDE`."""
     width, height = (int(v) for v in frame_size)
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        raise ParameterError(f"frame size {width}x{height}: each side must be at most {MAX_FRAME_SIDE} pixels "
+                             "(memory grows with the frame's area)")
     if width < MIN_FRAME_SIDE or height < MIN_FRAME_SIDE:
         raise ParameterError(
             f"frame size {width}x{height} is too small for the face detector; "
@@ -179,8 +183,7 @@ def check_plan_ranges(
     amplitude: tuple[float, float], duration_s: tuple[float, float], amplitude_scale: float = 1.0
 ) -> None:
     """The amplitude range lies in (0, MAX_AMPLITUDE_128], the scale and the duration range are positive."""
-    if not amplitude_scale > 0:
-        raise ParameterError(f"amplitude_scale must be > 0, got {amplitude_scale!r}")
+    check_number("amplitude_scale (--amplitude)", amplitude_scale, low=0, low_open=True, high=1e3)
     low, high = amplitude
     if not 0 < low <= high <= motion.MAX_AMPLITUDE_128:
         raise ParameterError(

@@ -30,6 +30,7 @@ from fr_mer.pipeline.synth.config import (
     DEFAULT_DURATION_S,
     DEFAULT_SEED,
     DEFAULT_SUBJECTS,
+    LAYOUTS,
     MANIFEST_NAME,
     ClipParams,
     Nuisances,
@@ -99,6 +100,11 @@ class SynthSummary:
             args += ["--annotations", str(db.annotations)]
         return args
 
+    def cache_suggestion(self) -> Path:
+        """Where the "next:" line puts the cache: beside the output folder, never inside it (a release
+        root is never written into, and ``--overwrite`` leaves files synth did not write)."""
+        return self.out_dir.parent / f"{self.out_dir.resolve().name}.h5"
+
     def lines(self) -> list[str]:
         """A human summary: counts, paths and the commands that read the data."""
         out = [f"wrote {self.n_clips} clips in {self.seconds:.1f} s to {self.out_dir}"]
@@ -121,7 +127,7 @@ class SynthSummary:
         args = " ".join(shlex.quote(a) for a in self.scan_arguments())
         out.append("next:")
         out.append(f"  fr-mer scan {args}")
-        out.append(f"  fr-mer preprocess {args} --out {shlex.quote(str(self.out_dir / 'cache.h5'))}")
+        out.append(f"  fr-mer preprocess {args} --out {shlex.quote(str(self.cache_suggestion()))}")
         return out
 
 
@@ -177,6 +183,8 @@ def _write_manifest(path: Path, settings: SynthSettings, databases: dict[str, Sy
     record = {
         "generator": GENERATOR,
         "complete": True,
+        # what --overwrite may delete: the folder was empty when synth claimed it
+        "written": sorted(entry.name for entry in path.parent.iterdir() if entry.name != MANIFEST_NAME),
         "settings": to_record(settings),
         "databases": {
             name: {
@@ -211,6 +219,24 @@ def read_settings(manifest: Path | str) -> SynthSettings:
     return from_record(SynthSettings, record.get("settings", {}), source=str(manifest))
 
 
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """The entries of an earlier synth output folder that synth did not write (its manifest's "written").
+    A manifest without that list (an interrupted run, or one of an fr-mer before it) lists nothing:
+    then everything but the database folders, the composite list and the manifest is foreign."""
+    try:
+        record = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    written = record.get("written") if isinstance(record, dict) else None
+    if isinstance(written, list):
+        ours = {str(name) for name in written}
+    elif isinstance(record, dict) and record.get("complete") is False:
+        return []  # claimed by a run that was interrupted: the folder was empty when it began
+    else:
+        ours = {*LAYOUTS, COMPOSITE_LIST_NAME}
+    return sorted(entry.name for entry in out_dir.iterdir() if entry.name != MANIFEST_NAME and entry.name not in ours)
+
+
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Make ``out_dir`` ready: created when absent; an existing non-empty folder is
     replaced only when ``overwrite`` and it holds a synth manifest (never a user's data).
@@ -227,6 +253,12 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise OutputFolderError(
                 f"{out_dir}: not written by fr-mer synth (no {MANIFEST_NAME}); it is left "
                 f"alone: choose another --out or empty it yourself"
+            )
+        foreign = _foreign_entries(out_dir)
+        if foreign:
+            raise OutputFolderError(
+                f"{out_dir}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which fr-mer synth "
+                f"did not write; --overwrite never deletes them: move them out, or choose another --out"
             )
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
