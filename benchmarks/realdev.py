@@ -150,9 +150,8 @@ def main() -> None:
             seconds = fr_mer(*command, log=out / "preprocess.txt")
             samples = len(cache_keys(cache))
             record.write_text(json.dumps({
-                "command": "fr-mer " + " ".join(command[:1] + ["--dataset", "casme2", "--root", "ROOT",
-                                                                 "--annotations", "SHEET", "--out", "CACHE"]
-                                               + command[9:]),
+                "command": "fr-mer " + " ".join([command[0], "--dataset", "casme2", "--root", "ROOT", "--annotations",
+                                                 "SHEET", "--out", "CACHE", *command[9:]]),
                 "samples": samples, "cpu_seconds_per_sample": round(seconds / max(samples, 1), 3),
                 "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
         if dev_list is None:

@@ -171,8 +171,8 @@ def load_run(path: str | Path) -> RunPredictions:
     )
 
 
-def _read_predictions(table: Path, text: str) -> tuple[dict[int, dict[str, int]],
-                                                     dict[str, tuple[str, str, int]], tuple[str, ...]]:
+def _read_predictions(
+        table: Path, text: str) -> tuple[dict[int, dict[str, int]], dict[str, tuple[str, str, int]], tuple[str, ...]]:
     """predictions.csv's rows: per seed sample -> predicted class, per sample (database, subject, true), the classes."""
     predicted: dict[int, dict[str, int]] = {}
     samples: dict[str, tuple[str, str, int]] = {}

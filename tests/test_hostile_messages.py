@@ -12,25 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from fr_mer.cli import main
 from fr_mer.pipeline.layouts import write_casme2
 from fr_mer.pipeline.scan import read_scan_table
 from tests.cachefactory import small_composite, write_flow_cache
 from tests.conftest import CASME2_CLIPS
 from tests.test_compare import PRED_A, PRED_B, write_run
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def refused(result, status, *names):
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output and "this is a bug" not in result.output, result.output
-    for name in names:
-        assert str(name) in result.output, (name, result.output)
+from tests.cli import run, refused
 
 
 # -- a file name longer than a file system takes: that row only --------------------------------------

@@ -14,11 +14,9 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from fr_mer.checkpoint import save_checkpoint
-from fr_mer.cli import main
 from fr_mer.errors import ParameterError
 from fr_mer.limits import MAX_SHEET_CELLS, check_number
 from fr_mer.models import Recipe, create_model
@@ -28,17 +26,7 @@ from fr_mer.pipeline.preprocess import PreprocessParams
 from fr_mer.pipeline.xlsx import SheetError, cell_int, read_table
 from tests.cachefactory import small_composite
 from tests.conftest import CASME2_CLIPS, SMIC_CLIPS
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def refused(result, status, *names):
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output and "this is a bug" not in result.output, result.output
-    for name in names:
-        assert str(name) in result.output, (name, result.output)
+from tests.cli import run, refused
 
 
 @pytest.fixture(scope="module")

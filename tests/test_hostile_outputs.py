@@ -13,15 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from fr_mer.cli import main
 from tests.cachefactory import small_composite
 from tests.test_preprocess import write_face_smic
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from tests.cli import run
 
 
 def fingerprint(path: Path) -> dict[str, str]:

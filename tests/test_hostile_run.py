@@ -10,28 +10,16 @@ import shutil
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from fr_mer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fr_mer.cli import main
 from fr_mer.models import create_model, model_class
 from tests.cachefactory import small_composite
+from tests.cli import run, refused
 
 
 @pytest.fixture(scope="module")
 def composite(tmp_path_factory):
     return small_composite(tmp_path_factory.mktemp("hostile"), subjects_per_db=1)
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def refused(result, status, *names):
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output and "this is a bug" not in result.output, result.output
-    for name in names:
-        assert str(name) in result.output, (name, result.output)
 
 
 def evaluate_args(composite, out, *extra):

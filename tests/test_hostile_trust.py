@@ -9,23 +9,15 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from fr_mer.cli import main
 from fr_mer.pipeline.cache import CacheError, CacheWriter, check_finished, read_cache
 from fr_mer.pipeline.cache.schema import RUN_COLUMN
 from tests.cachefactory import small_composite, write_flow_cache
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from tests.cli import run, refused as shared_refused
 
 
 def refused(result, *names):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and "this is a bug" not in result.output, result.output
-    for name in names:
-        assert str(name) in result.output, (name, result.output)
+    shared_refused(result, 1, *names)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def _out(tmp_path, command):
     ("several", ("--database", "samm"), "samm", 2, 6),  # with it: that one, among several
 ])
 def test_loso_runs_on_the_database_given_or_the_caches_one(caches, tmp_path, command, cache, extra, database,
-                                                          folds, samples):
+                                                           folds, samples):
     result = invoke(command, caches[cache], _out(tmp_path, command), "--protocol", "loso", *extra)
     assert result.exit_code == 0, result.output
     if command == "train":
