@@ -16,6 +16,7 @@ import torch
 
 from fr_mer.data import resolve_device
 from fr_mer.models import Recipe, list_models, model_class, validate_options
+from fr_mer.workers import set_process_threads
 
 
 def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -44,7 +45,8 @@ def model_options(func: Callable) -> Callable:
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for torch (default: torch's choice, all cores)."),
+                     help="torch's CPU threads per process (default: one per core this process may use; "
+                          "with evaluate's --jobs, the usable cores divided among the workers)."),
         click.option("--deterministic", is_flag=True,
                      help="torch's deterministic algorithms (and cuBLAS's workspace setting on CUDA): the same "
                           "seed gives the same numbers on the same machine and versions; slower on a GPU."),
@@ -60,8 +62,7 @@ def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, devi
     options = validate_options(model_name, parse_model_options(option_pairs))
     recipe = model_class(model_name).recipe.replace(epochs=epochs, batch_size=batch_size, lr=lr)
     torch_device = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    set_process_threads(threads)
     if deterministic:
         from fr_mer.environment import set_deterministic
 

@@ -27,9 +27,12 @@ def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
               help="Flow channels the probe reads, comma-separated (u, v, strain).")
 @click.option("--C", "C", type=float, default=DEFAULT_C, show_default=True,
               help="Inverse L2 regularisation of the logistic regression.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes fitting folds at once, one core's share each [default: every usable core, "
+                   "capped by the folds]. The figures do not depend on it.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 def command(cache: Path, protocol: str, database: str | None, composite_list: Path | None,
-            channels: tuple[str, ...], C: float, out: Path) -> None:
+            channels: tuple[str, ...], C: float, jobs: int | None, out: Path) -> None:
     """Leave-one-subject-out logistic regression on the cache's flow inputs (no network).
 
     How much class signal preprocessing left: each fold standardises the training
@@ -46,5 +49,5 @@ def command(cache: Path, protocol: str, database: str | None, composite_list: Pa
     config = ProbeConfig(protocol=protocol, database=database,
                          composite_list=str(composite_list) if composite_list else None,
                          channels=channels, C=C)
-    run_probe(cache, out, config)
+    run_probe(cache, out, config, jobs=jobs)
     click.echo((Path(out) / "summary.md").read_text())

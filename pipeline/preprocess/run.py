@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,6 +40,7 @@ from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.sample import STAGES, SampleError
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
+from fr_mer.workers import exit_with_parent, threads_per_process, usable_cores
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -65,13 +65,14 @@ _SAMPLE_ERRORS = (cv2.error, OSError, ValueError, RuntimeError, IndexError, Memo
 def _work(clip: Clip, params: PreprocessParams, parent: int | None = None, defer_flow: bool = False) -> Outcome:
     """Worker entry point: one sample; a problem with it becomes a failure reason.
 
-    OpenCV runs one thread per job, so ``--jobs`` is the number of busy cores.
-    ``parent``: the pid of the run's process, which a worker outlives by at most
-    :data:`ORPHAN_POLL_SECONDS` (:func:`_exit_with_parent`). ``defer_flow``: the
-    sample stops before its flow (the run's process computes it).
+    OpenCV runs one thread per job (within the thread budget, :mod:`fr_mer.workers`), so
+    ``--jobs`` is the number of busy cores. ``parent``: the pid of the run's process, which a
+    worker outlives by at most :data:`fr_mer.workers.ORPHAN_POLL_SECONDS`
+    (:func:`~fr_mer.workers.exit_with_parent`). ``defer_flow``: the sample stops before its
+    flow (the run's process computes it).
     """
-    if parent is not None and parent != os.getpid():
-        _exit_with_parent(parent)
+    if parent is not None:
+        exit_with_parent(parent)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -83,34 +84,6 @@ def _work(clip: Clip, params: PreprocessParams, parent: int | None = None, defer
         return Outcome(clip.key, None, f"{clip.key}: {type(exc).__name__}: {exc}")
     finally:
         cv2.setNumThreads(threads)
-
-
-#: How often a worker checks that the run's process is still its parent.
-ORPHAN_POLL_SECONDS = 1.0
-
-_watched_parent: int | None = None
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Make this worker process exit soon after ``parent`` dies (once per process).
-
-    joblib's loky workers outlive a parent killed by ``kill -9`` (they idle for
-    minutes, holding their memory): nothing tells them. A daemon thread polls
-    ``os.getppid()``, which changes when the parent dies and the worker is handed
-    to init, and then ends the process. A worker inside a long C call that holds
-    the GIL exits when the call returns.
-    """
-    global _watched_parent
-    if _watched_parent == parent:
-        return
-    _watched_parent = parent
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="fr-mer-parent-watch", daemon=True).start()
 
 
 # -- the run -------------------------------------------------------------------
@@ -180,11 +153,8 @@ class PreprocessSummary:
 
 
 def default_jobs() -> int:
-    """All the cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    """``--jobs`` when it is not given: every core this process may use (:func:`fr_mer.workers.usable_cores`)."""
+    return usable_cores()
 
 
 class PreprocessRun:
@@ -208,7 +178,9 @@ class PreprocessRun:
     flows when ``params.flow_implementation`` is ``torch`` (the module docstring);
     a device torch cannot use is refused with a
     :class:`~fr_mer.errors.ParameterError` before the cache is opened.
-    ``flow_threads``: torch's CPU threads while the run iterates (None: as they are).
+    ``flow_threads``: torch's CPU threads while the run iterates (None: the thread budget,
+    :mod:`fr_mer.workers`: the usable cores divided among this process and its ``jobs`` workers,
+    which align while it computes flows).
     """
 
     def __init__(
@@ -236,7 +208,6 @@ class PreprocessRun:
         _check_apex_rule(clips, params.smic_apex)
         self.flow_device = _flow_device(params, flow_device)
         self.flow_batch = flow_batch
-        self.flow_threads = flow_threads if self.flow_device is not None else None
         # Connected before the cache is opened: an unreachable scheduler changes no file.
         self.client = None
         self._own_client = False
@@ -248,6 +219,9 @@ class PreprocessRun:
             self.jobs = sum(self.client.nthreads().values())
         else:
             self.jobs = jobs or default_jobs()
+        # This process computes the flows while the local workers align (a cluster's work elsewhere).
+        computing = 1 if self.client is not None or self.jobs <= 1 else self.jobs + 1
+        self.flow_threads = (flow_threads or threads_per_process(computing)) if self.flow_device is not None else None
         self.summary = PreprocessSummary(out=Path(out), total=len(clips), jobs=self.jobs)
         try:
             self.writer = CacheWriter(
@@ -329,13 +303,14 @@ class PreprocessRun:
                 # In-process: no worker start-up, and the caller's debugger works.
                 results = (_work(clip, self.params, None, defer) for clip in self.todo)
             else:
-                from joblib import Parallel, delayed
+                from joblib import Parallel, delayed, parallel_config
 
                 # deferring, the workers keep aligning the next batch while this process computes flows
                 ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
-                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", pre_dispatch=ahead)(
-                    delayed(_work)(clip, self.params, os.getpid(), defer) for clip in self.todo
-                )
+                # the workers' BLAS / OpenMP libraries within the thread budget (OpenCV's: _work)
+                with parallel_config(backend="loky", inner_max_num_threads=threads_per_process(self.jobs)):
+                    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch=ahead)
+                results = parallel(delayed(_work)(clip, self.params, os.getpid(), defer) for clip in self.todo)
             waiting: list[Outcome] = []
             for outcome in results:
                 if outcome.sample is not None and outcome.sample.pending is not None:
