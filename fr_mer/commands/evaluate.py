@@ -94,10 +94,10 @@ class FoldProgress:
                    "per subject, best single epoch (OUT/selection_audit.json, .png; docs/protocols.md). The "
                    "training and results are unchanged. Trains fold by fold (not with --fold-batch or --weights).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes training folds (or fold stacks) at once, each with --threads torch threads "
-                   "(default: the usable cores divided among them); each writes its fold files as one process "
-                   "would, with the same figures at the same threads. Default: every usable core on the CPU, "
-                   "capped by the folds; 1 on CUDA and with --weights.")
+              help="Worker processes training folds (or fold stacks) at once, each writing its fold files as one "
+                   "process would [default: every usable core on the CPU, capped by the folds; 1 on CUDA and with "
+                   "--weights]. Each has --threads torch threads (default: the usable cores divided among them); "
+                   "the figures are those of one process at those threads.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @click.option("--from-end", is_flag=True,
