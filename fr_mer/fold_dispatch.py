@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvaluationError, FoldJob, RunPlan
+from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -43,8 +44,6 @@ Trained = Iterator[tuple[Sequence[FoldJob], Sequence[bool]]]
 def default_jobs(device_type: str, plan: RunPlan) -> int:
     """``--jobs`` when it is not given: 1 on CUDA (one GPU; stacked folds keep it busy) and with
     ``--weights`` (nothing to train), else every usable core (:func:`fr_mer.workers.usable_cores`)."""
-    from fr_mer.workers import usable_cores
-
     if device_type == "cuda" or plan.weights_dir is not None:
         return 1
     return usable_cores()
@@ -56,8 +55,6 @@ def worker_threads(jobs: int, threads: int | None) -> int:
     Fixed by the ``jobs`` asked for, not by how many chunks are left, so that a resumed run
     trains its last folds with the threads of its first.
     """
-    from fr_mer.workers import threads_per_process
-
     return threads or threads_per_process(jobs)
 
 
@@ -105,8 +102,6 @@ def train_in_processes(task: ChunkTask, todo: Sequence[Sequence[FoldJob]], plan:
     yielded as it finishes."""
     from joblib import delayed
     from joblib.externals.loky.process_executor import TerminatedWorkerError
-
-    from fr_mer.workers import call_in_worker, worker_pool
 
     parent = os.getpid()
     pool = worker_pool(jobs, threads, len(todo))

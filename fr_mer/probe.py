@@ -25,6 +25,7 @@ from fr_mer.errors import ParameterError
 from fr_mer.pipeline.labels import COMPOSITE_SPACE, DATABASES, LabelSpace
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
+from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
 #: samples and thousands of input values.
@@ -111,8 +112,6 @@ def probe_folds(features: np.ndarray, labels: np.ndarray, keys: Sequence[str], f
         return [_probe_fold(features, labels, keys, fold, n_classes, C, class_weight) for fold in folds]
     from joblib import delayed
 
-    from fr_mer.workers import call_in_worker, threads_per_process, worker_pool
-
     threads, parent = threads_per_process(jobs), os.getpid()
     pool = worker_pool(jobs, threads, len(folds))
     done = dict(pool(delayed(call_in_worker)(_probe_fold, threads, parent, index, features, labels, keys, fold,
@@ -161,8 +160,6 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig, 
                         protocol=config.protocol, database=config.database, composite_list=composite_list)
     folds = plan_folds(data)
     if jobs is None:
-        from fr_mer.workers import usable_cores
-
         jobs = usable_cores()
     results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds,
                           data.label_space.n_classes,

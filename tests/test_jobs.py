@@ -2,11 +2,12 @@
 
 Any number of workers must give the figures of one process at the same threads per fold; each
 worker must start no more threads than its share of the usable cores; a run whose worker is
-killed, or that is stopped with Ctrl-C, must leave only whole fold files and resume to the
-figures of a run never stopped.
+killed, whose own process is killed, or that is stopped with Ctrl-C, must leave only whole fold
+files and no worker, and resume to the figures of a run never stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -216,17 +217,16 @@ def _assert_whole_fold_files(out: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc (Linux)")
-def test_killed_worker_and_ctrl_c_leave_whole_folds_and_resume_to_the_same_metrics(small_run, tmp_path,
-                                                                                   one_torch_thread):
+def test_killed_processes_and_ctrl_c_leave_whole_folds_and_resume_to_the_same_metrics(small_run, tmp_path,
+                                                                                     one_torch_thread):
     cache, listing, config, _ = small_run
-    # One seed (6 folds), long enough per fold that the run is still going when it is stopped.
-    slow = EvalConfig(model="ststnet", recipe=config.recipe.replace(epochs=150), seeds=(0,),
-                      composite_list=str(listing))
+    # 12 folds, long enough each that the run is still going when it is stopped (three times).
+    slow = dataclasses.replace(config, recipe=config.recipe.replace(epochs=100))
     reference = tmp_path / "reference"
     run_evaluation(cache, reference, slow, device="cpu", jobs=1)  # in this process, on one thread
     out = tmp_path / "run"
     command = [sys.executable, "-m", "fr_mer.cli", "evaluate", "--cache", str(cache), "--model", "ststnet",
-               "--epochs", "150", "--batch-size", "16", "--lr", "0.01", "--seeds", "1", "--composite-list",
+               "--epochs", "100", "--batch-size", "16", "--lr", "0.01", "--seeds", "2", "--composite-list",
                str(listing), "--jobs", "2", "--threads", "1", "--out", str(out)]
 
     def start() -> subprocess.Popen:
@@ -234,31 +234,40 @@ def test_killed_worker_and_ctrl_c_leave_whole_folds_and_resume_to_the_same_metri
                                 start_new_session=True)
 
     # 1. A worker killed (kill -9, as the out-of-memory killer does) while it trains.
-    first = start()
-    _wait_for_folds(out, first, 1)
-    workers = _loky_workers(first.pid)
+    run = start()
+    _wait_for_folds(out, run, 1)
+    workers = _loky_workers(run.pid)
     assert workers, "no worker process found"
     os.kill(workers[0], signal.SIGKILL)
-    output, _ = first.communicate(timeout=120)
-    assert first.returncode == 1, output
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 1, output
     assert "a worker process training folds died" in output and "run the same command again" in output
     assert _gone(workers)  # the other worker ends with the run
     done = _assert_whole_fold_files(out)
-    assert 1 <= done < 6
+    assert 1 <= done < 12
 
-    # 2. Ctrl-C in a terminal: SIGINT to the whole process group, workers included.
-    second = start()
-    _wait_for_folds(out, second, done + 1)
-    workers = _loky_workers(second.pid)
-    os.killpg(second.pid, signal.SIGINT)
-    output, _ = second.communicate(timeout=120)
-    assert second.returncode != 0, output
+    # 2. The command's own process killed (kill -9): its workers notice and exit.
+    run = start()
+    _wait_for_folds(out, run, done + 1)
+    workers = _loky_workers(run.pid)
+    os.kill(run.pid, signal.SIGKILL)
+    run.communicate(timeout=120)
     assert _gone(workers)
     done = _assert_whole_fold_files(out)
-    assert done < 6, "the run ended before it was stopped: make the folds slower"
 
-    # 3. The same command finishes the run with the figures of a run never stopped.
-    third = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert third.returncode == 0, third.stdout + third.stderr
-    assert f"{6 - done} folds trained, {done} resumed" in third.stdout
+    # 3. Ctrl-C in a terminal: SIGINT to the whole process group, workers included.
+    run = start()
+    _wait_for_folds(out, run, done + 1)
+    workers = _loky_workers(run.pid)
+    os.killpg(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode != 0, output
+    assert _gone(workers)
+    done = _assert_whole_fold_files(out)
+    assert done < 12, "the run ended before it was stopped: make the folds slower"
+
+    # 4. The same command finishes the run with the figures of a run never stopped.
+    last = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert f"{12 - done} folds trained, {done} resumed" in last.stdout
     assert_same_run(out, reference)
