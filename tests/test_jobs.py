@@ -27,6 +27,7 @@ from fr_mer.config import from_record, to_record
 from fr_mer.evaluation import EvalConfig, EvaluationError, run_evaluation
 from fr_mer.fold_dispatch import default_jobs, worker_threads
 from fr_mer.models import model_class
+from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun
 from fr_mer.probe import probe_folds
 from fr_mer.protocols import subject_folds
 from fr_mer.results_folder import FoldResult
@@ -130,6 +131,16 @@ def test_usable_cores_follow_the_affinity_mask():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "1", "1"]
+
+
+def test_preprocess_flows_in_the_run_process_take_its_share_of_the_cores(tmp_path):
+    """With --flow-device cpu the run's process computes flows while its --jobs workers align."""
+    params = PreprocessParams(flow_size=64, feature_size=16, flow_implementation="torch")
+    for name, jobs, given, expected in (("a", 2, None, threads_per_process(3)), ("b", 1, None, usable_cores()),
+                                        ("c", 2, 3, 3)):
+        with PreprocessRun([], tmp_path / f"{name}.h5", params, jobs=jobs, flow_device="cpu",
+                           flow_threads=given) as run:
+            assert run.flow_threads == expected, name
 
 
 def worker_threads_seen() -> dict[str, object]:
