@@ -75,7 +75,7 @@ class DemoSettings:
     # Fewer than FR's 20-epoch recipe: the synthetic task is learnt in 10, and the
     # demo has to finish in minutes on two cores (None: the model's recipe).
     epochs: int | None = 10
-    jobs: int | None = None  # preprocessing processes (None: all cores)
+    jobs: int | None = None  # worker processes of preprocess, evaluate and probe (None: every usable core)
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *,
@@ -132,7 +132,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *,
     config = EvalConfig(model=settings.model, protocol="composite", recipe=recipe, seeds=settings.seeds,
                         composite_list=str(composite_list))
     metrics = run_evaluation(
-        out_dir / "cache.h5", out_dir / "results", config, device=device,
+        out_dir / "cache.h5", out_dir / "results", config, device=device, jobs=settings.jobs,
         on_start=lambda total: reporter.start("evaluate  ", total),
         on_fold=lambda fold, resumed: reporter.advance(f"seed {fold.seed} {fold.database}/{fold.subject}"),
     )
@@ -142,7 +142,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *,
     # The linear probe on the same cache and folds: how much of the score the inputs alone give.
     start = time.perf_counter()
     probe = run_probe(out_dir / "cache.h5", out_dir / "probe",
-                      ProbeConfig(protocol="composite", composite_list=str(composite_list)))
+                      ProbeConfig(protocol="composite", composite_list=str(composite_list)), jobs=settings.jobs)
     metrics["probe"] = {"uf1": probe[FULL_SCOPE]["uf1"], "uar": probe[FULL_SCOPE]["uar"],
                         "seconds": round(time.perf_counter() - start, 1)}
     metrics["demo_timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}

@@ -14,26 +14,27 @@ Each finished fold is written to ``OUT/folds/seed<S>/<database>-<subject>.json``
 (:mod:`fr_mer.results_folder`), so an interrupted run resumes at the first
 unfinished fold. Metrics are computed on the pooled predictions of all folds
 (per seed), then summarised as mean and standard deviation over seeds
-(:mod:`fr_mer.report`). With a ``scheduler``, the unfinished (seed, fold)
-chunks are tasks of a dask cluster (:func:`train_chunk`), whose workers write
-the same fold files into the shared results folder (docs/cluster.md).
+(:mod:`fr_mer.report`). With ``jobs`` > 1, or a ``scheduler``, the unfinished
+(seed, fold) chunks are tasks (:func:`train_chunk`) of local worker processes or of
+a dask cluster, whose workers write the same fold files (:mod:`fr_mer.fold_dispatch`).
 With a select grid (``--select``), each chunk first chooses per fold among the
 grid's candidates on inner folds of its training subjects
 (:func:`fr_mer.selection.train_selected`), on either path.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from fr_mer.data import DeviceDataset, load_dataset, resolve_device
 from fr_mer.environment import device_name
+from fr_mer.fold_dispatch import default_jobs, trained_elsewhere
 from fr_mer.metrics import uf1
+from fr_mer.limits import MAX_JOBS, MAX_THREADS, check_number
 from fr_mer.models.flow_input import MINMAX255
 from fr_mer.protocols import Fold, checked_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
@@ -174,7 +175,7 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
                    on_start: Callable[[int], None] | None = None,
                    on_fold: Callable[[FoldResult, bool], None] | None = None,
                    scheduler: "str | Client | None" = None, ensemble: bool = False,
-                   audit_selection: bool = False) -> dict:
+                   audit_selection: bool = False, jobs: int | None = 1, threads: int | None = None) -> dict:
     """Run (or resume) every seed x fold; returns the metrics written to ``metrics.json``.
 
     ``ensemble`` also reports the seeds' ensemble (:func:`fr_mer.report.write_reports`).
@@ -195,37 +196,53 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
     of a seed as one stacked model (:mod:`fr_mer.fold_stack`); the unfinished
     folds of an interrupted chunk are trained again as one, smaller, stack.
 
-    ``scheduler`` (a ``dask.distributed`` address or client) trains the
-    unfinished chunks on the cluster's workers (:func:`_train_on_cluster`), on
-    ``device`` as each worker resolves it ("auto": its own GPU if it has one);
-    this process reads the cache on the CPU for the folds and the reports.
+    ``jobs`` > 1 trains the unfinished chunks in that many worker processes at once, each with
+    ``threads`` torch threads (default: the usable cores divided among them), capped by the
+    chunks; 1 (the default) trains them in this process, with its own threads; None chooses
+    (:func:`fr_mer.fold_dispatch.default_jobs`, as ``fr-mer evaluate`` does). ``scheduler`` (a
+    ``dask.distributed`` address or client) trains them on the cluster's workers, on ``device``
+    as each worker resolves it ("auto": its own GPU if it has one); this process then reads the
+    cache on the CPU for the folds and the reports. Either way the workers write the fold files
+    and this process reads them back (:mod:`fr_mer.fold_dispatch`); the figures are those of one
+    process with the same threads per fold.
     """
     from fr_mer import report
 
+    if jobs is not None:
+        check_number("jobs (--jobs)", jobs, low=1, high=MAX_JOBS, integer=True)
+    if threads is not None:
+        check_number("threads (--threads)", threads, low=1, high=MAX_THREADS, integer=True)
+    if scheduler is not None and jobs not in (None, 1):
+        raise EvaluationError(f"jobs (--jobs) {jobs} with a scheduler: the cluster's workers train the folds; "
+                              "give one of the two")
     plan = make_plan(config, cache_path)
     if audit_selection:
         plan = audited(plan)
     folder = ResultsFolder(out_dir)
-    data = load_plan_data(plan, torch.device("cpu") if scheduler is not None else resolve_device(device))
+    # Trained elsewhere, the folds need the data here only for the folds and the reports.
+    elsewhere = scheduler is not None or (jobs is not None and jobs > 1)
+    data = load_plan_data(plan, torch.device("cpu") if elsewhere else resolve_device(device))
     check_plan_inputs(plan, data)
     folder.check_or_write_config(plan, overwrite)
     folds = plan_folds(data)
-    jobs = plan.jobs(folds)
+    tasks = plan.jobs(folds)  # every (seed, fold), in run order
     if plan.audit_selection:
-        check_finished_folds_logged(folder, jobs)
+        check_finished_folds_logged(folder, tasks)
     if on_start is not None:
-        on_start(len(jobs))
+        on_start(len(tasks))
     started = time.perf_counter()
     results: dict[tuple[int, int], FoldResult] = {}
-    chunks = _chunks(list(reversed(jobs)) if from_end else jobs, plan.stack or len(folds))
-    if scheduler is not None:
-        for job, result, resumed in _train_on_cluster(scheduler, plan, folder, chunks, str(device)):
+    chunks = _chunks(list(reversed(tasks)) if from_end else tasks, plan.stack or len(folds))
+    processes = 1 if scheduler is not None else min(len(chunks), jobs or default_jobs(data.device.type, plan))
+    if scheduler is not None or processes > 1:
+        for job, result, resumed in trained_elsewhere(train_chunk, chunks, plan, folder, str(device),
+                                                      scheduler=scheduler, jobs=processes, threads=threads):
             results[job.seed, job.index] = result
             if on_fold is not None:
                 on_fold(result, resumed)
         chunks = []
     for chunk in chunks:
-        finished, pending = _finished_and_pending(folder, chunk)
+        finished, pending = folder.finished_and_pending(chunk)
         for job, result in finished:
             results[job.seed, job.index] = result
             if on_fold is not None:
@@ -237,7 +254,7 @@ def run_evaluation(cache_path: str | Path, out_dir: str | Path, config: EvalConf
             if on_fold is not None:
                 on_fold(result, False)
     wall = time.perf_counter() - started
-    in_order = [results[job.seed, job.index] for job in jobs]
+    in_order = [results[job.seed, job.index] for job in tasks]
     return report.write_reports(folder.path, plan, data, folds, in_order, wall, ensemble=ensemble)
 
 
@@ -270,59 +287,14 @@ def _train(plan: RunPlan, data: DeviceDataset, pending: Sequence[FoldJob],
             else run_fold_stack(plan, data, pending))
 
 
-# -- on a dask cluster (fr_mer.cluster) --------------------------------------------------
-
-def _train_on_cluster(scheduler: "str | Client", plan: RunPlan, folder: ResultsFolder,
-                      chunks: Sequence[Sequence[FoldJob]],
-                      device: str) -> Iterator[tuple[FoldJob, FoldResult, bool]]:
-    """``(job, result, resumed)`` for every job of ``chunks``: read back, or trained by a worker.
-
-    Folds already in ``folder`` are yielded first (resumed); every other chunk is
-    one task (:func:`train_chunk`), whose worker writes the fold files; they are
-    read back here, so an ``--out`` that the workers do not share is an error,
-    not a silent loss. A task whose worker dies is run again by the scheduler.
-    """
-    from fr_mer.cluster import as_finished, connect, killed_worker_error
-
-    client = connect(scheduler)
-    killed = killed_worker_error()
-    try:
-        todo = []
-        for chunk in chunks:
-            finished, pending = _finished_and_pending(folder, chunk)
-            for job, result in finished:
-                yield job, result, True
-            if pending:
-                todo.append(pending)
-        # Paths the workers resolve alike, whatever their working folder.
-        portable = dataclasses.replace(plan, weights_dir=plan.weights_dir.resolve() if plan.weights_dir else None)
-        out = folder.path.resolve()
-        for pending, future in as_finished(client, train_chunk, todo, portable, out, device, name="fr-mer-folds"):
-            try:
-                trained_here = future.result()
-            except killed as error:
-                names = ", ".join(f"seed {job.seed} {job.fold.subject}" for job in pending)
-                raise EvaluationError(
-                    f"{names}: every worker that trained it died ({error}); the folds written are kept: look in "
-                    "the workers' logs (memory?) and run the same command again to resume") from None
-            for job, trained in zip(pending, trained_here):
-                result = folder.read_fold(job)
-                if result is None:
-                    raise EvaluationError(
-                        f"{folder.fold_path(job)}: a worker trained this fold but its file is not there; --out "
-                        "must be a folder that this process and every worker share (docs/cluster.md)")
-                yield job, result, not trained
-    finally:
-        if client is not scheduler:
-            client.close()
-
+# -- a worker's task (fr_mer.fold_dispatch: local worker processes, or a dask cluster) --------------
 
 #: The last cache a worker process loaded (key, data): its tasks of one run share it.
 _worker_data: list[tuple[tuple, DeviceDataset]] = []
 
 
 def train_chunk(jobs: Sequence[FoldJob], plan: RunPlan, out_dir: Path, device: str) -> list[bool]:
-    """A cluster worker's task: train the chunk's unfinished folds and write their files into ``out_dir``.
+    """A worker's task: train the chunk's unfinished folds and write their files into ``out_dir``.
 
     Returns, per job, whether it was trained here (False: its file was already
     written, by another process sharing the run). The cache is read once per
@@ -340,19 +312,6 @@ def train_chunk(jobs: Sequence[FoldJob], plan: RunPlan, out_dir: Path, device: s
             _worker_data[:] = [(key, load_plan_data(plan, torch_device))]
         _train_and_write(plan, _worker_data[0][1], folder, pending)
     return unfinished
-
-
-def _finished_and_pending(folder: ResultsFolder, chunk: Sequence[FoldJob]
-                          ) -> tuple[list[tuple[FoldJob, FoldResult]], list[FoldJob]]:
-    """A chunk's jobs split into those an earlier run finished (with their results) and the rest."""
-    finished, pending = [], []
-    for job in chunk:
-        result = folder.read_fold(job)
-        if result is None:
-            pending.append(job)
-        else:
-            finished.append((job, result))
-    return finished, pending
 
 
 def _chunks(jobs: Sequence[FoldJob], size: int) -> list[list[FoldJob]]:

@@ -18,7 +18,7 @@ from fr_mer.errors import ParameterError
 #: CPU threads of torch (--threads, --flow-threads): torch's pool is created with them, and
 #: far beyond the cores it exhausts the process's threads (a segfault with 100000).
 MAX_THREADS = 1024
-#: Worker processes (preprocess and demo --jobs).
+#: Worker processes (--jobs of preprocess, evaluate, probe and demo).
 MAX_JOBS = 1024
 #: Pairs per batch of the torch TV-L1 (--flow-batch): memory grows with them.
 MAX_FLOW_BATCH = 65536

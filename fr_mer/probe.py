@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -21,10 +22,12 @@ import numpy as np
 
 from fr_mer.config import settings, to_record
 from fr_mer.errors import ParameterError
+from fr_mer.limits import MAX_JOBS, check_number
 from fr_mer.pipeline.labels import COMPOSITE_SPACE, LabelSpace, resolve_label_space
 from fr_mer.protocols import checked_folds
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
 from fr_mer.run_plan import check_protocol_choice, loso_database
+from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
 #: samples and thousands of input values.
@@ -94,33 +97,50 @@ def probe_classifier(C: float = DEFAULT_C, class_weight: str | None = "balanced"
 
 
 def probe_folds(features: np.ndarray, labels: np.ndarray, keys: Sequence[str], folds, n_classes: int, *,
-                C: float = DEFAULT_C, class_weight: str | None = "balanced") -> list[FoldResult]:
+                C: float = DEFAULT_C, class_weight: str | None = "balanced", jobs: int = 1) -> list[FoldResult]:
     """Fit and predict each fold of ``folds`` (:class:`fr_mer.protocols.Fold`) on (N, D) features.
 
     ``proba`` has one column per class of the label space (a class absent from a fold's training
     subjects gets probability 0 there). The results are the evaluation's :class:`FoldResult`
-    (seed 0; no training loss or rate: NaN).
+    (seed 0; no training loss or rate: NaN), in the order of ``folds``. ``jobs`` > 1 fits the
+    folds in that many worker processes at once (:mod:`fr_mer.workers`; the BLAS threads of
+    each: the usable cores divided among them).
     """
     features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     labels = np.asarray(labels, dtype=np.int64)
-    results = []
-    for fold in folds:
-        start = time.perf_counter()
-        classifier = probe_classifier(C, class_weight)
-        classifier.fit(features[fold.train_index], labels[fold.train_index])
-        known = classifier.classes_
-        proba = np.zeros((len(fold.test_index), n_classes))
-        proba[:, known] = classifier.predict_proba(features[fold.test_index])
-        results.append(FoldResult(
-            seed=0, database=fold.database, subject=fold.name, keys=[keys[i] for i in fold.test_index],
-            true=labels[fold.test_index].tolist(), pred=proba.argmax(1).tolist(),
-            proba=np.round(proba, 6).tolist(), n_train=int(len(fold.train_index)),
-            seconds=time.perf_counter() - start, train_loss=math.nan, samples_per_second=math.nan))
-    return results
+    if jobs <= 1 or len(folds) <= 1:
+        return [_probe_fold(features, labels, keys, fold, n_classes, C, class_weight) for fold in folds]
+    from joblib import delayed
+
+    threads, parent = threads_per_process(jobs), os.getpid()
+    pool = worker_pool(jobs, threads, len(folds))
+    done = dict(pool(delayed(call_in_worker)(_probe_fold, threads, parent, index, features, labels, keys, fold,
+                                             n_classes, C, class_weight)
+                     for index, fold in enumerate(folds)))
+    return [done[index] for index in range(len(folds))]
 
 
-def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) -> dict:
+def _probe_fold(features: np.ndarray, labels: np.ndarray, keys: Sequence[str], fold, n_classes: int, C: float,
+                class_weight: str | None) -> FoldResult:
+    """One fold of :func:`probe_folds`: fitted on its training rows, predicting its held-out subject once."""
+    start = time.perf_counter()
+    classifier = probe_classifier(C, class_weight)
+    classifier.fit(features[fold.train_index], labels[fold.train_index])
+    known = classifier.classes_
+    proba = np.zeros((len(fold.test_index), n_classes))
+    proba[:, known] = classifier.predict_proba(features[fold.test_index])
+    return FoldResult(
+        seed=0, database=fold.database, subject=fold.name, keys=[keys[i] for i in fold.test_index],
+        true=labels[fold.test_index].tolist(), pred=proba.argmax(1).tolist(),
+        proba=np.round(proba, 6).tolist(), n_train=int(len(fold.train_index)),
+        seconds=time.perf_counter() - start, train_loss=math.nan, samples_per_second=math.nan)
+
+
+def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig, *, jobs: int | None = 1) -> dict:
     """Probe the cache's ``flow`` channels under ``config``'s protocol; returns ``metrics.json``'s content.
+
+    ``jobs``: worker processes fitting folds at once (:func:`probe_folds`), capped by the folds;
+    None: every usable core (:func:`fr_mer.workers.usable_cores`). The figures do not depend on it.
 
     The samples and folds are the evaluation's (:func:`fr_mer.data.load_dataset`,
     :func:`fr_mer.protocols.checked_folds`), so a probe and a model evaluated on one cache
@@ -131,6 +151,8 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
     from fr_mer import report
     from fr_mer.data import load_dataset
 
+    if jobs is not None:
+        check_number("jobs (--jobs)", jobs, low=1, high=MAX_JOBS, integer=True)
     composite_list = Path(config.composite_list).resolve() if config.composite_list else None
     database = loso_database(cache_path, config.protocol, config.database)
     label_space = resolve_label_space(config.protocol, database, config.classes)
@@ -142,9 +164,11 @@ def run_probe(cache_path: str | Path, out_dir: str | Path, config: ProbeConfig) 
                         protocol=config.protocol, database=database, composite_list=composite_list,
                         label_space=label_space)
     folds = checked_folds(data.protocol, data.databases, data.subjects)
+    if jobs is None:
+        jobs = usable_cores()
     results = probe_folds(data.inputs["flow"].numpy(), data.labels.numpy(), data.keys, folds,
                           data.label_space.n_classes,
-                          C=config.C, class_weight=config.class_weight)
+                          C=config.C, class_weight=config.class_weight, jobs=min(jobs, len(folds)))
     folder.path.mkdir(parents=True, exist_ok=True)
     atomic_json(folder.path / CONFIG_FILE, {"probe": to_record(config), "cache": str(Path(cache_path).resolve())})
     plan = ProbePlan(config=_ReportedConfig(protocol=config.protocol, database=config.database), recipe=config,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fr_mer import atomic
 from fr_mer.config import from_record, settings, to_record
@@ -111,6 +111,18 @@ class ResultsFolder:
 
     def write_fold(self, job: FoldJob, result: FoldResult) -> None:
         atomic_json(self.fold_path(job), to_record(result))
+
+    def finished_and_pending(self, jobs: Sequence[FoldJob]
+                             ) -> tuple[list[tuple[FoldJob, FoldResult]], list[FoldJob]]:
+        """``jobs`` split into those whose file is written (with their results) and the rest, in order."""
+        finished, pending = [], []
+        for job in jobs:
+            result = self.read_fold(job)
+            if result is None:
+                pending.append(job)
+            else:
+                finished.append((job, result))
+        return finished, pending
 
     def check_or_write_config(self, plan: RunPlan, overwrite: bool) -> None:
         """Record the plan's settings, or check that the folder's recorded run has the same ones.

@@ -58,6 +58,14 @@ def test_evaluate_threads_100000_is_refused_before_torch_sees_it(composite, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "probe", "demo"])
+def test_jobs_100000_is_refused_by_every_command_that_has_workers(composite, tmp_path, command):
+    cache, listing = composite
+    inputs = [] if command == "demo" else ["--cache", cache, "--composite-list", listing]
+    refused(run(command, *inputs, "--jobs", 100000, "--out", tmp_path / "out"), 2, "--jobs")
+    assert not (tmp_path / "out").exists()
+
+
 def test_compare_bootstrap_without_bound_is_refused(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

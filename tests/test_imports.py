@@ -136,7 +136,7 @@ def test_the_package_has_no_import_cycle():
 
 #: The modules of fr_mer below the preprocessing (fr_mer.pipeline): each imports nothing of fr_mer but
 #: these. The preprocessing imports nothing else of fr_mer, so it never depends on the evaluation side.
-BASE_FLOOR = {"fr_mer", "fr_mer.errors", "fr_mer.config", "fr_mer.limits", "fr_mer.cluster"}
+BASE_FLOOR = {"fr_mer", "fr_mer.errors", "fr_mer.config", "fr_mer.limits", "fr_mer.cluster", "fr_mer.workers"}
 
 
 def test_the_preprocessing_imports_only_the_base_floor_of_fr_mer():
@@ -167,8 +167,8 @@ def test_commands_do_not_import_each_other():
 UPPER_FLOORS = (
     ("models", "metrics", "protocols", "data", "training", "ops", "stacked_optim", "func_stack", "fold_stack",
      "checkpoint", "state_dicts"),
-    ("selection_grid", "run_plan", "results_folder", "selection", "selection_audit", "report", "paired_statistics",
-     "compare"),
+    ("selection_grid", "run_plan", "results_folder", "fold_dispatch", "selection", "selection_audit", "report",
+     "paired_statistics", "compare"),
     ("evaluation", "probe", "train_checkpoint", "inference", "apex_alignment", "ststnet_import", "demo"),
     ("commands", "cli"),
 )

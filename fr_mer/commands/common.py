@@ -1,4 +1,4 @@
-"""Options shared by `fr-mer train`, `fr-mer evaluate` and `fr-mer probe`, and their parsing.
+"""Options shared by `fr-mer train`, `fr-mer evaluate`, `fr-mer probe` and `fr-mer demo`, and their parsing.
 
 Every option is checked here, before a cache is opened or a model trained:
 ranges by click (usage errors, exit 2), model options against the model's
@@ -18,11 +18,12 @@ import torch
 from fr_mer.commands.name_values import parse_name_values
 from fr_mer.data import resolve_device
 from fr_mer.errors import ParameterError
-from fr_mer.limits import MAX_THREADS
+from fr_mer.limits import MAX_JOBS, MAX_THREADS
 from fr_mer.models import Recipe, list_models, model_class, validate_options
 from fr_mer.pipeline.labels import CLASS_COUNTS, CLASS_SPACES, COMPOSITE_SPACE, DATABASE_TITLES
 from fr_mer.protocols import PROTOCOLS
 from fr_mer.run_plan import check_protocol_choice, loso_database
+from fr_mer.workers import set_process_threads
 
 
 def parse_model_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -55,7 +56,8 @@ def model_options(func: Callable) -> Callable:
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
         click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
-                     help="CPU threads for torch (default: torch's choice, all cores)."),
+                     help="torch's CPU threads per process (default: one per core this process may use; "
+                          "with evaluate's --jobs, the usable cores divided among the workers)."),
         click.option("--deterministic", is_flag=True,
                      help="torch's deterministic algorithms (and cuBLAS's workspace setting on CUDA): the same "
                           "seed gives the same numbers on the same machine and versions; slower on a GPU."),
@@ -84,6 +86,12 @@ def protocol_options(func: Callable) -> Callable:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def jobs_option(help: str) -> Callable[[Callable], Callable]:
+    """``--jobs``: worker processes of ``evaluate``, ``probe`` and ``demo`` (one declaration, one bound:
+    :data:`fr_mer.limits.MAX_JOBS`); ``help`` says what the command's workers do."""
+    return click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None, help=help)
 
 
 def allow_incomplete_option(func: Callable) -> Callable:
@@ -124,8 +132,7 @@ def resolve_training(model_name: str, option_pairs, epochs, batch_size, lr, devi
     options = validate_options(model_name, parse_model_options(option_pairs))
     recipe = model_class(model_name).recipe.replace(epochs=epochs, batch_size=batch_size, lr=lr)
     torch_device = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    set_process_threads(threads)
     if deterministic:
         from fr_mer.environment import set_deterministic
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from fr_mer.commands.common import jobs_option
 from fr_mer.output_paths import check_writable_target
 from fr_mer.data import resolve_device
-from fr_mer.limits import MAX_EPOCHS, MAX_JOBS, MAX_SEED, MAX_SEEDS, MAX_SYNTH_CLIPS, MAX_SYNTH_SUBJECTS
+from fr_mer.limits import MAX_EPOCHS, MAX_SEED, MAX_SEEDS, MAX_SYNTH_CLIPS, MAX_SYNTH_SUBJECTS
 from fr_mer.models import list_models
 from fr_mer.results_folder import SUMMARY_FILE
 from fr_mer.run_plan import DEFAULT_SEEDS
+from fr_mer.workers import set_process_threads
 
 
 class BarReporter:
@@ -50,8 +52,8 @@ class BarReporter:
               help="Training seeds; the result is their mean and standard deviation.")
 @click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=10, show_default=True,
               help="Training epochs (the synthetic task needs fewer than the real recipe).")
-@click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS),
-              default=None, help="Preprocessing processes (default: all cores).")
+@jobs_option("Worker processes of preprocess, evaluate and probe, one core's share of threads each "
+             "(default: every usable core; evaluate on CUDA: 1).")
 @click.option("--data-seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
               help="Seed of the synthetic data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -67,6 +69,7 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
 
     # Every option is checked before the first stage starts, so a bad one costs no synthesis.
     torch_device = resolve_device(device)
+    set_process_threads()  # what runs in this process stays within the usable cores
     check_writable_target(out, "--out", folder=True)
     settings = DemoSettings(subjects=subjects, clips_per_subject=clips_per_subject, seed=data_seed,
                             model=model, seeds=tuple(range(seeds)), epochs=epochs, jobs=jobs)

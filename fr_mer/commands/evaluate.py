@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import (allow_incomplete_option, model_options, protocol_options, resolve_protocol,
-                                    resolve_training)
+from fr_mer.commands.common import (allow_incomplete_option, jobs_option, model_options, protocol_options,
+                                    resolve_protocol, resolve_training)
 from fr_mer.evaluation import EvalConfig, run_evaluation
 from fr_mer.limits import MAX_FOLD_BATCH, MAX_SEED, MAX_SEEDS
 from fr_mer.output_paths import check_output, check_results_folder
@@ -73,6 +73,10 @@ class FoldProgress:
                    "report, apart from the results, what choosing epochs on them would have scored: best epoch "
                    "per subject, best single epoch (OUT/selection_audit.json, .png; docs/protocols.md). The "
                    "training and results are unchanged. Trains fold by fold (not with --fold-batch or --weights).")
+@jobs_option("Worker processes training folds (or fold stacks) at once, each writing its fold files as one "
+             "process would [default: every usable core on the CPU, capped by the folds; 1 on CUDA and with "
+             "--weights]. Each has --threads torch threads (default: the usable cores divided among them); "
+             "the figures are those of one process at those threads. Not with --scheduler.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @click.option("--overwrite", is_flag=True, help="Discard finished folds in --out and start again.")
 @allow_incomplete_option
@@ -81,13 +85,16 @@ class FoldProgress:
                    "options and --out, it shares the work: each process skips folds already written.")
 def command(cache, protocol, database, classes, model_name, option_pairs, epochs, batch_size, lr, device, threads,
             deterministic, seeds, first_seed, weights_dir, composite_list, val_fraction, fold_batch, scheduler,
-            ensemble, select_file, audit_selection, out, overwrite, allow_incomplete, from_end) -> None:
+            ensemble, select_file, audit_selection, jobs, out, overwrite, allow_incomplete, from_end) -> None:
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
     plots (and with --audit-selection, selection_audit.json and .png). An interrupted
     run resumes at the first unfinished fold.
     """
+    if scheduler is not None and jobs is not None:
+        raise click.UsageError("--jobs sets local worker processes; with --scheduler the cluster's workers "
+                               "train the folds: give one of the two")
     # With --scheduler the workers train, each on --device as it resolves it; this process reads on the CPU.
     options, recipe, torch_device = resolve_training(model_name, option_pairs, epochs, batch_size, lr,
                                                      "cpu" if scheduler else device, threads, deterministic)
@@ -117,7 +124,7 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     try:
         run_evaluation(cache, out, config, device=device if scheduler else torch_device, overwrite=overwrite,
                        from_end=from_end, on_start=progress.start, on_fold=progress.update, scheduler=scheduler,
-                       ensemble=ensemble, audit_selection=audit_selection)
+                       ensemble=ensemble, audit_selection=audit_selection, jobs=jobs, threads=threads)
     finally:
         progress.close()
     counts = progress.counts

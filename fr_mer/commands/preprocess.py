@@ -64,7 +64,7 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
               help="HDF5 cache to create, or to complete when it exists with the same parameters "
                    "(layout: docs/cache-format.md).")
 @click.option("--jobs", type=click.IntRange(min=1, max=MAX_JOBS), default=None,
-              help="Worker processes, one core each [default: all cores].")
+              help="Worker processes, one core each [default: every usable core].")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the clips on a dask.distributed cluster: the scheduler's address (tcp://host:8786) "
                    "or scheduler file (.json). The workers must see the frames at the same paths; this "
@@ -86,8 +86,9 @@ def _overrides(cls: type, items: tuple[str, ...], option: str) -> object:
               help="Pairs per torch TV-L1 batch with --flow-device cpu or cuda (lower it if the GPU runs out "
                    "of memory).")
 @click.option("--flow-threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
-              help="CPU threads of the torch TV-L1 in this process with --flow-device cpu [default: torch's "
-                   "choice, all cores; 1 on a machine shared with other jobs, docs/tvl1-torch.md].")
+              help="CPU threads of the torch TV-L1 in this process with --flow-device cpu [default: the usable "
+                   "cores divided among this process and the --jobs workers; 1 on a machine shared with other "
+                   "jobs, docs/tvl1-torch.md].")
 @click.option("--feature-size", type=click.IntRange(min=1, max=MAX_IMAGE_SIDE),
               default=DEFAULT_FEATURE_SIZE, show_default=True,
               help="Side of the 'flow' model input (u, v, strain).")

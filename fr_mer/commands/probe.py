@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fr_mer.commands.common import allow_incomplete_option, protocol_options, resolve_protocol
+from fr_mer.commands.common import allow_incomplete_option, jobs_option, protocol_options, resolve_protocol
 from fr_mer.output_paths import check_output, check_results_folder
 from fr_mer.pipeline.cache import check_finished
 from fr_mer.probe import DEFAULT_C, FLOW_CHANNELS, ProbeConfig
@@ -24,10 +24,13 @@ def _channels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
               help="Flow channels the probe reads, comma-separated (u, v, strain).")
 @click.option("--C", "C", type=float, default=DEFAULT_C, show_default=True,
               help="Inverse L2 regularisation of the logistic regression.")
+@jobs_option("Worker processes fitting folds at once, one core's share each [default: every usable core, "
+             "capped by the folds]. The figures do not depend on it.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
 @allow_incomplete_option
 def command(cache: Path, protocol: str, database: str | None, classes: str | None, composite_list: Path | None,
-            channels: tuple[str, ...], C: float, out: Path, allow_incomplete: bool) -> None:
+            channels: tuple[str, ...], C: float, jobs: int | None, out: Path,
+            allow_incomplete: bool) -> None:
     """Leave-one-subject-out logistic regression on the cache's flow inputs (no network).
 
     How much class signal preprocessing left: each fold standardises the training
@@ -46,5 +49,5 @@ def command(cache: Path, protocol: str, database: str | None, classes: str | Non
     choice = resolve_protocol(cache, protocol, database, classes, composite_list)
     config = ProbeConfig(protocol=choice.protocol, database=choice.database, classes=choice.classes,
                          composite_list=choice.composite_list, channels=channels, C=C)
-    run_probe(cache, out, config)
+    run_probe(cache, out, config, jobs=jobs)
     click.echo((Path(out) / SUMMARY_FILE).read_text())

@@ -11,8 +11,6 @@ the run naming the sample.
 from __future__ import annotations
 
 import dataclasses
-import os
-import threading
 import time
 
 import cv2
@@ -24,6 +22,7 @@ from fr_mer.pipeline.flow import tvl1_flows
 from fr_mer.pipeline.preprocess.clip import Sample, finish_clip, process_clip
 from fr_mer.pipeline.preprocess.params import PreprocessParams
 from fr_mer.pipeline.preprocess.sample import SampleError
+from fr_mer.workers import exit_with_parent
 
 
 @dataclasses.dataclass
@@ -63,13 +62,14 @@ def _bug(key: str, exc: BaseException) -> SampleBug:
 def make_outcome(clip: Clip, params: PreprocessParams, parent: int | None = None, defer_flow: bool = False) -> Outcome:
     """Worker entry point: one sample; bad data becomes its failure reason, anything else a :class:`SampleBug`.
 
-    OpenCV runs one thread per job, so ``--jobs`` is the number of busy cores.
-    ``parent``: the pid of the run's process, which a worker outlives by at most
-    :data:`ORPHAN_POLL_SECONDS` (:func:`_exit_with_parent`). ``defer_flow``: the
-    sample stops before its flow (the run's process computes it).
+    OpenCV runs one thread per job (within the thread budget, :mod:`fr_mer.workers`), so
+    ``--jobs`` is the number of busy cores. ``parent``: the pid of the run's process, which a
+    worker outlives by at most :data:`fr_mer.workers.ORPHAN_POLL_SECONDS`
+    (:func:`~fr_mer.workers.exit_with_parent`). ``defer_flow``: the sample stops before its
+    flow (the run's process computes it).
     """
-    if parent is not None and parent != os.getpid():
-        _exit_with_parent(parent)
+    if parent is not None:
+        exit_with_parent(parent)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -81,34 +81,6 @@ def make_outcome(clip: Clip, params: PreprocessParams, parent: int | None = None
         raise _bug(clip.key, exc) from exc
     finally:
         cv2.setNumThreads(threads)
-
-
-#: How often a worker checks that the run's process is still its parent.
-ORPHAN_POLL_SECONDS = 1.0
-
-_watched_parent: int | None = None
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Make this worker process exit soon after ``parent`` dies (once per process).
-
-    joblib's loky workers outlive a parent killed by ``kill -9`` (they idle for
-    minutes, holding their memory): nothing tells them. A daemon thread polls
-    ``os.getppid()``, which changes when the parent dies and the worker is handed
-    to init, and then ends the process. A worker inside a long C call that holds
-    the GIL exits when the call returns.
-    """
-    global _watched_parent
-    if _watched_parent == parent:
-        return
-    _watched_parent = parent
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="fr-mer-parent-watch", daemon=True).start()
 
 
 def finish_flows(waiting: list[Outcome], params: PreprocessParams, device: str) -> list[Outcome]:

@@ -37,6 +37,7 @@ from fr_mer.pipeline.preprocess.outcome import Outcome, finish_flows, make_outco
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.summary import PreprocessSummary
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
+from fr_mer.workers import threads_per_process, usable_cores
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -47,11 +48,8 @@ DEFAULT_FLOW_BATCH = 32
 
 
 def default_jobs() -> int:
-    """All the cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    """``--jobs`` when it is not given: every core this process may use (:func:`fr_mer.workers.usable_cores`)."""
+    return usable_cores()
 
 
 class PreprocessRun:
@@ -75,7 +73,9 @@ class PreprocessRun:
     flows when ``params.flow_implementation`` is ``torch`` (the module docstring);
     a device torch cannot use is refused with a
     :class:`~fr_mer.errors.ParameterError` before the cache is opened.
-    ``flow_threads``: torch's CPU threads while the run iterates (None: as they are).
+    ``flow_threads``: torch's CPU threads while the run iterates (None: the thread budget,
+    :mod:`fr_mer.workers`: the usable cores divided among this process and its ``jobs`` workers,
+    which align while it computes flows).
     """
 
     def __init__(
@@ -99,7 +99,6 @@ class PreprocessRun:
         _check_apex_rule(clips, params.smic_apex)
         self.flow_device = _flow_device(params, flow_device)
         self.flow_batch = flow_batch
-        self.flow_threads = flow_threads if self.flow_device is not None else None
         # Connected before the cache is opened: an unreachable scheduler changes no file.
         self.client = None
         self._own_client = False
@@ -111,6 +110,9 @@ class PreprocessRun:
             self.jobs = sum(self.client.nthreads().values())
         else:
             self.jobs = jobs or default_jobs()
+        # This process computes the flows while the local workers align (a cluster's work elsewhere).
+        computing = 1 if self.client is not None or self.jobs <= 1 else self.jobs + 1
+        self.flow_threads = (flow_threads or threads_per_process(computing)) if self.flow_device is not None else None
         self.summary = PreprocessSummary(out=Path(out), total=len(clips), jobs=self.jobs)
         try:
             self.writer = _open_cache(out, params, overwrite)
@@ -162,13 +164,14 @@ class PreprocessRun:
                 # In-process: no worker start-up, and the caller's debugger works.
                 results = (make_outcome(clip, self.params, None, defer) for clip in self.todo)
             else:
-                from joblib import Parallel, delayed
+                from joblib import Parallel, delayed, parallel_config
 
                 # deferring, the workers keep aligning the next batch while this process computes flows
                 ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
-                results = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", pre_dispatch=ahead)(
-                    delayed(make_outcome)(clip, self.params, os.getpid(), defer) for clip in self.todo
-                )
+                # the workers' BLAS / OpenMP libraries within the thread budget (OpenCV's: make_outcome)
+                with parallel_config(backend="loky", inner_max_num_threads=threads_per_process(self.jobs)):
+                    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch=ahead)
+                results = parallel(delayed(make_outcome)(clip, self.params, os.getpid(), defer) for clip in self.todo)
             waiting: list[Outcome] = []
             for outcome in results:
                 if outcome.sample is not None and outcome.sample.pending is not None:
