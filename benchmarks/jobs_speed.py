@@ -97,7 +97,8 @@ def annotations(root: Path) -> Path:
 
 def part_evaluate(args, base: Path) -> dict:
     common = ["evaluate", "--cache", base / "cache.h5", "--composite-list", base / "data" / "synthetic_3class_gt.csv",
-              "--model", "fr", "--device", "cpu", "--epochs", 1 if args.smoke else 10, "--seeds", 1 if args.smoke else 3]
+              "--model", "fr", "--device", "cpu", "--epochs", 1 if args.smoke else 10,
+              "--seeds", 1 if args.smoke else 3]
     runs = {}
     for name, extra in (("jobs1", ["--jobs", 1]), ("jobs2", ["--jobs", 2]),
                         ("jobs1-threads1", ["--jobs", 1, "--threads", 1])):
@@ -131,7 +132,8 @@ def part_preprocess(args, base: Path) -> dict:
     caches = [args.work / f"preprocess-{tag}.h5" for tag in ("alone", "a", "b")]
     for cache in caches:
         cache.unlink(missing_ok=True)
-    alone = run_at_once([fr_mer("preprocess", *dataset, "--out", caches[0])], [args.work / "logs" / "preprocess-alone.log"])
+    alone = run_at_once([fr_mer("preprocess", *dataset, "--out", caches[0])],
+                        [args.work / "logs" / "preprocess-alone.log"])
     both = run_at_once([fr_mer("preprocess", *dataset, "--out", cache) for cache in caches[1:]],
                        [args.work / "logs" / f"preprocess-{tag}.log" for tag in ("a", "b")])
     return {"alone": alone, "two_at_once": both, "ratio": round(both["seconds"] / alone["seconds"], 2)}
@@ -146,7 +148,8 @@ def part_composite(args) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     imported = run_at_once([fr_mer("import-ststnet", "--images", images, "--out", cache)],
                            [args.work / "logs" / "composite-import.log"])
-    evaluate = ["evaluate", "--cache", cache, "--model", "fr", "--seeds", 1, "--jobs", 2, "--device", "cpu", "--out", out]
+    evaluate = ["evaluate", "--cache", cache, "--model", "fr", "--seeds", 1, "--jobs", 2, "--device", "cpu",
+                "--out", out]
     if args.smoke:
         evaluate += ["--epochs", 1]
     evaluated = run_at_once([fr_mer(*evaluate)], [args.work / "logs" / "composite-evaluate.log"])
@@ -179,9 +182,9 @@ def table(record: dict) -> str:
         rows.append(f"| one FR seed of the real composite, import + `evaluate --jobs 2` (UF1 {p['uf1']:.4f}) | | "
                     f"{p['seconds']} | | <= 600 s | {p['import']['load_before']} |")
     machine = record["machine"]
+    smoke = ", SMOKE RUN: no figures" if record["smoke"] else ""
     return (f"{record['date']}, {machine['cpu']} ({machine['cpu_vector_extension']}), {machine['usable_cores']} "
-            f"usable cores, torch {machine['packages'].get('torch')}{', SMOKE RUN: no figures' if record['smoke'] else ''}\n\n"
-            + "\n".join(rows) + "\n")
+            f"usable cores, torch {machine['packages'].get('torch')}{smoke}\n\n" + "\n".join(rows) + "\n")
 
 
 def main() -> None:
@@ -191,8 +194,10 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared",
                         help="folder holding data/megc2019 (--parts composite)")
     parser.add_argument("--save", type=Path, default=None,
-                        help="folder of the JSON and Markdown (default: benchmarks/results/speed; with --smoke, --work)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs, measures nothing")
+                        help="folder of the JSON and Markdown (default: benchmarks/results/speed; "
+                             "with --smoke, --work)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes: checks that the script runs, measures nothing")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))

@@ -236,8 +236,8 @@ def _assert_whole_fold_files(out: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc (Linux)")
-def test_killed_processes_and_ctrl_c_leave_whole_folds_and_resume_to_the_same_metrics(small_run, tmp_path,
-                                                                                     one_torch_thread):
+def test_killed_processes_and_ctrl_c_leave_whole_folds_and_resume_to_the_same_metrics(
+        small_run, tmp_path, one_torch_thread):
     cache, listing, config, _ = small_run
     # 12 folds, long enough each that the run is still going when it is stopped (three times).
     slow = dataclasses.replace(config, recipe=config.recipe.replace(epochs=100))
