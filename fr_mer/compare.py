@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from fr_mer.errors import FrMerError, ParameterError
-from fr_mer.metrics import mean_sd_text, sample_sd, standard_error
+from fr_mer.metrics import sample_sd, standard_error
 from fr_mer.paired_statistics import METRICS, bootstrap_intervals, mcnemar_p_value, sign_counts
 from fr_mer.pipeline.labels import CLASSES
 from fr_mer.results_folder import (FULL_SCOPE, METRICS_FILE, PREDICTION_COLUMNS, PREDICTIONS_FILE,
@@ -222,7 +222,7 @@ def load_runs(paths: str | Path | Sequence[str | Path]) -> RunPredictions:
         check_same_samples(first, run)
         repeated = sorted(set(predicted) & set(run.predicted))
         if repeated:
-            raise ComparisonError(f"{where} both hold seed {_seed_list(repeated)}; give each seed once")
+            raise ComparisonError(f"{where} both hold seed {seed_list(repeated)}; give each seed once")
         predicted.update(run.predicted)
     return dataclasses.replace(first, predicted=dict(sorted(predicted.items())),
                                folders=tuple(r.path for r in runs))
@@ -277,7 +277,7 @@ def check_paired(run_a: RunPredictions, run_b: RunPredictions) -> None:
     where = f"{run_a.label} and {run_b.label}"
     if run_a.seeds != run_b.seeds:
         raise ComparisonError(
-            f"{where} ran different seeds ({_seed_list(run_a.seeds)} and {_seed_list(run_b.seeds)}); "
+            f"{where} ran different seeds ({seed_list(run_a.seeds)} and {seed_list(run_b.seeds)}); "
             "a paired comparison needs the same seeds (fr-mer evaluate --seeds and --first-seed)")
     check_same_samples(run_a, run_b)
 
@@ -308,7 +308,7 @@ def check_same_samples(run_a: RunPredictions, run_b: RunPredictions) -> None:
                                   f"run and {run_b.classes[run_b.true[i]]} in the second; the composite lists differ")
 
 
-def _seed_list(seeds: Sequence[int]) -> str:
+def seed_list(seeds: Sequence[int]) -> str:
     return ", ".join(map(str, seeds))
 
 
@@ -377,83 +377,3 @@ def _metric_comparison(scope: str, metric: str, n_samples: int, n_subjects: int,
         mean_difference=statistics.fmean(difference), se_difference=standard_error(difference),
         interval=interval, wins_a=wins_a, wins_b=wins_b, ties=ties,
     )
-
-
-def verdict(comparison: Comparison) -> str:
-    """One line on the headline metric (UF1, all samples); "beats" only when the interval excludes 0."""
-    row = comparison.row(FULL_SCOPE, "uf1")
-    a, b = comparison.label_a, comparison.label_b
-    low, high = row.interval
-    level = f"{comparison.confidence:.0%}"
-    figures = (f"UF1 difference {row.mean_difference:+.4f} (se {_number(row.se_difference)}) over "
-               f"{len(row.difference)} paired seeds, {level} bootstrap interval over subjects "
-               f"[{low:+.4f}, {high:+.4f}]")
-    seeds_line = f"{a} ahead on {row.wins_a} of {len(row.difference)} seeds, {b} on {row.wins_b}"
-    if low > 0 or high < 0:
-        winner, loser = (a, b) if low > 0 else (b, a)
-        line = f"{winner} beats {loser}: {figures} excludes 0; {seeds_line}."
-    else:
-        line = f"No difference shown between {a} and {b}: {figures} includes 0; {seeds_line}."
-    if len(row.difference) < 3:
-        line += " Fewer than 3 seeds: the seed-to-seed spread is barely measured."
-    return line
-
-
-def _number(value: float) -> str:
-    return "n/a" if value != value else f"{value:.4f}"
-
-
-def _p_value(p: float) -> str:
-    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def to_markdown(comparison: Comparison) -> str:
-    """The summary table, the per-seed table and the verdict, in Markdown."""
-    c = comparison
-    level = f"{c.confidence:.0%}"
-    full = c.row(FULL_SCOPE, "uf1")
-    lines = [f"# Paired comparison: {c.label_a} vs {c.label_b}", "",
-             f"- A: {c.run_a}" + (f" (model {c.model_a})" if c.model_a else ""),
-             f"- B: {c.run_b}" + (f" (model {c.model_b})" if c.model_b else ""),
-             f"- seeds {_seed_list(c.seeds)}, paired; {full.n_samples} samples, {full.n_subjects} subjects",
-             "", "Δ = A − B. A run's ± is the sd over seeds; Δ's ± is the se of the mean difference "
-             "(sd of the per-seed differences / √seeds). The interval is a percentile bootstrap over subjects "
-             f"({c.n_bootstrap} resamples, seed {c.bootstrap_seed}). See docs/comparing.md.", "",
-             f"| scope | metric | n | subjects | A (mean ± sd) | B (mean ± sd) | Δ (mean ± se) | {level} interval "
-             "| seeds A > B / A < B / tied |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for m in c.metrics:
-        lines.append(f"| {m.scope} | {METRIC_NAMES[m.metric]} | {m.n_samples} | {m.n_subjects} | "
-                     f"{mean_sd_text(m.mean_a, m.sd_a)} | {mean_sd_text(m.mean_b, m.sd_b)} | "
-                     f"{mean_sd_text(m.mean_difference, m.se_difference, signed=True)} | "
-                     f"[{m.interval[0]:+.4f}, {m.interval[1]:+.4f}] | {m.wins_a} / {m.wins_b} / {m.ties} |")
-    lines += ["", "## Per seed", "",
-              "McNemar: samples only A classifies correctly / only B does; exact two-sided p-value.", "",
-              "| seed | scope | UF1 A | UF1 B | Δ UF1 | UAR A | UAR B | Δ UAR | McNemar only A / only B | p |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for scope in c.scopes:
-        f1, recall = c.row(scope, "uf1"), c.row(scope, "uar")
-        tests = [t for t in c.mcnemar if t.scope == scope]
-        for i, test in enumerate(tests):
-            lines.append(f"| {test.seed} | {scope} | {f1.a[i]:.4f} | {f1.b[i]:.4f} | {f1.difference[i]:+.4f} | "
-                         f"{recall.a[i]:.4f} | {recall.b[i]:.4f} | {recall.difference[i]:+.4f} | "
-                         f"{test.only_a_correct} / {test.only_b_correct} | {_p_value(test.p_value)} |")
-    lines += ["", verdict(c), ""]
-    return "\n".join(lines)
-
-
-def comparison_record(comparison: Comparison) -> dict:
-    """A JSON-ready dict of everything computed (NaN, e.g. the se of a single seed, as null)."""
-    record = dataclasses.asdict(comparison)
-    record["verdict"] = verdict(comparison)
-    return _without_nan(record)
-
-
-def _without_nan(value):
-    if isinstance(value, float):
-        return None if value != value else value
-    if isinstance(value, dict):
-        return {k: _without_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_nan(v) for v in value]
-    return value

@@ -5,7 +5,8 @@ blank (one colour) or noise frame: each is made into a sample as before, never
 silently; the scan table marks the clip (rule ``frame_file_doubts`` of
 :mod:`fr_mer.pipeline.readers.repairs`) and the cache's flags name what was seen
 (docs/cache-format.md). :func:`frames_fingerprint` tells a rerun that a cached
-sample's frame files were replaced. numpy only: ``fr-mer scan`` uses it.
+sample's frame files were replaced. numpy, and OpenCV (imported when a frame is decoded): ``fr-mer
+scan`` uses it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ BLANK_STD = 2.0
 #: apex frames of ../shared/data/casme2-real); a frame below this correlation is noise (a corrupt
 #: decode, a sensor without a picture).
 NOISE_CORRELATION = 0.3
+
+
+#: What each content flag means (the scan table's words).
+FLAG_MEANINGS = {
+    "blank": f"grey levels vary by less than {BLANK_STD} (sd): all black or one colour",
+    "noise": f"neighbouring pixels correlate below {NOISE_CORRELATION}: no picture",
+}
+
+
+def frame_content_flags(path: Path, role: str) -> list[str]:
+    """:func:`content_flags` of a frame file read as preprocessing reads it (grayscale, EXIF applied);
+    ``[]`` when it does not decode (preprocessing then fails the sample, naming the file)."""
+    import cv2
+
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return []
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    return [] if image is None or min(image.shape) < 2 else content_flags(image, role)
 
 
 def content_flags(image: np.ndarray, role: str) -> list[str]:

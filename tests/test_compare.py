@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from fr_mer.cli import main
-from fr_mer.compare import ComparisonError, compare_runs, load_run, load_runs, verdict
+from fr_mer.compare import ComparisonError, compare_runs, load_run, load_runs
+from fr_mer.comparison_report import verdict
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.paired_statistics import bootstrap_intervals, exact_binomial_p_value, mcnemar_p_value, sign_counts
 from fr_mer.pipeline.labels import CLASSES

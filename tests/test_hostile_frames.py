@@ -57,6 +57,21 @@ def test_a_blank_or_noise_apex_is_flagged_in_the_sample(kind):
     assert f"apex_{kind}" in sample.flags and "onset_blank" not in sample.flags
 
 
+@pytest.mark.parametrize("kind", ["blank", "noise"])
+def test_a_blank_or_noise_apex_is_flagged_in_the_scan_table(tmp_path, kind):
+    root = tmp_path / "c"
+    write_casme2(root, CASME2_CLIPS[:2])
+    rows, _ = scan_table(tmp_path, "--dataset", "casme2", "--root", root)
+    apex = rows[0]["apex_path"]
+    picture = (np.zeros((24, 32), np.uint8) if kind == "blank"
+               else np.random.default_rng(2).integers(0, 256, (24, 32), dtype=np.uint8))
+    assert cv2.imwrite(apex, picture)
+    rows, _ = scan_table(tmp_path, "--dataset", "casme2", "--root", root)
+    flagged = [r for r in rows if f"looks {kind}" in r["problem"]]
+    assert len(flagged) == 1 and flagged[0]["apex_path"] == apex and flagged[0]["status"] == "repaired"
+    assert f"apex_{kind}" in flagged[0]["problem"]
+
+
 # -- EXIF orientation -------------------------------------------------------------------------------
 def test_exif_orientation_is_read_from_the_jpeg_header(tmp_path):
     image = astronaut_frame()

@@ -168,7 +168,7 @@ UPPER_FLOORS = (
     ("models", "metrics", "protocols", "data", "training", "ops", "stacked_optim", "func_stack", "fold_stack",
      "checkpoint", "state_dicts"),
     ("selection_grid", "run_plan", "results_folder", "fold_dispatch", "selection", "selection_audit", "report",
-     "paired_statistics", "compare"),
+     "paired_statistics", "compare", "comparison_report"),
     ("evaluation", "probe", "train_checkpoint", "inference", "apex_alignment", "ststnet_import", "demo"),
     ("commands", "cli"),
 )

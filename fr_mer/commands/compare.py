@@ -35,7 +35,8 @@ def command(run_a: Path, run_b: Path, more_a: tuple[Path, ...], more_b: tuple[Pa
     for all samples and per database, then a one-line verdict (docs/comparing.md).
     Seeds of one side run by separate calls join it with --also-a / --also-b.
     """
-    from fr_mer.compare import comparison_record, compare_runs, to_markdown
+    from fr_mer.compare import compare_runs
+    from fr_mer.comparison_report import comparison_record, to_markdown
     from fr_mer.atomic import write_text
     from fr_mer.output_paths import check_output
 

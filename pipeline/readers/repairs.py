@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fr_mer.pipeline.clips import REPAIRED, UNUSABLE, Clip, numbered_frames
-from fr_mer.pipeline.frame_checks import exif_orientation, same_number_files
+from fr_mer.pipeline.frame_checks import FLAG_MEANINGS, exif_orientation, frame_content_flags, same_number_files
 from fr_mer.pipeline.xlsx import cell_int, cell_text
 
 
@@ -204,10 +204,13 @@ def empty_files(clip: Clip) -> None:
 
 
 def frame_file_doubts(clip: Clip) -> None:
-    """Rules *one number, two files* and *rotated frame* (repaired, so flagged in the scan table and, as
-    ``repaired``, in the cache): two image files of the clip folder map to one of its frame numbers
-    (``img00296.jpg`` beside ``img296.jpg``: the first by name is used); the onset or apex JPEG carries an
-    EXIF orientation (it is read turned upright, as OpenCV reads every frame, in training and in predict)."""
+    """Rules *one number, two files*, *rotated frame* and *blank or noise frame* (repaired, so flagged in
+    the scan table and, as ``repaired``, in the cache): two image files of the clip folder map to one of
+    its frame numbers (``img00296.jpg`` beside ``img296.jpg``: the first by name is used); the onset or
+    apex JPEG carries an EXIF orientation (it is read turned upright, as OpenCV reads every frame, in
+    training and in predict); the onset or apex decodes to a blank or noise picture (the cache flags it
+    ``onset_blank``, ``apex_noise``, ...). A frame that does not decode is left to preprocessing, which
+    fails that sample naming the file."""
     if not clip.frames:
         return
     folder = next(iter(clip.frames.values())).parent
@@ -219,6 +222,10 @@ def frame_file_doubts(clip: Clip) -> None:
         if orientation != 1:
             clip.mark(REPAIRED, f"{name} file {path.name} carries EXIF orientation {orientation} (rotated or "
                                 "mirrored): read turned upright, as every frame is read")
+        for flag in frame_content_flags(path, name) if path is not None else ():
+            kind = flag.split("_")[-1]
+            clip.mark(REPAIRED, f"{name} file {path.name} looks {kind} ({FLAG_MEANINGS[kind]}): the sample is "
+                                f"made and flagged {flag}; check the file")
 
 
 def attach_frames(clip: Clip, folder: Path, onset_cell: object, apex_cell: object,
