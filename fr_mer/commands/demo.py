@@ -64,7 +64,7 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
     CASME II, SAMM and SMIC-HS layouts with their annotation files. Re-running
     reuses finished work.
     """
-    from fr_mer.demo import DEVBENCH_REFERENCE, DemoSettings, run_demo
+    from fr_mer.demo import REAL_REFERENCE, DemoSettings, run_demo
     from fr_mer.metrics import mean_sd_text
 
     # Every option is checked before the first stage starts, so a bad one costs no synthesis.
@@ -84,5 +84,5 @@ def command(out, subjects, clips_per_subject, model, seeds, epochs, jobs, data_s
                f"UAR {metrics['probe']['uar']:.4f}")
     click.echo(f"reports: {Path(out) / 'results'} (metrics.json, predictions.csv, summary.md, confusion_*.png), "
                f"{Path(out) / 'probe'}")
-    click.echo(f"real faces, for comparison (not computed here: {DEVBENCH_REFERENCE.source}): "
-               f"{DEVBENCH_REFERENCE.summary}")
+    click.echo(f"real micro-expressions, for comparison (not computed here: {REAL_REFERENCE.source}): "
+               f"{REAL_REFERENCE.summary}")
