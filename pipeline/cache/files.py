@@ -189,3 +189,15 @@ def check_writable(path: Path) -> None:
             f"{path}: the cache is read-only (permission denied); make it writable (chmod u+w) "
             "or write to another --out"
         )
+
+
+def open_for_reading(path: Path):
+    """``path`` opened read-only in SWMR mode (a writer may be appending), once no half-made file is
+    in the way (:func:`check_complete`); :class:`CacheError` naming the file when HDF5 cannot read it."""
+    import h5py
+
+    check_complete(path)
+    try:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError as exc:
+        raise CacheError(f"{path}: not a readable HDF5 cache ({exc})") from None

@@ -8,7 +8,7 @@ from typing import Iterable
 import h5py
 import numpy as np
 
-from fr_mer.pipeline.cache.files import CacheError, check_complete
+from fr_mer.pipeline.cache.files import CacheError, open_for_reading
 from fr_mer.pipeline.cache.schema import (
     LATER_META_COLUMNS,
     META_COLUMNS,
@@ -96,12 +96,7 @@ def read_cache(
         raise CacheError(f"{path}: is a folder, not a cache file; pass the .h5 file `fr-mer preprocess` wrote")
     if not path.is_file():
         raise CacheError(f"{path}: no such cache; run `fr-mer preprocess` or `fr-mer import-ststnet`")
-    check_complete(path)
-    try:
-        f = h5py.File(path, "r", libver="latest", swmr=True)
-    except OSError as exc:
-        raise CacheError(f"{path}: not a readable HDF5 cache ({exc})") from exc
-    with f:
+    with open_for_reading(path) as f:
         if "schema_version" not in f.attrs or "samples" not in f:
             raise CacheError(f"{path}: not an fr-mer cache (no schema_version); run `fr-mer preprocess`")
         version = schema_version(f, path)

@@ -17,7 +17,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
-from fr_mer.pipeline.cache.files import CacheError, check_complete, writer_alive
+from fr_mer.pipeline.cache.files import CacheError, open_for_reading, writer_alive
 from fr_mer.pipeline.cache.schema import RUN_COLUMN, decode
 from fr_mer.pipeline.labels import CLASSES
 
@@ -84,12 +84,7 @@ def check_content(path: Path, meta: Mapping[str, list], arrays: Mapping[str, np.
 def run_state(path: str | Path) -> tuple[dict | None, int, int]:
     """The cache's run record (None for a cache written before it existed), its samples and its failures."""
     path = Path(path)
-    check_complete(path)
-    try:
-        f = h5py.File(path, "r", libver="latest", swmr=True)
-    except OSError as exc:
-        raise CacheError(f"{path}: not a readable HDF5 cache ({exc})") from None
-    with f:
+    with open_for_reading(path) as f:
         n_samples = f["samples/key"].shape[0] if "samples/key" in f else 0
         n_failures = f["failures/key"].shape[0] if "failures/key" in f else 0
         if RUN_COLUMN not in f:
