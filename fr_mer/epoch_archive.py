@@ -18,7 +18,7 @@ epochs (the most any fold ran):
                                                scopes) and the last-epoch disagreements
 ``fold_seed``      (F,) int64                  the fold's seed
 ``fold_database``  (F,) str                    the held-out database
-``fold_subject``   (F,) str                    the fold's name (:attr:`~fr_mer.results_folder.FoldResult.subject`)
+``fold_subject``   (F,) str                    the fold's name (``FoldResult.subject``)
 ``fold_samples``   (F,) int64                  its held-out samples: the next rows of the sample arrays
 ``fold_epochs``    (F,) int64                  the epochs it ran
 ``key``            (N,) str                    the sample's key

@@ -233,8 +233,9 @@ def test_audit_table_recomputes_a_copied_folder_from_its_archive(audited_run, tm
     assert models["ststnet"]["figures"]["best_epoch_per_subject"]["full"] == {
         seed: (m["uf1"], m["uar"]) for seed, m in stored["best_epoch_per_subject"]["full"]["per_seed"].items()}
     assert table.main([str(root)]) == 0
+    printed = capsys.readouterr().out
     assert ("Recomputed from the folder's per-epoch predictions (epoch_predictions.npz): `ststnet`; re-aggregated "
-            "from selection_audit.json alone (per-epoch predictions not kept): 0 of 1 folders.") in capsys.readouterr().out
+            "from selection_audit.json alone (per-epoch predictions not kept): 0 of 1 folders.") in printed
 
     # a stored figure changed by hand no longer agrees with the predictions: refused, naming the file
     stored["best_epoch_per_subject"]["full"]["per_seed"]["0"]["uf1"] += 0.01
