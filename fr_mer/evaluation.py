@@ -32,6 +32,7 @@ import torch
 
 from fr_mer.data import DeviceDataset, load_dataset, resolve_device
 from fr_mer.environment import device_name
+from fr_mer.epoch_archive import EpochLog
 from fr_mer.fold_dispatch import default_jobs, trained_elsewhere
 from fr_mer.metrics import uf1
 from fr_mer.limits import MAX_JOBS, MAX_THREADS, check_number
@@ -40,7 +41,7 @@ from fr_mer.protocols import Fold, checked_folds, validation_split
 from fr_mer.randomness import STACK_STREAM, derive_seed
 from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvalConfig, EvaluationError, FoldJob, RunPlan, make_plan
-from fr_mer.selection_audit import EpochLog, EpochRecorder, audited, check_finished_folds_logged, write_log
+from fr_mer.selection_audit import EpochRecorder, audited, check_finished_folds_logged, write_log
 from fr_mer.state_dicts import load_into, read_state_dict
 from fr_mer.training import check_classes_present, predict_proba, train_model
 
@@ -143,7 +144,7 @@ def run_fold(plan: RunPlan, data: DeviceDataset, job: FoldJob, *,
     """Train on the fold's training subjects (or load its released weights) and predict the held-out one.
 
     ``audit_logs`` (``--audit-selection``): a list that receives the fold's
-    :class:`~fr_mer.selection_audit.EpochLog`, the held-out subject's predictions after
+    :class:`~fr_mer.epoch_archive.EpochLog`, the held-out subject's predictions after
     every epoch, which change nothing of the training or the result.
     """
     model, train_index, val_index = _fold_model(plan, data, job)

@@ -1,6 +1,7 @@
 """Evaluation reports: metrics.json, predictions.csv, folds.csv, summary.md, confusion PNGs.
 
-A run of ``--audit-selection`` also gets ``selection_audit.json`` and ``.png`` (:mod:`fr_mer.selection_audit`).
+A run of ``--audit-selection`` also gets ``selection_audit.json`` and ``.png``, and its per-epoch held-out
+predictions in ``epoch_predictions.npz`` (:mod:`fr_mer.selection_audit`, :mod:`fr_mer.epoch_archive`).
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ temporary file of the writer's own, then ``os.replace``), so a killed run leaves
 only whole files and a rerun resumes after them, and two runs in one folder at once
 (``--from-end`` beside a plain run) never trip over each other's files. With
 ``--audit-selection``, ``<database>-<subject>.audit.json`` beside it holds the
-fold's per-epoch predictions (:mod:`fr_mer.selection_audit`), written first.
+fold's per-epoch predictions (:mod:`fr_mer.selection_audit`), written first; the report step
+gathers them into ``OUT/epoch_predictions.npz`` (:mod:`fr_mer.epoch_archive`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ PREDICTIONS_FILE = "predictions.csv"
 ENSEMBLE_PREDICTIONS_FILE = "ensemble_predictions.csv"
 FOLD_LOG_FILE = "folds.csv"
 SUMMARY_FILE = "summary.md"
+#: ``--audit-selection``: every fold's held-out predictions after every epoch, compressed (fr_mer.epoch_archive).
+EPOCH_PREDICTIONS_FILE = "epoch_predictions.npz"
 #: ``predictions.csv``'s first columns; one ``p_<class>`` column per class of the label space follows.
 PREDICTION_COLUMNS = ("sample", "subject", "database", "true", "predicted", "seed")
 PROBABILITY_PREFIX = "p_"

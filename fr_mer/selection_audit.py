@@ -17,7 +17,9 @@ so a reader sees how much of a published figure the selection alone can make:
   (:func:`write_selection_audit`): per seed, and as mean and sd over seeds, for the
   pooled predictions (``full``) and each database's slice, the UF1 and UAR
   (:mod:`fr_mer.metrics`) of three ways of taking each fold's predictions
-  (:data:`FIGURES`, docs/protocols.md "The selection audit").
+  (:data:`FIGURES`, docs/protocols.md "The selection audit"), and ``epoch_predictions.npz``, every
+  log in one compressed file (:mod:`fr_mer.epoch_archive`), which a results folder archived without
+  its ``folds/`` keeps: :func:`recomputed_audit` computes ``selection_audit.json`` again from it alone.
 
 Epochs are numbered from 1 in the files. Ties go to the earliest epoch.
 """
@@ -31,10 +33,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fr_mer.config import from_record, settings, to_record
+from fr_mer.config import from_record, to_record
+from fr_mer.epoch_archive import ArchiveHeader, EpochLog, read_epoch_archive, write_epoch_archive
 from fr_mer.errors import FrMerError, ParameterError
 from fr_mer.metrics import mean_sd_text, pooled_metrics, seed_summary
-from fr_mer.results_folder import FULL_SCOPE, FoldResult, ResultsFolder, atomic_json
+from fr_mer.results_folder import EPOCH_PREDICTIONS_FILE, FULL_SCOPE, FoldResult, ResultsFolder, atomic_json
 from fr_mer.run_plan import EvaluationError, FoldJob, RunPlan
 from fr_mer.training import predict_proba
 
@@ -46,27 +49,6 @@ TITLES = {"last_epoch": "last epoch (the result)", "best_epoch_per_subject": "be
           "best_single_epoch": "best single epoch for all"}
 AUDIT_FILE = "selection_audit.json"
 PLOT_FILE = "selection_audit.png"
-
-
-@settings
-class EpochLog:
-    """One (seed, fold)'s held-out predictions after every training epoch, in the fold's sample order."""
-
-    seed: int
-    database: str
-    subject: str  # the fold's name, as FoldResult.subject
-    keys: list[str]
-    true: list[int]
-    pred: list[list[int]]  # [epoch][sample]: the argmax of the unrounded probabilities
-    proba: list[list[list[float]]]  # [epoch][sample][class], 6 decimals
-
-    def __post_init__(self) -> None:
-        n = len(self.keys)
-        if len(self.true) != n or not self.pred or len(self.proba) != len(self.pred) or \
-                any(len(epoch) != n for epoch in self.pred) or any(len(epoch) != n for epoch in self.proba):
-            raise ParameterError(f"the log's epochs and samples do not line up ({n} keys, {len(self.true)} "
-                                 f"labels, {len(self.pred)} epochs of predictions, {len(self.proba)} of "
-                                 "probabilities)")
 
 
 class EpochRecorder:
@@ -192,7 +174,8 @@ def audit_figures(logs: Sequence[EpochLog], seeds: Sequence[int], scopes: Sequen
 def write_selection_audit(out_dir: Path, results: Sequence[FoldResult], *, model: str, protocol: str,
                           database: str | None, seeds: Sequence[int], classes: Sequence[str],
                           scopes: Sequence[str]) -> str:
-    """``selection_audit.json`` and ``.png`` from the run's per-epoch logs, if every fold of ``results`` has one.
+    """``selection_audit.json``, ``.png`` and the logs' archive (``epoch_predictions.npz``) from the run's
+    per-epoch logs, if every fold of ``results`` has one.
 
     Returns the lines for ``summary.md``: the audit's table; a note when only some folds have
     logs (no audit is written then: a partial one would mislead); nothing when none has.
@@ -200,7 +183,7 @@ def write_selection_audit(out_dir: Path, results: Sequence[FoldResult], *, model
     """
     out_dir = Path(out_dir)
     folder = ResultsFolder(out_dir)
-    for name in (AUDIT_FILE, PLOT_FILE):
+    for name in (AUDIT_FILE, PLOT_FILE, EPOCH_PREDICTIONS_FILE):
         (out_dir / name).unlink(missing_ok=True)
     paths = [folder.audit_path(r.seed, r.database, r.subject) for r in results]
     missing = [path for path in paths if not path.exists()]
@@ -216,22 +199,39 @@ def write_selection_audit(out_dir: Path, results: Sequence[FoldResult], *, model
             raise EvaluationError(f"{path}: this per-epoch log holds other samples than its fold's file; delete "
                                   "both to train that fold again")
     disagreements = sum(int(a != b) for log, result in zip(logs, results) for a, b in zip(log.pred[-1], result.pred))
+    header = ArchiveHeader(model=model, protocol=protocol, database=database, seeds=list(seeds),
+                           classes=list(classes), scopes=list(scopes), last_epoch_disagreements=disagreements)
+    audit = audit_record(header, logs)
+    (out_dir / AUDIT_FILE).write_text(json.dumps(audit, indent=2))
+    write_epoch_archive(out_dir / EPOCH_PREDICTIONS_FILE, header, logs)
+    _plot(out_dir / PLOT_FILE, audit, scopes)
+    return _markdown(audit, scopes)
+
+
+def audit_record(header: ArchiveHeader, logs: Sequence[EpochLog]) -> dict[str, object]:
+    """``selection_audit.json``'s record: the run ``header`` describes and the figures of its ``logs`` (every
+    fold of every seed, in the run's order)."""
     epochs = [len(log.pred) for log in logs]
-    audit = {
-        "model": model, "protocol": protocol, "database": database, "seeds": list(seeds),
-        "classes": list(classes),
+    return {
+        "model": header.model, "protocol": header.protocol, "database": header.database,
+        "seeds": list(header.seeds), "classes": list(header.classes),
         "subject_score": "accuracy on the fold's own held-out samples",
         "single_epoch_score": "UF1 of every fold's predictions pooled (scope full)",
         "tie_rule": "earliest epoch",
         "epochs": {"per_fold_min": min(epochs), "per_fold_max": max(epochs)},
         #: samples whose last-epoch prediction in the log is not the fold file's (0 but on a device
         #: whose kernels are not deterministic): the last-epoch figure is then not exactly the run's
-        "last_epoch_disagreements": disagreements,
-        **audit_figures(logs, seeds, scopes, len(classes)),
+        "last_epoch_disagreements": header.last_epoch_disagreements,
+        **audit_figures(logs, header.seeds, header.scopes, len(header.classes)),
     }
-    (out_dir / AUDIT_FILE).write_text(json.dumps(audit, indent=2))
-    _plot(out_dir / PLOT_FILE, audit, scopes)
-    return _markdown(audit, scopes)
+
+
+def recomputed_audit(out_dir: str | Path) -> dict[str, object]:
+    """``OUT/selection_audit.json``'s record computed again from ``OUT/epoch_predictions.npz`` alone (the per-fold
+    logs and the fold files are not read); raises :class:`EvaluationError` naming the archive when it is missing
+    or unsound."""
+    header, logs = read_epoch_archive(Path(out_dir) / EPOCH_PREDICTIONS_FILE)
+    return audit_record(header, logs)
 
 
 def _markdown(audit: dict, scopes: Sequence[str]) -> str:

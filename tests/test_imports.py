@@ -167,8 +167,8 @@ def test_commands_do_not_import_each_other():
 UPPER_FLOORS = (
     ("models", "metrics", "protocols", "data", "training", "ops", "stacked_optim", "func_stack", "fold_stack",
      "checkpoint", "state_dicts"),
-    ("selection_grid", "run_plan", "results_folder", "fold_dispatch", "selection", "selection_audit", "report",
-     "paired_statistics", "compare", "comparison_report"),
+    ("selection_grid", "run_plan", "results_folder", "epoch_archive", "fold_dispatch", "selection", "selection_audit",
+     "report", "paired_statistics", "compare", "comparison_report"),
     ("evaluation", "probe", "train_checkpoint", "inference", "apex_alignment", "ststnet_import", "demo"),
     ("commands", "cli"),
 )

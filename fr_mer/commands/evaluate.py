@@ -71,7 +71,8 @@ class FoldProgress:
 @click.option("--audit-selection", is_flag=True,
               help="Also log each held-out subject's predictions after every epoch (used for nothing else) and "
                    "report, apart from the results, what choosing epochs on them would have scored: best epoch "
-                   "per subject, best single epoch (OUT/selection_audit.json, .png; docs/protocols.md). The "
+                   "per subject, best single epoch (OUT/selection_audit.json, .png; every fold's per-epoch predictions, "
+                   "from which it is recomputed, in OUT/epoch_predictions.npz; docs/protocols.md). The "
                    "training and results are unchanged. Trains fold by fold (not with --fold-batch or --weights).")
 @jobs_option("Worker processes training folds (or fold stacks) at once, each writing its fold files as one "
              "process would [default: every usable core on the CPU, capped by the folds; 1 on CUDA and with "
@@ -89,8 +90,8 @@ def command(cache, protocol, database, classes, model_name, option_pairs, epochs
     """Evaluation of a protocol's folds with UF1/UAR over pooled predictions.
 
     Writes OUT/metrics.json, predictions.csv, folds.csv, summary.md and confusion
-    plots (and with --audit-selection, selection_audit.json and .png). An interrupted
-    run resumes at the first unfinished fold.
+    plots (and with --audit-selection, selection_audit.json, .png and
+    epoch_predictions.npz). An interrupted run resumes at the first unfinished fold.
     """
     if scheduler is not None and jobs is not None:
         raise click.UsageError("--jobs sets local worker processes; with --scheduler the cluster's workers "
