@@ -7,7 +7,10 @@ features inside each residual module; 3D kernels see space and time together.
 fr-mer's reconstruction (docs/models.md says why): a 3D ResNet-18-style network
 (Hara et al.'s R3D layout, ``layers`` blocks per stage) over the aligned clip
 ``clip_frames`` (B, T, S, S), grey levels 0..255, resampled inside the model to
-``clip_length`` frames of ``input_size`` pixels; every basic block applies
+``clip_length`` frames of ``input_size`` pixels and, by default
+(``clip_input="onset_difference"``), taken as each frame's change from the onset
+frame (docs/models.md says why: on grey levels the network learns the subjects'
+faces, not their motion); every basic block applies
 CBAM-style attention (Woo et al., ECCV 2018, in 3D) to its residual branch
 before the addition:
 
@@ -28,6 +31,9 @@ from fr_mer.errors import ParameterError
 from fr_mer.models._registry import register
 from fr_mer.models.base import MERModel, Recipe
 from fr_mer.models.micro_attention import random_affine, random_intensity_shift
+
+#: What the network sees of the clip: each frame minus the onset frame (the default), or the grey levels.
+CLIP_INPUTS = ("onset_difference", "grey_levels")
 
 
 class ChannelAttention3d(nn.Module):
@@ -103,7 +109,7 @@ class AttentionBlock3d(nn.Module):
 
 @register("meranet")
 class MERANet(MERModel):
-    recorded_options = ("input_size",)
+    recorded_options = ("input_size", "clip_input")
     inputs = {"clip_frames": None}
     # Reconstruction: the paper's recipe is not given in the spec; Adam with
     # weight decay and a step decay is the usual recipe for a 3D ResNet
@@ -133,6 +139,7 @@ class MERANet(MERModel):
         mirror: float = 0.5,
         crop_fraction: float = 0.9,
         intensity_shift: float = 10.0,
+        clip_input: str = "onset_difference",
     ) -> None:
         """
         Args:
@@ -149,6 +156,10 @@ class MERANet(MERModel):
             dropout: before the classifier.
             mirror, crop_fraction, intensity_shift: training augmentation
                 (one transform per clip, the same for all its frames).
+            clip_input: "onset_difference" (each frame minus the onset frame:
+                the motion, with the face's identity taken out) or
+                "grey_levels" (the frames as stored; the network learned the
+                training subjects' faces and not their motion, docs/models.md).
         """
         super().__init__()
         layers = tuple(int(n) for n in layers)
@@ -158,6 +169,10 @@ class MERANet(MERModel):
             raise ParameterError(f"clip_length must be >= 1, got {clip_length}")
         if input_size < 16:
             raise ParameterError(f"input_size must be >= 16, got {input_size}")
+        if clip_input not in CLIP_INPUTS:
+            raise ParameterError(f"meranet option clip_input must be one of {', '.join(CLIP_INPUTS)}, "
+                                 f"got {clip_input!r}")
+        self.clip_input = clip_input
         self.n_classes = n_classes
         self.clip_length = clip_length
         self.input_size = input_size
@@ -211,8 +226,17 @@ class MERANet(MERModel):
             x = frames.reshape(b, 1, t, size, size)
         return x
 
+    def network_input(self, clip: torch.Tensor) -> torch.Tensor:
+        """(B, T, S, S) grey levels -> (B, 1, clip_length, size, size) as the network sees them:
+        :meth:`prepare`'s frames, minus the onset frame with ``clip_input="onset_difference"``."""
+        x = self.prepare(clip)
+        if self.clip_input == "onset_difference":
+            # The onset frame is the subject's neutral face: what is left is the movement.
+            x = x - x[:, :, :1]
+        return x
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.stem(self.input_bn(self.prepare(batch["clip_frames"])))
+        x = self.stem(self.input_bn(self.network_input(batch["clip_frames"])))
         x = self.stages(x)
         feature = F.adaptive_avg_pool3d(x, 1).flatten(1)
         return {"logits": self.fc(self.drop(feature, self.dropout)), "feature": feature}
