@@ -12,8 +12,10 @@ casme2 --classes 5``). Seeds are paired across runs (0, 1, ...).
     python benchmarks/seed_models_real.py --cache dev-clip.h5 --out benchmarks/results/models/real-dev \\
         --work /tmp/seed-runs [--runs fr,dual_inception] [--seeds 3] [--five-classes]
 
-Each run's results folder is made in --work (an interrupted run resumes there); its config.json,
-metrics.json, predictions.csv (and the per-epoch archive, where the run wrote one) are copied to
+Every run logs the held-out subject after each epoch (``--audit-selection``: the last epoch is the
+result; the log is for the audit only). Each run's results folder is made in --work (an interrupted
+run resumes there); its config.json, metrics.json, predictions.csv, selection_audit.json and the
+per-epoch archive ``epoch_predictions.npz`` (docs/protocols.md) are copied to
 OUT/<run>[-5]/ with run.json: the command, the CPU seconds it used (process and children), the
 model's parameter count and the CPU model. ``benchmarks/seed_models_table.py`` prints the tables of
 docs/benchmarks-models.md and docs/benchmarks.md from OUT.
@@ -51,11 +53,11 @@ RUNS: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "ststnet": ("ststnet", {}, []),
     "micro_attention": ("micro_attention", {"input_size": "64"}, ["--epochs", "30"]),
     "smastn": ("smastn", {"width": "16", "input_size": "64"}, ["--epochs", "15"]),
-    "meranet": ("meranet", {"input_size": "32", "clip_length": "8"}, []),
+    "meranet": ("meranet", {"input_size": "56", "clip_length": "8"}, []),
 }
 #: The candidates of FR's head decision, FR's current default first.
 FR_HEADS = ("fr", "fr_naive", "fr_spatial", "fr_channel", "fr_noatt", "fr_propgate_noprop", "fr_spatial_noprop")
-KEPT = ("config.json", "metrics.json", "predictions.csv", "epoch_predictions.npz")
+KEPT = ("config.json", "metrics.json", "predictions.csv", "selection_audit.json", "epoch_predictions.npz")
 
 
 def fr_mer(args: list[str], log: Path) -> float:
@@ -89,7 +91,7 @@ def run(name: str, cache: Path, out: Path, work: Path, seeds: int, five: bool) -
     folder = work / f"{name}{suffix}"
     args = ["evaluate", "--cache", str(cache), *protocol, "--model", model,
             *[a for k, v in options.items() for a in ("-o", f"{k}={v}")], *extra,
-            "--seeds", str(seeds), "--threads", "1", "--jobs", "1", "--out", str(folder)]
+            "--seeds", str(seeds), "--threads", "1", "--jobs", "1", "--audit-selection", "--out", str(folder)]
     work.mkdir(parents=True, exist_ok=True)
     seconds = fr_mer(args, work / f"{name}{suffix}.log")
     keep.mkdir(parents=True, exist_ok=True)
