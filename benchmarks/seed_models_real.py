@@ -53,7 +53,7 @@ RUNS: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "ststnet": ("ststnet", {}, []),
     "micro_attention": ("micro_attention", {"input_size": "64"}, ["--epochs", "30"]),
     "smastn": ("smastn", {"width": "16", "input_size": "64"}, ["--epochs", "15"]),
-    "meranet": ("meranet", {"input_size": "56", "clip_length": "8"}, []),
+    "meranet": ("meranet", {"input_size": "32", "clip_length": "8"}, []),
 }
 #: The candidates of FR's head decision, FR's current default first.
 FR_HEADS = ("fr", "fr_naive", "fr_spatial", "fr_channel", "fr_noatt", "fr_propgate_noprop", "fr_spatial_noprop")

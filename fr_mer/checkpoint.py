@@ -16,7 +16,7 @@ import torch
 from fr_mer.atomic import atomic_path
 from fr_mer.config import to_record
 from fr_mer.errors import FrMerError
-from fr_mer.models import MERModel, Recipe, create_model, list_models
+from fr_mer.models import MERModel, Recipe, create_model, list_models, model_class
 from fr_mer.pipeline.cache import SCHEMA_VERSION
 from fr_mer.pipeline.labels import CLASSES
 from fr_mer.state_dicts import CheckpointError, load_into, load_tensors
@@ -99,6 +99,8 @@ def load_checkpoint(path: str | Path, *, expected_model: str | None = None,
         raise CheckpointError(f"{path}: model {name!r} is not known to this fr-mer")
     try:
         options = _json_entry(path, payload, "options")
+        # A checkpoint written before an option existed rebuilds the model it was trained as.
+        options = {**model_class(name).options_before_added, **options}
         model = create_model(name, **options)
     except FrMerError as error:
         raise CheckpointError(f"{path}: its recorded options do not build a {name!r} model ({error})") from None

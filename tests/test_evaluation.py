@@ -189,6 +189,26 @@ def test_checkpoint_round_trip_and_wrong_model(tmp_path):
         load_checkpoint(tmp_path / "bare.pth")
 
 
+def test_a_checkpoint_from_before_an_option_existed_rebuilds_the_model_it_was_trained_as(tmp_path):
+    """MERANet's ``clip_input`` (default: the onset difference) came after checkpoints trained on grey
+    levels: one without it loads as ``grey_levels``; one that records it keeps what it records."""
+    torch.manual_seed(0)
+    old = create_model("meranet", input_size=16, base_width=4, layers=(1, 1, 1, 1), clip_input="grey_levels")
+    path = save_checkpoint(tmp_path / "old.pt", old, fold="sub01", seed=0, recipe=FAST)
+    payload = torch.load(path, weights_only=True)
+    options = json.loads(payload["options"])
+    del options["clip_input"]  # as written before the option existed
+    payload["options"] = json.dumps(options, sort_keys=True)
+    torch.save(payload, path)
+    loaded, info = load_checkpoint(path)
+    assert loaded.clip_input == "grey_levels" and info["options"]["clip_input"] == "grey_levels"
+    clip = {"clip_frames": torch.rand(2, 4, 16, 16) * 255}
+    torch.testing.assert_close(loaded(clip)["logits"], old.eval()(clip)["logits"])
+    new = create_model("meranet", input_size=16, base_width=4, layers=(1, 1, 1, 1))
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "new.pt", new, fold="sub01", seed=0, recipe=FAST))
+    assert loaded.clip_input == "onset_difference"
+
+
 def test_fold_missing_a_class_is_a_clear_error(tmp_path):
     cache, listing = small_composite(tmp_path, subjects_per_db=1)
     data = load_dataset(cache, {"flow": ("u", "v", "strain")}, torch.device("cpu"), composite_list=listing)

@@ -127,6 +127,10 @@ class MERModel(nn.Module):
     #: Constructor arguments recorded in checkpoints even when left at their
     #: defaults (sizes a checkpoint must rebuild at, whatever a later default).
     recorded_options: ClassVar[tuple[str, ...]] = ()
+    #: Options added to the model after checkpoints were written without them, with the value those
+    #: older checkpoints were built with (their behaviour then), when it is not the new default. A
+    #: recorded option (:attr:`recorded_options`) absent from a checkpoint means the checkpoint predates it.
+    options_before_added: ClassVar[dict[str, object]] = {}
 
     def drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         """Inverted dropout in training mode, drawn from :attr:`generator`; identity in evaluation."""

@@ -110,6 +110,8 @@ class AttentionBlock3d(nn.Module):
 @register("meranet")
 class MERANet(MERModel):
     recorded_options = ("input_size", "clip_input")
+    # Checkpoints written before clip_input existed were trained on the grey levels.
+    options_before_added = {"clip_input": "grey_levels"}
     inputs = {"clip_frames": None}
     # Reconstruction: the paper's recipe is not given in the spec; Adam with
     # weight decay and a step decay is the usual recipe for a 3D ResNet
