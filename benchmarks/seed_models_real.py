@@ -53,7 +53,7 @@ RUNS: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "ststnet": ("ststnet", {}, []),
     "micro_attention": ("micro_attention", {"input_size": "64"}, ["--epochs", "30"]),
     "smastn": ("smastn", {"width": "16", "input_size": "64"}, ["--epochs", "15"]),
-    "meranet": ("meranet", {"input_size": "32", "clip_length": "8"}, []),
+    "meranet": ("meranet", {"input_size": "32", "clip_length": "8"}, ["--epochs", "40"]),
 }
 #: The candidates of FR's head decision, FR's current default first.
 FR_HEADS = ("fr", "fr_naive", "fr_spatial", "fr_channel", "fr_noatt", "fr_propgate_noprop", "fr_spatial_noprop")
@@ -93,6 +93,8 @@ def run(name: str, cache: Path, out: Path, work: Path, seeds: int, five: bool) -
             *[a for k, v in options.items() for a in ("-o", f"{k}={v}")], *extra,
             "--seeds", str(seeds), "--threads", "1", "--jobs", "1", "--audit-selection", "--out", str(folder)]
     work.mkdir(parents=True, exist_ok=True)
+    # Folds a previous invocation trained: their CPU time is not in this one's.
+    resumed = sum(1 for path in folder.glob("folds/seed*/*.json") if not path.name.endswith(".audit.json"))
     seconds = fr_mer(args, work / f"{name}{suffix}.log")
     keep.mkdir(parents=True, exist_ok=True)
     for file_name in KEPT:
@@ -104,6 +106,7 @@ def run(name: str, cache: Path, out: Path, work: Path, seeds: int, five: bool) -
                                         {str(cache): "CACHE", str(folder): "OUT", str(DEV_LIST): "dev3.csv"}[a]
                                         for a in args),
         "cpu_seconds_this_invocation": round(seconds, 1),
+        "folds_resumed": resumed,
         "parameters": parameter_count(model, options, 5 if five else 3),
         "cpu": cpu_model(),
     }

@@ -63,6 +63,13 @@ def paired(a: dict[str, float], b: dict[str, float]) -> str:
     return f"{statistics.fmean(diffs):+.4f} ± {se:.4f} ({sum(d > 0 for d in diffs)} of {len(diffs)} ahead)"
 
 
+def cpu_per_seed(record: dict, seeds: int) -> str:
+    """CPU seconds per seed; unknown where the invocation resumed folds an earlier one trained."""
+    if record.get("folds_resumed", 0):
+        return "not recorded (resumed)"
+    return f"{record['cpu_seconds_this_invocation'] / seeds:.0f}"
+
+
 def model_rows(root: Path, suffix: str) -> list[str]:
     lines = ["| model | input | options | parameters | seeds | UF1 mean ± sd | UAR mean ± sd | per-seed UF1 "
              "| CPU s per seed | the paper's CASME II figure |",
@@ -74,12 +81,14 @@ def model_rows(root: Path, suffix: str) -> list[str]:
         metrics, record = loaded
         uf1s, uars = per_seed(metrics), per_seed(metrics, "uar")
         options = ", ".join(f"{k}={v}" for k, v in record["options"].items()) or "defaults"
-        epochs = metrics["recipe"]["epochs"]
+        recipe = metrics["recipe"]
+        floor = f", at least {recipe['min_steps']} steps" if recipe["min_steps"] else ""
+        epochs = f"{recipe['epochs']} epochs{floor}"
         lines.append(
-            f"| `{name}` | {source} | {options}; {epochs} epochs | {record['parameters']:,} | {len(uf1s)} | "
+            f"| `{name}` | {source} | {options}; {epochs} | {record['parameters']:,} | {len(uf1s)} | "
             f"{mean_sd(list(uf1s.values()))} | {mean_sd(list(uars.values()))} | "
             f"{', '.join(f'{v:.4f}' for v in uf1s.values())} | "
-            f"{record['cpu_seconds_this_invocation'] / len(uf1s):.0f} | {PAPER_FIGURES[name]} |")
+            f"{cpu_per_seed(record, len(uf1s))} | {PAPER_FIGURES[name]} |")
     return lines
 
 
