@@ -19,7 +19,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name.replace('/', '_')}",
+                                                  ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -132,3 +133,12 @@ def test_real_benchmark_tables_are_what_the_script_prints_from_the_archive(capsy
     assert "| `fr-mer preprocess` defaults |" in printed
     assert [line for line in printed.splitlines() if line.strip() and not line.startswith("#")
             and line not in doc] == []
+
+
+def test_synthetic_table_is_what_the_script_prints_from_the_archive():
+    """docs/benchmarks-models.md holds, line for line, the synthetic-amplitude table that
+    benchmarks/results/models/synthetic_table.py prints from the archived runs."""
+    printed = script("results/models/synthetic_table").rows()
+    assert any("`meranet`" in line for line in printed)
+    doc = set((ROOT / "docs" / "benchmarks-models.md").read_text().splitlines())
+    assert [line for line in printed if line not in doc] == []

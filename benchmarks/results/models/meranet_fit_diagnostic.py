@@ -1,4 +1,4 @@
-"""Why MERANet did not learn, on one split of the amplitude-6 synthetic composite (docs/benchmarks-models.md, section 1).
+"""Why MERANet did not learn: one split of the amplitude-6 synthetic composite (docs/benchmarks-models.md, 1).
 
 Usage: python meranet_fit_diagnostic.py CACHE (the cache ``synthetic_runs.sh 6`` made; its composite
 list, synthetic_3class_gt.csv, beside it). Trains on all subjects but sub01, 006 and s01 (36 clips;

@@ -12,7 +12,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def rows() -> list[str]:
-    lines = ["| amplitude | model | options, epochs | seeds | UF1 | UAR | training time (9 folds, 1 thread) |",
+    lines = ["| amplitude | model | options, epochs | seeds | UF1 | UAR "
+             "| training time (9 folds, 1 thread, loaded machine) |",
              "|---|---|---|---|---|---|---|"]
     for folder in sorted(HERE.glob("synthetic-amp*"), key=lambda p: float(p.name.removeprefix("synthetic-amp"))):
         amplitude = folder.name.removeprefix("synthetic-amp")
