@@ -34,7 +34,8 @@ from fr_mer.probe import probe_folds
 from fr_mer.protocols import subject_folds
 from fr_mer.results_folder import FoldResult
 from fr_mer.run_plan import make_plan
-from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
+from fr_mer.workers import (OPENCV_WORKERS, TORCH_WORKERS, call_in_worker, threads_per_process, usable_cores,
+                            worker_pool)
 from tests.cachefactory import small_composite
 
 FAST = model_class("ststnet").recipe.replace(epochs=2, batch_size=16, lr=1e-2)
@@ -162,13 +163,34 @@ def worker_threads_seen() -> dict[str, object]:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_each_worker_starts_the_threads_of_its_share(threads):
-    pool = worker_pool(2, threads, 4)
+    pool = worker_pool(2, threads, 4, TORCH_WORKERS)
     seen = dict(pool(delayed(call_in_worker)(worker_threads_seen, threads, os.getpid(), i) for i in range(4)))
     assert sorted(seen) == [0, 1, 2, 3]
     for limits in seen.values():
         assert limits["pid"] != os.getpid()
         assert (limits["torch"], limits["interop"], limits["opencv"]) == (threads, 1, threads)
         assert limits["OMP_NUM_THREADS"] == str(threads)  # BLAS / OpenMP loaded later read it
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)  # long enough for both workers of a pool to take tasks
+    return os.getpid()
+
+
+def _worker_pids(libraries: tuple[str, ...]) -> set[int]:
+    pool = worker_pool(2, 1, 4, libraries)
+    return {pid for _, pid in pool(delayed(call_in_worker)(_pid_after, 1, os.getpid(), i, 0.3) for i in range(4))}
+
+
+def test_pools_of_other_libraries_get_their_own_workers():
+    """A preprocessing worker is never handed an evaluation's folds (loky would restart it as leaking after
+    one: fr_mer.workers.worker_pool), and an evaluation's workers go on with the probe's folds."""
+    preprocessing = _worker_pids(OPENCV_WORKERS)
+    evaluation = _worker_pids(TORCH_WORKERS)
+    probe = _worker_pids(TORCH_WORKERS)
+    assert preprocessing and evaluation and probe
+    assert not preprocessing & (evaluation | probe)
+    assert evaluation & probe
 
 
 def test_evaluation_workers_record_their_share_of_the_cores(small_run, tmp_path):

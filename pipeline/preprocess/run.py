@@ -37,7 +37,7 @@ from fr_mer.pipeline.preprocess.outcome import Outcome, finish_flows, make_outco
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.summary import PreprocessSummary
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
-from fr_mer.workers import threads_per_process, usable_cores
+from fr_mer.workers import OPENCV_WORKERS, threads_per_process, usable_cores, worker_pool
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -164,13 +164,14 @@ class PreprocessRun:
                 # In-process: no worker start-up, and the caller's debugger works.
                 results = (make_outcome(clip, self.params, None, defer) for clip in self.todo)
             else:
-                from joblib import Parallel, delayed, parallel_config
+                from joblib import delayed
 
                 # deferring, the workers keep aligning the next batch while this process computes flows
                 ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
-                # the workers' BLAS / OpenMP libraries within the thread budget (OpenCV's: make_outcome)
-                with parallel_config(backend="loky", inner_max_num_threads=threads_per_process(self.jobs)):
-                    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch=ahead)
+                # the workers' BLAS / OpenMP libraries within the thread budget (OpenCV's: make_outcome);
+                # OpenCV workers, not an evaluation's torch ones (worker_pool says why they differ)
+                parallel = worker_pool(jobs, threads_per_process(self.jobs), len(self.todo), OPENCV_WORKERS,
+                                       ahead=ahead)
                 results = parallel(delayed(make_outcome)(clip, self.params, os.getpid(), defer) for clip in self.todo)
             waiting: list[Outcome] = []
             for outcome in results:
