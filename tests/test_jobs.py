@@ -29,7 +29,7 @@ from fr_mer.evaluation import EvalConfig, EvaluationError, run_evaluation
 from fr_mer.fold_dispatch import default_jobs, worker_threads
 from fr_mer.limits import MAX_JOBS
 from fr_mer.models import model_class
-from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun
+from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun, start_workers
 from fr_mer.probe import probe_folds
 from fr_mer.protocols import subject_folds
 from fr_mer.results_folder import FoldResult
@@ -191,6 +191,24 @@ def test_pools_of_other_libraries_get_their_own_workers():
     assert preprocessing and evaluation and probe
     assert not preprocessing & (evaluation | probe)
     assert evaluation & probe
+
+
+def _holds_models(params: PreprocessParams) -> tuple[int, bool]:
+    from fr_mer.pipeline.preprocess import sample
+
+    time.sleep(0.3)  # long enough for both workers of the pool to take tasks
+    return os.getpid(), (params.align, str(params.predictor_path)) in sample._ALIGNERS
+
+
+def test_preprocessing_workers_started_ahead_serve_preprocess_with_the_models_loaded():
+    """fr-mer demo starts preprocessing's workers during its synthesis (start_workers): preprocess's pool,
+    of the same jobs and threads, gets those workers, dlib's models already loaded."""
+    params = PreprocessParams(flow_size=64)
+    start_workers(params, 2)()
+    pool = worker_pool(2, threads_per_process(2), 4, OPENCV_WORKERS)
+    seen = dict(pool(delayed(call_in_worker)(_holds_models, 1, os.getpid(), i, params) for i in range(4))).values()
+    assert any(loaded for _, loaded in seen)  # a worker started ahead, not a new one
+    assert start_workers(params, 1)() is None  # one job: nothing to start
 
 
 def test_evaluation_workers_record_their_share_of_the_cores(small_run, tmp_path):
