@@ -13,8 +13,9 @@ in this process (the command's process) with two probes:
     python benchmarks/jobs_cpu.py --cache runs/jobs-speed/base/cache.h5 \\
         --composite-list runs/jobs-speed/base/data/synthetic_3class_gt.csv --epochs 10 --seeds 3 --jobs 2
 
-prints a table (the numbers of docs/benchmarks-speed.md's "Where the time of evaluate --jobs 2 goes")
-and writes it, with every task's record, as JSON into ``--work``.
+(the demo's cache that ``benchmarks/jobs_speed.py`` makes in its ``--work``, or any cache) prints a table,
+the numbers of docs/benchmarks-speed.md's "Where the time of evaluate --jobs 2 goes", and writes it,
+with every task's record, as JSON into ``--work``.
 """
 from __future__ import annotations
 
