@@ -7,6 +7,13 @@ fr_mer.cli``, this Python's environment), as a user would start it. Parts (``--p
   (FR, 3 seeds, 10 epochs, 36 folds); goal >= 1.7x on 2 idle cores. A third run, ``--jobs 1
   --threads 1``, trains every fold with the threads of a ``--jobs 2`` worker: its metrics must
   equal ``--jobs 2``'s (``same_metrics``);
+- ``evaluate-dev`` (opt-in, about 6 minutes on 2 cores): the same three runs on longer folds, FR
+  at its recipe (20 epochs) on the real CASME II development subjects (14 LOSO folds of about 11 s
+  on one thread, ``--seeds 1``; the 61 samples of ``benchmarks/results/realdev/dev3.csv``): the
+  cache of ``--dev-cache``, else one made (not timed) with ``fr-mer preprocess`` of
+  ``SHARED/data/casme2-real`` at its defaults, as ``benchmarks/realdev.py``'s ``default`` row.
+  The demo's folds last about a second, so the workers' fixed start-up (an interpreter, torch,
+  ``torch._dynamo`` at the first optimiser step) weighs on them as it does not on real folds;
 - ``demo``: one ``fr-mer demo`` alone, then two at once, each in a fresh folder (synthesis,
   preprocessing, evaluation, probe); goals: two at once <= 2.6x one alone, one alone <= 45 s;
 - ``demo-jobs1``: the same with ``--jobs 1`` (one process computing on every core, the way
@@ -25,6 +32,7 @@ average before each measurement: figures from a loaded machine say nothing about
 
     python benchmarks/jobs_speed.py                                  # evaluate, demo, preprocess
     python benchmarks/jobs_speed.py --parts evaluate,demo,demo-jobs1,preprocess,composite
+    python benchmarks/jobs_speed.py --parts evaluate-dev [--dev-cache dev.h5]     # longer folds (real data)
     python benchmarks/jobs_speed.py --smoke --work /tmp/jobs-smoke   # tiny sizes: checks the script, no figures
 """
 from __future__ import annotations
@@ -46,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from fr_mer.environment import cpu_flags, cpu_model, package_versions  # noqa: E402
 from fr_mer.workers import usable_cores  # noqa: E402
 
-PARTS = ("evaluate", "demo", "demo-jobs1", "demo-passive", "preprocess", "composite")
+PARTS = ("evaluate", "evaluate-dev", "demo", "demo-jobs1", "demo-passive", "preprocess", "composite")
 DEFAULT_PARTS = "evaluate,demo,preprocess"
 #: Metrics compared between runs (metrics.json's scopes): everything but times and the machine.
 SCOPES = ("full", "casme2", "samm", "smic")
@@ -95,20 +103,46 @@ def annotations(root: Path) -> Path:
     return next(p for pattern in ("*.xlsx", "*.csv") for p in sorted(root.glob(pattern)))
 
 
-def part_evaluate(args, base: Path) -> dict:
-    common = ["evaluate", "--cache", base / "cache.h5", "--composite-list", base / "data" / "synthetic_3class_gt.csv",
-              "--model", "fr", "--device", "cpu", "--epochs", 1 if args.smoke else 10,
-              "--seeds", 1 if args.smoke else 3]
+def evaluate_jobs(args, part: str, common: list) -> dict:
+    """``fr-mer evaluate COMMON`` with ``--jobs 1``, ``--jobs 2`` and ``--jobs 1 --threads 1`` (the threads of a
+    ``--jobs 2`` worker: its metrics must equal ``--jobs 2``'s)."""
     runs = {}
     for name, extra in (("jobs1", ["--jobs", 1]), ("jobs2", ["--jobs", 2]),
                         ("jobs1-threads1", ["--jobs", 1, "--threads", 1])):
-        out = args.work / f"evaluate-{name}"
+        out = args.work / f"{part}-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        runs[name] = run_at_once([fr_mer(*common, *extra, "--out", out)], [args.work / "logs" / f"evaluate-{name}.log"])
+        runs[name] = run_at_once([fr_mer(*common, *extra, "--out", out)], [args.work / "logs" / f"{part}-{name}.log"])
         runs[name]["uf1"] = metrics_of(out)["full"]["uf1"]
-    same = metrics_of(args.work / "evaluate-jobs2") == metrics_of(args.work / "evaluate-jobs1-threads1")
+    same = metrics_of(args.work / f"{part}-jobs2") == metrics_of(args.work / f"{part}-jobs1-threads1")
     return {"runs": runs, "speed_up": round(runs["jobs1"]["seconds"] / runs["jobs2"]["seconds"], 2),
             "same_metrics": same, "goal": "speed_up >= 1.7 on 2 idle cores; same_metrics"}
+
+
+def part_evaluate(args, base: Path) -> dict:
+    return evaluate_jobs(args, "evaluate", [
+        "evaluate", "--cache", base / "cache.h5", "--composite-list", base / "data" / "synthetic_3class_gt.csv",
+        "--model", "fr", "--device", "cpu", "--epochs", 1 if args.smoke else 10, "--seeds", 1 if args.smoke else 3])
+
+
+def part_evaluate_dev(args, base: Path) -> dict:
+    """:func:`evaluate_jobs` on the real development subjects (``--smoke``: the demo's release stands in)."""
+    if args.smoke:
+        cache, listing = base / "cache.h5", base / "data" / "synthetic_3class_gt.csv"
+    else:
+        listing = ROOT / "benchmarks" / "results" / "realdev" / "dev3.csv"
+        cache = args.dev_cache or args.work / "dev.h5"
+        if args.dev_cache is None and not cache.is_file():
+            root = args.shared / "data" / "casme2-real"
+            if not root.is_dir():
+                raise SystemExit(f"--parts evaluate-dev: {root} is not there (give --shared, or --dev-cache)")
+            print(f"making the development cache {cache} (not timed)", flush=True)
+            run_at_once([fr_mer("preprocess", "--dataset", "casme2", "--root", root,
+                                "--annotations", annotations(root), "--out", cache)],
+                        [args.work / "logs" / "dev-preprocess.log"])
+    record = evaluate_jobs(args, "evaluate-dev", [
+        "evaluate", "--cache", cache, "--protocol", "composite", "--composite-list", listing, "--model", "fr",
+        "--device", "cpu", "--seeds", 1, *(["--epochs", 1] if args.smoke else [])])
+    return {**record, "cache": str(cache)}
 
 
 def part_demo(args, name: str, extra: list[str], env: dict[str, str] | None = None) -> dict:
@@ -162,11 +196,13 @@ def table(record: dict) -> str:
     rows = ["| measurement | alone / --jobs 1 (s) | two at once / --jobs 2 (s) | ratio | goal | load before |",
             "|---|---|---|---|---|---|"]
     parts = record["parts"]
-    if "evaluate" in parts:
-        p = parts["evaluate"]["runs"]
-        rows.append(f"| `evaluate` --jobs 2 vs --jobs 1 (same metrics: {parts['evaluate']['same_metrics']}) | "
-                    f"{p['jobs1']['seconds']} | {p['jobs2']['seconds']} | {parts['evaluate']['speed_up']}x faster | "
-                    f">= 1.7x | {p['jobs1']['load_before']}, {p['jobs2']['load_before']} |")
+    for name, label in (("evaluate", "`evaluate` --jobs 2 vs --jobs 1"),
+                        ("evaluate-dev", "`evaluate` --jobs 2 vs --jobs 1, real development subjects")):
+        if name in parts:
+            p = parts[name]["runs"]
+            rows.append(f"| {label} (same metrics: {parts[name]['same_metrics']}) | "
+                        f"{p['jobs1']['seconds']} | {p['jobs2']['seconds']} | {parts[name]['speed_up']}x faster | "
+                        f">= 1.7x | {p['jobs1']['load_before']}, {p['jobs2']['load_before']} |")
     for name in ("demo", "demo-jobs1", "demo-passive", "preprocess"):
         if name in parts:
             p = parts[name]
@@ -193,6 +229,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/jobs-speed"), help="folder for the runs")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared",
                         help="folder holding data/megc2019 (--parts composite)")
+    parser.add_argument("--dev-cache", type=Path, default=None,
+                        help="--parts evaluate-dev: a cache of the CASME II development subjects (default: made in "
+                             "--work from SHARED/data/casme2-real)")
     parser.add_argument("--save", type=Path, default=None,
                         help="folder of the JSON and Markdown (default: benchmarks/results/speed; "
                              "with --smoke, --work)")
@@ -213,13 +252,15 @@ def main() -> None:
                           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
               "parts": {}}
     base = args.work / "base"
-    if any(p in parts for p in ("evaluate", "preprocess")):
+    if any(p in parts for p in ("evaluate", "preprocess")) or (args.smoke and "evaluate-dev" in parts):
         print(f"making the shared synthetic release and cache in {base} (not timed)", flush=True)
         run_at_once([fr_mer("demo", *demo_args(args), "--out", base)], [args.work / "logs" / "base.log"])
     for part in parts:
         print(f"{part} ...", flush=True)
         if part == "evaluate":
             record["parts"][part] = part_evaluate(args, base)
+        elif part == "evaluate-dev":
+            record["parts"][part] = part_evaluate_dev(args, base)
         elif part == "demo":
             record["parts"][part] = part_demo(args, "demo", [])
         elif part == "demo-jobs1":

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from fr_mer.results_folder import FoldResult, ResultsFolder
 from fr_mer.run_plan import EvaluationError, FoldJob, RunPlan
-from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
+from fr_mer.workers import TORCH_WORKERS, call_in_worker, threads_per_process, usable_cores, worker_pool
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -104,7 +104,7 @@ def train_in_processes(task: ChunkTask, todo: Sequence[Sequence[FoldJob]], plan:
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     parent = os.getpid()
-    pool = worker_pool(jobs, threads, len(todo))
+    pool = worker_pool(jobs, threads, len(todo), TORCH_WORKERS)
     results = pool(delayed(call_in_worker)(task, threads, parent, index, pending, plan, out, device)
                    for index, pending in enumerate(todo))
     try:

@@ -27,7 +27,7 @@ from fr_mer.pipeline.labels import COMPOSITE_SPACE, LabelSpace, resolve_label_sp
 from fr_mer.protocols import checked_folds
 from fr_mer.results_folder import CONFIG_FILE, FoldResult, ResultsFolder, atomic_json
 from fr_mer.run_plan import check_protocol_choice, loso_database
-from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
+from fr_mer.workers import TORCH_WORKERS, call_in_worker, threads_per_process, usable_cores, worker_pool
 
 #: The probe's regularisation default: strong (C = 0.05) because a fold has a few hundred
 #: samples and thousands of input values.
@@ -57,7 +57,7 @@ class ProbeConfig:
                 or not set(self.channels) <= set(FLOW_CHANNELS):
             raise ParameterError(f"--channels must be distinct names among {','.join(FLOW_CHANNELS)}, "
                                  f"got {','.join(self.channels)}")
-        probe_classifier(self.C, self.class_weight)  # checks C and the class weight
+        check_classifier_settings(self.C, self.class_weight)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,20 +79,26 @@ class _ReportedConfig:
     weights_dir: str | None = None
 
 
+def check_classifier_settings(C: float, class_weight: str | None) -> None:
+    """Refuse a C or class weight :func:`probe_classifier` cannot use, without importing scikit-learn (1.2 s
+    of CPU): a probe whose folds are fitted in worker processes never imports it in its own."""
+    if not (isinstance(C, (int, float)) and C > 0 and math.isfinite(C)):
+        raise ParameterError(f"probe C (--C) must be a finite number > 0, got {C}")
+    if class_weight not in (None, "balanced"):
+        raise ParameterError(f"probe class weight must be 'balanced' or None, got {class_weight!r}")
+
+
 def probe_classifier(C: float = DEFAULT_C, class_weight: str | None = "balanced"):
     """The probe: standardisation then L2 logistic regression (lbfgs, multinomial).
 
     ``class_weight="balanced"`` weighs classes inversely to their training frequency, because
     UF1 and UAR weigh every class equally.
     """
+    check_classifier_settings(C, class_weight)
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not (isinstance(C, (int, float)) and C > 0 and math.isfinite(C)):
-        raise ParameterError(f"probe C (--C) must be a finite number > 0, got {C}")
-    if class_weight not in (None, "balanced"):
-        raise ParameterError(f"probe class weight must be 'balanced' or None, got {class_weight!r}")
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight=class_weight, max_iter=5000))
 
 
@@ -113,7 +119,7 @@ def probe_folds(features: np.ndarray, labels: np.ndarray, keys: Sequence[str], f
     from joblib import delayed
 
     threads, parent = threads_per_process(jobs), os.getpid()
-    pool = worker_pool(jobs, threads, len(folds))
+    pool = worker_pool(jobs, threads, len(folds), TORCH_WORKERS)
     done = dict(pool(delayed(call_in_worker)(_probe_fold, threads, parent, index, features, labels, keys, fold,
                                              n_classes, C, class_weight)
                      for index, fold in enumerate(folds)))

@@ -22,6 +22,7 @@ libraries read their limits from the environment when they load; :func:`worker_p
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -112,9 +113,32 @@ def call_in_worker(func: Callable[..., Any], threads: int, parent: int, tag: Any
     return tag, func(*args)
 
 
-def worker_pool(jobs: int, threads: int, tasks: int):
+#: The libraries of each kind of fr-mer worker (:func:`worker_pool`'s ``libraries``): an evaluation's
+#: folds and the probe's (whose module imports torch too) share torch workers; preprocessing has its own.
+TORCH_WORKERS = ("torch",)
+OPENCV_WORKERS = ("cv2",)
+
+
+def import_libraries(names: tuple[str, ...]) -> None:
+    """A worker's start (:func:`worker_pool`): import the libraries its tasks need."""
+    for name in names:
+        importlib.import_module(name)
+
+
+def worker_pool(jobs: int, threads: int, tasks: int, libraries: tuple[str, ...], *,
+                ahead: str | int = "2*n_jobs"):
     """A ``joblib.Parallel`` of ``jobs`` loky processes whose BLAS / OpenMP libraries start ``threads``
-    threads, giving results as they finish; at most ``2 * jobs`` of the ``tasks`` are sent ahead.
+    threads, giving results as they finish; at most ``ahead`` (default ``2 * jobs``) of the ``tasks``
+    are sent ahead. Its workers import ``libraries`` when they start (:data:`TORCH_WORKERS`,
+    :data:`OPENCV_WORKERS`).
+
+    ``libraries`` also decides which pools share workers. joblib keeps one loky executor per process
+    and reuses its workers for the next pool of the same settings (initializer included); loky takes
+    a worker's memory after its first task as the reference and restarts it as leaking once it holds
+    300 MB more. A preprocessing worker (OpenCV, dlib's models) given an evaluation's fold grows by
+    torch and the cache and was restarted after that one fold, so ``fr-mer demo`` paid its
+    evaluation workers' start-up twice (docs/benchmarks-speed.md). Pools of other ``libraries`` get
+    their own workers; pools of the same (an evaluation, then the probe) reuse them.
 
     Call it with ``delayed(call_in_worker)(func, threads, os.getpid(), tag, *args)`` items. Closing
     the generator early (an error, Ctrl-C) kills the workers: what they were doing is lost, what
@@ -122,5 +146,6 @@ def worker_pool(jobs: int, threads: int, tasks: int):
     """
     from joblib import Parallel, parallel_config
 
-    with parallel_config(backend="loky", inner_max_num_threads=threads):
-        return Parallel(n_jobs=min(jobs, max(1, tasks)), return_as="generator_unordered", pre_dispatch="2*n_jobs")
+    with parallel_config(backend="loky", inner_max_num_threads=threads, initializer=import_libraries,
+                         initargs=(tuple(libraries),)):
+        return Parallel(n_jobs=min(jobs, max(1, tasks)), return_as="generator_unordered", pre_dispatch=ahead)

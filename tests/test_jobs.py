@@ -29,12 +29,13 @@ from fr_mer.evaluation import EvalConfig, EvaluationError, run_evaluation
 from fr_mer.fold_dispatch import default_jobs, worker_threads
 from fr_mer.limits import MAX_JOBS
 from fr_mer.models import model_class
-from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun
+from fr_mer.pipeline.preprocess import PreprocessParams, PreprocessRun, start_workers
 from fr_mer.probe import probe_folds
 from fr_mer.protocols import subject_folds
 from fr_mer.results_folder import FoldResult
 from fr_mer.run_plan import make_plan
-from fr_mer.workers import call_in_worker, threads_per_process, usable_cores, worker_pool
+from fr_mer.workers import (OPENCV_WORKERS, TORCH_WORKERS, call_in_worker, threads_per_process, usable_cores,
+                            worker_pool)
 from tests.cachefactory import small_composite
 
 FAST = model_class("ststnet").recipe.replace(epochs=2, batch_size=16, lr=1e-2)
@@ -162,13 +163,52 @@ def worker_threads_seen() -> dict[str, object]:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_each_worker_starts_the_threads_of_its_share(threads):
-    pool = worker_pool(2, threads, 4)
+    pool = worker_pool(2, threads, 4, TORCH_WORKERS)
     seen = dict(pool(delayed(call_in_worker)(worker_threads_seen, threads, os.getpid(), i) for i in range(4)))
     assert sorted(seen) == [0, 1, 2, 3]
     for limits in seen.values():
         assert limits["pid"] != os.getpid()
         assert (limits["torch"], limits["interop"], limits["opencv"]) == (threads, 1, threads)
         assert limits["OMP_NUM_THREADS"] == str(threads)  # BLAS / OpenMP loaded later read it
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)  # long enough for both workers of a pool to take tasks
+    return os.getpid()
+
+
+def _worker_pids(libraries: tuple[str, ...]) -> set[int]:
+    pool = worker_pool(2, 1, 4, libraries)
+    return {pid for _, pid in pool(delayed(call_in_worker)(_pid_after, 1, os.getpid(), i, 0.3) for i in range(4))}
+
+
+def test_pools_of_other_libraries_get_their_own_workers():
+    """A preprocessing worker is never handed an evaluation's folds (loky would restart it as leaking after
+    one: fr_mer.workers.worker_pool), and an evaluation's workers go on with the probe's folds."""
+    preprocessing = _worker_pids(OPENCV_WORKERS)
+    evaluation = _worker_pids(TORCH_WORKERS)
+    probe = _worker_pids(TORCH_WORKERS)
+    assert preprocessing and evaluation and probe
+    assert not preprocessing & (evaluation | probe)
+    assert evaluation & probe
+
+
+def _holds_models(params: PreprocessParams) -> tuple[int, bool]:
+    from fr_mer.pipeline.preprocess import sample
+
+    time.sleep(0.3)  # long enough for both workers of the pool to take tasks
+    return os.getpid(), (params.align, str(params.predictor_path)) in sample._ALIGNERS
+
+
+def test_preprocessing_workers_started_ahead_serve_preprocess_with_the_models_loaded():
+    """fr-mer demo starts preprocessing's workers during its synthesis (start_workers): preprocess's pool,
+    of the same jobs and threads, gets those workers, dlib's models already loaded."""
+    params = PreprocessParams(flow_size=64)
+    start_workers(params, 2)()
+    pool = worker_pool(2, threads_per_process(2), 4, OPENCV_WORKERS)
+    seen = dict(pool(delayed(call_in_worker)(_holds_models, 1, os.getpid(), i, params) for i in range(4))).values()
+    assert any(loaded for _, loaded in seen)  # a worker started ahead, not a new one
+    assert start_workers(params, 1)() is None  # one job: nothing to start
 
 
 def test_evaluation_workers_record_their_share_of_the_cores(small_run, tmp_path):

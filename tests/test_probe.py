@@ -1,6 +1,8 @@
 """`fr-mer probe`: the linear probe against scikit-learn run directly, in evaluate's reports."""
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,3 +96,22 @@ def test_probe_command_refuses_bad_options_with_one_line(tmp_path):
     result = CliRunner().invoke(main, ["probe", "--cache", str(cache), "--protocol", "composite", "--database",
                                        "casme2", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "--database is for --protocol loso" in result.output
+
+
+def test_a_probe_fitted_in_workers_leaves_scikit_learn_to_them(tmp_path):
+    """With --jobs 2 this process only reads the folds back: importing scikit-learn here (1.2 s of CPU)
+    would come before the workers' first fold and after their last, every run."""
+    cache, listing = small_composite(tmp_path, subjects_per_db=2, clips_per_class=1)
+    code = ("import sys; from fr_mer.probe import ProbeConfig, run_probe; "
+            f"metrics = run_probe({str(cache)!r}, {str(tmp_path / 'probe')!r}, "
+            f"ProbeConfig(composite_list={str(listing)!r}), jobs=2); "
+            "print('sklearn' in sys.modules, metrics['full']['uf1'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded, uf1 = done.stdout.split()
+    assert loaded == "False"
+    assert 0 <= float(uf1) <= 1
+    with pytest.raises(ParameterError, match="C"):
+        ProbeConfig(C=0)  # still checked when the config is made
+    with pytest.raises(ParameterError, match="class weight"):
+        ProbeConfig(class_weight="equal")

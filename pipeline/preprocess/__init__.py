@@ -32,7 +32,7 @@ from fr_mer.pipeline.preprocess.params import (
     software_versions,
 )
 from fr_mer.pipeline.preprocess.outcome import Outcome
-from fr_mer.pipeline.preprocess.run import DEFAULT_FLOW_BATCH, PreprocessRun, default_jobs, preprocess
+from fr_mer.pipeline.preprocess.run import DEFAULT_FLOW_BATCH, PreprocessRun, default_jobs, preprocess, start_workers
 from fr_mer.pipeline.preprocess.summary import PreprocessSummary
 from fr_mer.pipeline.preprocess.sample import (
     STAGES,
@@ -72,4 +72,5 @@ __all__ = [
     "read_gray",
     "software_versions",
     "spot_pair",
+    "start_workers",
 ]

@@ -36,8 +36,9 @@ from fr_mer.pipeline.preprocess.clip import source_difference
 from fr_mer.pipeline.preprocess.outcome import Outcome, finish_flows, make_outcome
 from fr_mer.pipeline.preprocess.params import PARAM_OPTIONS, PARAMS_ADDED, PreprocessParams, software_versions
 from fr_mer.pipeline.preprocess.summary import PreprocessSummary
+from fr_mer.pipeline.preprocess.sample import aligner_for
 from fr_mer.pipeline.readers import SMIC_APEX_RULES
-from fr_mer.workers import threads_per_process, usable_cores
+from fr_mer.workers import OPENCV_WORKERS, call_in_worker, threads_per_process, usable_cores, worker_pool
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -164,13 +165,14 @@ class PreprocessRun:
                 # In-process: no worker start-up, and the caller's debugger works.
                 results = (make_outcome(clip, self.params, None, defer) for clip in self.todo)
             else:
-                from joblib import Parallel, delayed, parallel_config
+                from joblib import delayed
 
                 # deferring, the workers keep aligning the next batch while this process computes flows
                 ahead = max(2 * jobs, self.flow_batch + jobs) if defer else 2 * jobs
-                # the workers' BLAS / OpenMP libraries within the thread budget (OpenCV's: make_outcome)
-                with parallel_config(backend="loky", inner_max_num_threads=threads_per_process(self.jobs)):
-                    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch=ahead)
+                # the workers' BLAS / OpenMP libraries within the thread budget (OpenCV's: make_outcome);
+                # OpenCV workers, not an evaluation's torch ones (worker_pool says why they differ)
+                parallel = worker_pool(jobs, threads_per_process(self.jobs), len(self.todo), OPENCV_WORKERS,
+                                       ahead=ahead)
                 results = parallel(delayed(make_outcome)(clip, self.params, os.getpid(), defer) for clip in self.todo)
             waiting: list[Outcome] = []
             for outcome in results:
@@ -315,6 +317,37 @@ def _check_apex_rule(clips: Sequence[Clip], smic_apex: str) -> None:
             f"SMIC clips were scanned with apex rule {', '.join(other)} but the parameters say "
             f"smic_apex={smic_apex!r}; scan and preprocess with the same --smic-apex"
         )
+
+
+def start_workers(params: PreprocessParams, jobs: int | None = None) -> Callable[[], None]:
+    """Start :func:`preprocess`'s ``jobs`` local worker processes now, each loading dlib's models for
+    ``params`` (1.2 s of CPU, after 0.3 s of imports), for a caller with other work for its own process
+    meanwhile; returns the function that waits for them, to call before :func:`preprocess`.
+
+    ``fr-mer demo`` starts them before its synthesis, one process on one core, so that the other core
+    readies them instead of idling, and their first clips do not wait for the models. :func:`preprocess`
+    with the same ``jobs`` gets these workers: joblib hands a pool of the same workers' count, threads and
+    libraries the running ones (:func:`fr_mer.workers.worker_pool`). Nothing is started for one job.
+    """
+    jobs = jobs or default_jobs()
+    if jobs <= 1:
+        return lambda: None
+    from joblib import delayed
+
+    threads = threads_per_process(jobs)
+    pool = worker_pool(jobs, threads, jobs, OPENCV_WORKERS)
+    started = pool(delayed(call_in_worker)(_load_models, threads, os.getpid(), index, params)
+                   for index in range(jobs))
+
+    def ready() -> None:
+        for _ in started:  # consumed, not dropped: closing it early would end the workers
+            pass
+
+    return ready
+
+
+def _load_models(params: PreprocessParams) -> None:
+    aligner_for(params)
 
 
 def preprocess(
