@@ -26,7 +26,6 @@ import resource
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent

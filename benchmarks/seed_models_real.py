@@ -53,6 +53,7 @@ RUNS: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "ststnet": ("ststnet", {}, []),
     "micro_attention": ("micro_attention", {"input_size": "64"}, ["--epochs", "30"]),
     "smastn": ("smastn", {"width": "16", "input_size": "64"}, ["--epochs", "15"]),
+    "smastn_e40": ("smastn", {"width": "16", "input_size": "64"}, ["--epochs", "40"]),
     "meranet": ("meranet", {"input_size": "32", "clip_length": "8"}, ["--epochs", "40"]),
 }
 #: The candidates of FR's head decision, FR's current default first.

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent / "results" / "models" / "real-dev"
 #: The seed-model rows, in this order: run folder name, what the input is.
 MODEL_ROWS = (("fr", "flow u, v"), ("dual_inception", "flow u, v"), ("ststnet", "flow u, v, strain"),
-              ("micro_attention", "apex face"), ("meranet", "clip"), ("smastn", "dynamic images + onset face"))
+              ("micro_attention", "apex face"), ("meranet", "clip"), ("smastn", "dynamic images + onset face"),
+              ("smastn_e40", "dynamic images + onset face"))
 #: Each paper's own CASME II figure (../shared/specs) with its protocol; "-": the specs give none.
 PAPER_FIGURES = {
     "fr": "UF1 0.8915 / UAR 0.8873 (MEGC2019 composite, its CASME II part, 3 classes)",
@@ -33,6 +34,7 @@ PAPER_FIGURES = {
     "meranet": "- (not in the specs)",
     "smastn": "F1 0.7946 / accuracy 82.59 % (CASME II LOSO, 5 classes)",
 }
+PAPER_FIGURES["smastn_e40"] = PAPER_FIGURES["smastn"]
 #: FR's candidate heads; the first is FR's default when the decision was made.
 HEAD_ROWS = ("fr", "fr_naive", "fr_spatial", "fr_channel", "fr_noatt", "fr_propgate_noprop", "fr_spatial_noprop")
 

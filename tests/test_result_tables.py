@@ -142,3 +142,25 @@ def test_synthetic_table_is_what_the_script_prints_from_the_archive():
     assert any("`meranet`" in line for line in printed)
     doc = set((ROOT / "docs" / "benchmarks-models.md").read_text().splitlines())
     assert [line for line in printed if line not in doc] == []
+
+
+def test_seed_model_tables_are_what_the_script_prints_from_the_archive(capsys):
+    """docs/benchmarks-models.md holds the real-data table of the seed methods, docs/benchmarks.md the
+    FR head decision, line for line as benchmarks/seed_models_table.py prints them from the archive."""
+    table = script("seed_models_table")
+    for which, doc in (("models", "benchmarks-models.md"), ("heads", "benchmarks.md")):
+        assert table.main([which, str(RESULTS / "models" / "real-dev")]) == 0
+        printed = [line for line in capsys.readouterr().out.splitlines() if line]
+        held = set((ROOT / "docs" / doc).read_text().splitlines())
+        assert len(printed) > 3 and [line for line in printed if line not in held] == []
+
+
+def test_seed_model_table_pairs_seeds_and_leaves_a_resumed_run_without_cpu_time():
+    table = script("seed_models_table")
+    a, b = {"0": 0.70, "1": 0.74, "2": 0.72}, {"0": 0.69, "1": 0.70, "2": 0.73, "3": 0.9}
+    diffs = [0.70 - 0.69, 0.74 - 0.70, 0.72 - 0.73]  # seed 3 has no pair
+    se = statistics.stdev(diffs) / 3 ** 0.5
+    assert table.paired(a, b) == f"{statistics.fmean(diffs):+.4f} ± {se:.4f} (2 of 3 ahead)"
+    assert table.paired({"0": 0.7}, b) == "-"
+    assert table.cpu_per_seed({"cpu_seconds_this_invocation": 300.0, "folds_resumed": 0}, 3) == "100"
+    assert table.cpu_per_seed({"cpu_seconds_this_invocation": 4.0, "folds_resumed": 42}, 3) == "not recorded (resumed)"

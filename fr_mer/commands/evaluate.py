@@ -71,8 +71,8 @@ class FoldProgress:
 @click.option("--audit-selection", is_flag=True,
               help="Also log each held-out subject's predictions after every epoch (used for nothing else) and "
                    "report, apart from the results, what choosing epochs on them would have scored: best epoch "
-                   "per subject, best single epoch (OUT/selection_audit.json, .png; every fold's per-epoch predictions, "
-                   "from which it is recomputed, in OUT/epoch_predictions.npz; docs/protocols.md). The "
+                   "per subject, best single epoch (OUT/selection_audit.json, .png; every fold's per-epoch "
+                   "predictions, from which it is recomputed, in OUT/epoch_predictions.npz; docs/protocols.md). The "
                    "training and results are unchanged. Trains fold by fold (not with --fold-batch or --weights).")
 @jobs_option("Worker processes training folds (or fold stacks) at once, each writing its fold files as one "
              "process would [default: every usable core on the CPU, capped by the folds; 1 on CUDA and with "

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fr_mer.data import load_dataset
-from fr_mer.models import Recipe, create_model, model_class
+from fr_mer.models import create_model, model_class
 from fr_mer.randomness import seeded_initialisation
 from fr_mer.training import train_model
 
