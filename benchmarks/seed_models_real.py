@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from fr_mer.commands.common import parse_model_options
 from fr_mer.environment import cpu_model
 from fr_mer.models import create_model
+from realdev import fr_mer  # benchmarks/realdev.py: runs fr-mer, returns its CPU seconds
 
 HERE = Path(__file__).resolve().parent
 DEV_LIST = HERE / "results" / "realdev" / "dev3.csv"
@@ -61,18 +59,6 @@ FR_HEADS = ("fr", "fr_naive", "fr_spatial", "fr_channel", "fr_noatt", "fr_propga
 KEPT = ("config.json", "metrics.json", "predictions.csv", "selection_audit.json", "epoch_predictions.npz")
 
 
-def fr_mer(args: list[str], log: Path) -> float:
-    """Run ``fr-mer ARGS`` (this interpreter's); returns the CPU seconds it and its children used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    command = [str(Path(sys.executable).with_name("fr-mer")), *args]
-    result = subprocess.run(command, capture_output=True, text=True)
-    log.write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}); see {log}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-
-
 def parameter_count(model: str, options: dict[str, str], n_classes: int) -> int:
     """Trainable parameters of ``model`` with ``options`` (the CLI's ``-o`` values, parsed as it does)."""
     values = parse_model_options(tuple(f"{k}={v}" for k, v in options.items()))
@@ -96,7 +82,7 @@ def run(name: str, cache: Path, out: Path, work: Path, seeds: int, five: bool) -
     work.mkdir(parents=True, exist_ok=True)
     # Folds a previous invocation trained: their CPU time is not in this one's.
     resumed = sum(1 for path in folder.glob("folds/seed*/*.json") if not path.name.endswith(".audit.json"))
-    seconds = fr_mer(args, work / f"{name}{suffix}.log")
+    seconds = fr_mer(*args, log=work / f"{name}{suffix}.log")
     keep.mkdir(parents=True, exist_ok=True)
     for file_name in KEPT:
         if (folder / file_name).is_file():
