@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fr_mer.commands.common import parse_model_options
 from fr_mer.environment import cpu_model
-from fr_mer.models import create_model
+from fr_mer.models import count_parameters, create_model
 from realdev import fr_mer  # benchmarks/realdev.py: runs fr-mer, returns its CPU seconds
 
 HERE = Path(__file__).resolve().parent
@@ -62,8 +62,7 @@ KEPT = ("config.json", "metrics.json", "predictions.csv", "selection_audit.json"
 def parameter_count(model: str, options: dict[str, str], n_classes: int) -> int:
     """Trainable parameters of ``model`` with ``options`` (the CLI's ``-o`` values, parsed as it does)."""
     values = parse_model_options(tuple(f"{k}={v}" for k, v in options.items()))
-    network = create_model(model, n_classes=n_classes, **values)
-    return sum(p.numel() for p in network.parameters() if p.requires_grad)
+    return count_parameters(create_model(model, n_classes=n_classes, **values))
 
 
 def run(name: str, cache: Path, out: Path, work: Path, seeds: int, five: bool) -> None:

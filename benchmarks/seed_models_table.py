@@ -20,6 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from fr_mer.metrics import standard_error
+from fr_mer.paired_statistics import sign_counts
+
 ROOT = Path(__file__).resolve().parent / "results" / "models" / "real-dev"
 #: The seed-model rows, in this order: run folder name, what the input is.
 MODEL_ROWS = (("fr", "flow u, v"), ("dual_inception", "flow u, v"), ("ststnet", "flow u, v, strain"),
@@ -61,8 +64,8 @@ def paired(a: dict[str, float], b: dict[str, float]) -> str:
     diffs = [a[s] - b[s] for s in seeds]
     if len(diffs) < 2:
         return "-"
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{statistics.fmean(diffs):+.4f} ± {se:.4f} ({sum(d > 0 for d in diffs)} of {len(diffs)} ahead)"
+    ahead = sign_counts(diffs)[0]
+    return f"{statistics.fmean(diffs):+.4f} ± {standard_error(diffs):.4f} ({ahead} of {len(diffs)} ahead)"
 
 
 def cpu_per_seed(record: dict, seeds: int) -> str:
