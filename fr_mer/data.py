@@ -186,10 +186,23 @@ def _composite_rows(cache: Cache, labels: np.ndarray, composite_list: Path | Non
     return rows, missing
 
 
+def _in_key_order(cache: Cache, rows: np.ndarray) -> np.ndarray:
+    """``rows`` ordered by their samples' keys (unique in a cache)."""
+    keys = np.asarray(cache.keys, dtype=object)[rows]
+    return rows[np.argsort(keys, kind="stable")].astype(np.int64)
+
+
 def select_protocol(cache: Cache, protocol: str, database: str | None = None,
                     composite_list: Path | None = None,
                     labels: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Row indices of the protocol's samples in ``cache``, and the protocol keys missing from it.
+
+    The rows come in an order set by the samples alone, never by the cache's row
+    order: the composite list's order (``composite``, ``lodo``), else the sample
+    keys' order. A cache's rows are in the order its samples were finished
+    (``fr-mer preprocess --jobs N`` writes them as workers finish; a resumed run
+    appends), and the training batches follow the selected order, so two caches
+    of the same samples give the same figures only this way.
 
     ``labels``: the samples' classes in the run's label space (default: the
     cache's composite labels); samples the space drops (-1) are never selected.
@@ -199,7 +212,7 @@ def select_protocol(cache: Cache, protocol: str, database: str | None = None,
     dbs = np.asarray(cache.meta["database"])
     if protocol in ("composite", "lodo"):
         rows, missing = _composite_rows(cache, labels, composite_list)
-        return np.asarray(sorted(rows), dtype=np.int64), missing
+        return np.asarray(rows, dtype=np.int64), missing
     if protocol == "loso":
         database = single_database(cache) if database is None else database
         if database not in DATABASE_TITLES:
@@ -207,7 +220,7 @@ def select_protocol(cache: Cache, protocol: str, database: str | None = None,
         rows = np.flatnonzero((dbs == database) & (labels >= 0))
         if rows.size == 0:
             raise CacheError(f"{cache.path}: no labelled {database} samples in this cache")
-        return rows.astype(np.int64), []
+        return _in_key_order(cache, rows), []
     if protocol in ("megc2018-cde", "megc2018-hde"):
         rows = np.flatnonzero(np.isin(dbs, MEGC2018_DATABASES) & (labels >= 0))
         present = {str(db) for db in dbs[rows]}
@@ -218,7 +231,7 @@ def select_protocol(cache: Cache, protocol: str, database: str | None = None,
                 f"1-5; none of {', '.join(absent)} has one (preprocess CASME II with --casme2-objective FILE "
                 "or its 2019 coding sheet)"
             )
-        return rows.astype(np.int64), []
+        return _in_key_order(cache, rows), []
     raise ParameterError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
