@@ -14,9 +14,9 @@ casme2 --classes 5``). Seeds are paired across runs (0, 1, ...).
 
 Every run logs the held-out subject after each epoch (``--audit-selection``: the last epoch is the
 result; the log is for the audit only). Each run's results folder is made in --work (an interrupted
-run resumes there); its config.json, metrics.json, predictions.csv, selection_audit.json and the
-per-epoch archive ``epoch_predictions.npz`` (docs/protocols.md) are copied to
-OUT/<run>[-5]/ with run.json: the command, the CPU seconds it used (process and children), the
+run resumes there); its config.json, metrics.json, predictions.csv, folds.csv (each fold's last
+training loss), selection_audit.json and the per-epoch archive ``epoch_predictions.npz``
+(docs/protocols.md) are copied to OUT/<run>[-5]/ with run.json: the command, the CPU seconds it used (process and children), the
 model's parameter count and the CPU model. ``benchmarks/seed_models_table.py`` prints the tables of
 docs/benchmarks-models.md and docs/benchmarks.md from OUT.
 """
@@ -56,7 +56,7 @@ RUNS: dict[str, tuple[str, dict[str, str], list[str]]] = {
 }
 #: The candidates of FR's head decision, FR's current default first.
 FR_HEADS = ("fr", "fr_naive", "fr_spatial", "fr_channel", "fr_noatt", "fr_propgate_noprop", "fr_spatial_noprop")
-KEPT = ("config.json", "metrics.json", "predictions.csv", "selection_audit.json", "epoch_predictions.npz")
+KEPT = ("config.json", "metrics.json", "predictions.csv", "folds.csv", "selection_audit.json", "epoch_predictions.npz")
 
 
 def parameter_count(model: str, options: dict[str, str], n_classes: int) -> int:
