@@ -17,8 +17,9 @@ result; the log is for the audit only). Each run's results folder is made in --w
 run resumes there); its config.json, metrics.json, predictions.csv, folds.csv (each fold's last
 training loss), selection_audit.json and the per-epoch archive ``epoch_predictions.npz``
 (docs/protocols.md) are copied to OUT/<run>[-5]/ with run.json: the command, the CPU seconds it
-used (process and children), the model's parameter count and the CPU model. ``benchmarks/seed_models_table.py`` prints the tables of
-docs/benchmarks-models.md and docs/benchmarks.md from OUT.
+used (process and children), the model's parameter count and the CPU model.
+``benchmarks/seed_models_table.py`` prints the tables of docs/benchmarks-models.md and
+docs/benchmarks.md from OUT.
 """
 from __future__ import annotations
 
